@@ -1,0 +1,67 @@
+"""dbos-fleet: durable workflows for Python, run as a fleet (the DBOS Transact API).
+
+Exactly the public names of the reference live here; everything else is private.
+"""
+
+from dbos import error
+from dbos._api.classes import DBOSConfiguredInstance
+from dbos._api.client import DBOSClient, EnqueueOptions
+from dbos._api.context_managers import (
+    DBOSContextEnsure,
+    DBOSContextSetAuth,
+    SetEnqueueOptions,
+    SetWorkflowID,
+    SetWorkflowTimeout,
+)
+from dbos._api.dbos import DBOS
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.queue import Queue
+from dbos._config.settings import DBOSConfig
+from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
+from dbos.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSConflictingWorkflowError,
+    DBOSException,
+    DBOSInitializationError,
+    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSMaxStepRetriesExceeded,
+    DBOSNonExistentWorkflowError,
+    DBOSNotAuthorizedError,
+    DBOSQueueDeduplicatedError,
+    DBOSUnexpectedStepError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowConflictIDError,
+)
+
+__all__ = [
+    "DBOS",
+    "DBOSClient",
+    "DBOSConfig",
+    "DBOSConfiguredInstance",
+    "EnqueueOptions",
+    "DBOSContextEnsure",
+    "DBOSContextSetAuth",
+    "Queue",
+    "SetEnqueueOptions",
+    "SetWorkflowID",
+    "SetWorkflowTimeout",
+    "StepInfo",
+    "StepStatus",
+    "WorkflowHandle",
+    "WorkflowHandleAsync",
+    "WorkflowStatus",
+    "WorkflowStatusString",
+    "error",
+    "DBOSException",
+    "DBOSAwaitedWorkflowCancelledError",
+    "DBOSConflictingWorkflowError",
+    "DBOSInitializationError",
+    "DBOSMaxRecoveryAttemptsExceededError",
+    "DBOSMaxStepRetriesExceeded",
+    "DBOSNonExistentWorkflowError",
+    "DBOSNotAuthorizedError",
+    "DBOSQueueDeduplicatedError",
+    "DBOSUnexpectedStepError",
+    "DBOSWorkflowCancelledError",
+    "DBOSWorkflowConflictIDError",
+]

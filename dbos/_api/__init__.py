@@ -1,0 +1,1 @@
+"""Thin shells users call: DBOS, handles, context managers, decorators."""

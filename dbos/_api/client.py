@@ -1,0 +1,189 @@
+"""DBOSClient: enqueue, inspect and message workflows from any Python process.
+
+The client needs no workflow code: it enqueues by workflow and queue name,
+and waits through the same database + wakeup machinery as an executor
+(without Redis it polls). Queue declarations live in the executors, so the
+client cannot check priority/partition settings against them; it validates
+what it can (ranges and types) and the executors run what it enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional, TypedDict
+
+from dbos._api.context_managers import SetEnqueueOptions
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._config.settings import load_settings
+from dbos._execution import context, management, messaging
+from dbos._execution import workflow as wf
+from dbos._execution.context import IdBox
+from dbos._execution.queues import QueueSpec, enqueue_fields
+from dbos._execution.registry import Registry, WorkflowInfo
+from dbos._execution.runtime import Runtime
+from dbos._execution.status import StepInfo, WorkflowStatus
+from dbos._services.pool import WorkflowPool
+from dbos._storage.database import Database
+from dbos._storage.dialect import Dialect
+from dbos._storage.migrations import migrate_system
+from dbos._wakeups.hub import Hub
+from dbos._wakeups.local import queue_ready
+from dbos.error import DBOSException, DBOSQueueDeduplicatedError
+
+
+class EnqueueOptions(TypedDict, total=False):
+    workflow_name: str  # required
+    queue_name: str  # required
+    workflow_id: str
+    app_version: str
+    workflow_timeout: float
+    deduplication_id: str
+    priority: int
+    queue_partition_key: str
+    workflow_class_name: str
+    workflow_config_name: str
+
+
+def _noop() -> None:
+    return None
+
+
+class DBOSClient:
+    def __init__(
+        self,
+        system_database_url: str,
+        *,
+        redis_url: Optional[str] = None,
+        system_database_schema: str = "dbos",
+        polling_interval_sec: float = 1.0,
+    ) -> None:
+        from dbos._api.dbos import wakeup_namespace  # the namespace executors publish on
+
+        settings = load_settings(
+            {
+                "name": "dbos-client",
+                "system_database_url": system_database_url,
+                "redis_url": redis_url,
+                "dbos_system_schema": system_database_schema,
+                "polling_interval_sec": polling_interval_sec,
+                "executor_id": "dbos-client",
+            },
+            env={},
+        )
+        logger = logging.getLogger("dbos.client")
+        self._db = Database(settings.system_database_url, settings.schema, 4, settings.db_engine_kwargs)
+        migrate_system(self._db)
+        self._pool = WorkflowPool(32)
+        hub = Hub()
+        self._bridge = hub.attach_redis(redis_url, wakeup_namespace(settings), logger) if redis_url else None
+        if self._bridge is not None:
+            self._bridge.start()
+        self._rt = Runtime(settings, self._db, self._db, Registry(), "", self._pool, hub, logger)
+
+    def destroy(self) -> None:
+        if self._bridge is not None:
+            self._bridge.stop()
+        self._pool.stop()
+        self._db.dispose()
+
+    def __enter__(self) -> "DBOSClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.destroy()
+
+    # -- enqueue ------------------------------------------------------------------
+    def enqueue(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
+        workflow_name = options.get("workflow_name")
+        queue_name = options.get("queue_name")
+        if not isinstance(workflow_name, str) or not workflow_name:
+            raise DBOSException("DBOSClient.enqueue needs options['workflow_name']")
+        if not isinstance(queue_name, str) or not queue_name:
+            raise DBOSException("DBOSClient.enqueue needs options['queue_name']")
+        # Validates priority range and key types the same way SetEnqueueOptions does.
+        opts = SetEnqueueOptions(
+            deduplication_id=options.get("deduplication_id"),
+            priority=options.get("priority"),
+            app_version=options.get("app_version"),
+            queue_partition_key=options.get("queue_partition_key"),
+        ).options
+        spec = QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
+        fields = enqueue_fields(spec, opts, None)
+        fields["class_name"] = options.get("workflow_class_name")
+        fields["config_name"] = options.get("workflow_config_name")
+        info = WorkflowInfo(workflow_name, _noop, False, 100, False, options.get("workflow_class_name"))
+        call = wf.Call(info, None, tuple(args), dict(kwargs))
+        changes: dict[str, Any] = {"run": None, "in_step": False}
+        if options.get("workflow_id"):
+            changes["id_box"] = IdBox(str(options["workflow_id"]))
+        if "workflow_timeout" in options:
+            changes["timeout"] = options["workflow_timeout"]
+        with context.updated(**changes):
+            try:
+                created = wf.create(self._rt, call, queue_name=queue_name, enqueue_fields=fields)
+            except Exception as e:
+                if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
+                    raise DBOSQueueDeduplicatedError("(not created)", queue_name, fields["deduplication_id"]) from None
+                raise
+        self._rt.wakeups.notify(queue_ready(queue_name))
+        return WorkflowHandle(self._rt, created.workflow_id)
+
+    async def enqueue_async(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandleAsync[Any]:
+        handle = await self._rt.to_thread(lambda: self.enqueue(options, *args, **kwargs))
+        return WorkflowHandleAsync(self._rt, handle.workflow_id)
+
+    # -- handles, messages, events ------------------------------------------------
+    def retrieve_workflow(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
+        from dbos._api.dbos import _await_existence
+
+        _await_existence(self._rt, workflow_id, existing_workflow)
+        return WorkflowHandle(self._rt, workflow_id)
+
+    async def retrieve_workflow_async(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandleAsync[Any]:
+        await self._rt.to_thread(self.retrieve_workflow, workflow_id, existing_workflow)
+        return WorkflowHandleAsync(self._rt, workflow_id)
+
+    def send(self, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+        with context.updated(run=None):
+            messaging.send(self._rt, destination_id, message, topic)
+
+    async def send_async(self, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+        await self._rt.to_thread(self.send, destination_id, message, topic)
+
+    def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        with context.updated(run=None):
+            return messaging.get_event(self._rt, workflow_id, key, timeout_seconds)
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        return await self._rt.to_thread(self.get_event, workflow_id, key, timeout_seconds)
+
+    # -- management ------------------------------------------------------------------
+    def list_workflows(self, **filters: Any) -> List[WorkflowStatus]:
+        return management.list_workflows(self._rt, management.workflow_filter(**filters))
+
+    def list_queued_workflows(self, **filters: Any) -> List[WorkflowStatus]:
+        return management.list_workflows(self._rt, management.workflow_filter(queued_only=True, **filters))
+
+    def list_workflow_steps(self, workflow_id: str) -> List[StepInfo]:
+        return management.list_steps(self._rt, workflow_id)
+
+    def cancel_workflow(self, workflow_id: str) -> None:
+        management.cancel(self._rt, workflow_id)
+
+    def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id))
+
+    def fork_workflow(
+        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+    ) -> WorkflowHandle[Any]:
+        new_id = management.fork(self._rt, workflow_id, start_step, application_version)
+        return WorkflowHandle(self._rt, new_id)
+
+    def get_workflow(self, workflow_id: str) -> Optional[WorkflowStatus]:
+        from dbos._api.handles import get_status
+
+        return get_status(self._rt, workflow_id)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._rt

@@ -1,0 +1,113 @@
+"""The context managers of the reference. Each replaces the context for its block."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, List, Optional
+
+from dbos._execution import context
+from dbos._execution.context import Auth, EnqueueOptions, IdBox
+from dbos.error import DBOSException
+
+_MAX_PRIORITY = 2_147_483_647
+
+
+class _Block:
+    """Base: set a new Ctx on enter, restore the old one on exit."""
+
+    def __init__(self) -> None:
+        self._stack: Optional[contextlib.ExitStack] = None
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __enter__(self) -> "_Block":
+        ctx = context.current()
+        stack = contextlib.ExitStack()
+        stack.enter_context(context.using(replace(ctx, **self._changes(ctx))))
+        self._stack = stack
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+
+class SetWorkflowID(_Block):
+    """Give ``wfid`` to the next workflow started in the block (only the first one)."""
+
+    def __init__(self, wfid: str) -> None:
+        super().__init__()
+        if not isinstance(wfid, str) or not wfid:
+            raise DBOSException(f"SetWorkflowID needs a non-empty string, got {wfid!r}")
+        self.wfid = wfid
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"id_box": IdBox(self.wfid)}
+
+
+class SetWorkflowTimeout(_Block):
+    """Timeout (seconds, start to completion) for workflows started in the block; None removes it."""
+
+    def __init__(self, workflow_timeout_sec: Optional[float]) -> None:
+        super().__init__()
+        if workflow_timeout_sec is not None:
+            if isinstance(workflow_timeout_sec, bool) or not isinstance(workflow_timeout_sec, (int, float)):
+                raise DBOSException(f"SetWorkflowTimeout needs seconds or None, got {workflow_timeout_sec!r}")
+            if not workflow_timeout_sec > 0:
+                raise DBOSException(f"SetWorkflowTimeout needs a positive number of seconds, got {workflow_timeout_sec}")
+        self.workflow_timeout_sec = workflow_timeout_sec
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"timeout": self.workflow_timeout_sec}
+
+
+class SetEnqueueOptions(_Block):
+    """Options for enqueues in the block (not propagated to child workflows)."""
+
+    def __init__(
+        self,
+        *,
+        deduplication_id: Optional[str] = None,
+        priority: Optional[int] = None,
+        app_version: Optional[str] = None,
+        queue_partition_key: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if priority is not None:
+            if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= _MAX_PRIORITY:
+                raise DBOSException(f"priority must be an integer in 1..{_MAX_PRIORITY}, got {priority!r}")
+        for key, value in (("deduplication_id", deduplication_id), ("app_version", app_version),
+                           ("queue_partition_key", queue_partition_key)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise DBOSException(f"{key} must be a non-empty string, got {value!r}")
+        self.options = EnqueueOptions(deduplication_id, priority, app_version, queue_partition_key)
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"enqueue": self.options}
+
+
+class DBOSContextEnsure(_Block):
+    """Make sure a DBOS context exists for the block (one always does here)."""
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"ensured": True}
+
+
+class DBOSContextSetAuth(_Block):
+    """Run the block as ``user`` with ``roles``."""
+
+    def __init__(self, user: Optional[str], roles: Optional[List[str]]) -> None:
+        super().__init__()
+        self.auth = Auth(user, tuple(roles) if roles is not None else None, None)
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"auth": self.auth, "ensured": True}

@@ -1,0 +1,485 @@
+"""The DBOS facade: construction, launch, destroy, and the reference's methods.
+
+Every method here is a few lines that delegate to ``_execution`` (rules) or
+``_storage`` (queries); the process-wide singleton is the reference's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, ClassVar, Coroutine, List, Optional, TypeVar, Union
+
+from dbos._api import classes, decorators
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.instance import HOLDER, maybe_runtime, runtime
+from dbos._config.settings import DBOSConfig, Settings, load_settings
+from dbos._execution import context, management, messaging
+from dbos._execution import workflow as wf
+from dbos._execution.queues import INTERNAL_QUEUE
+from dbos._execution.registry import REGISTRY
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus
+from dbos._services.base import Service
+from dbos._services.canceller import Canceller
+from dbos._services.heartbeat import Heartbeat
+from dbos._services.pool import WorkflowPool
+from dbos._services.queue_poller import QueuePoller
+from dbos._storage import queues, workflows
+from dbos._storage.database import Database
+from dbos._storage.migrations import migrate_application, migrate_system
+from dbos._telemetry import otlp
+from dbos._telemetry.logs import LOGGER_NAME, configure
+from dbos._wakeups.hub import Hub
+from dbos._wakeups.local import queue_ready, workflow_created
+from dbos.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
+
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _DBOSMeta(type):
+    """Class-level properties: ``DBOS.workflow_id`` etc. read the current context."""
+
+    @property
+    def logger(cls) -> logging.Logger:
+        return logging.getLogger(LOGGER_NAME)
+
+    @property
+    def workflow_id(cls) -> Optional[str]:
+        run = context.current().run
+        return run.workflow_id if run is not None else None
+
+    @property
+    def step_id(cls) -> Optional[int]:
+        status = context.current().step_status
+        return status.step_id if status is not None else None
+
+    @property
+    def step_status(cls) -> Optional[StepStatus]:
+        return context.current().step_status
+
+    @property
+    def sql_session(cls) -> Any:
+        session = context.current().sql_session
+        if session is None:
+            raise DBOSException("DBOS.sql_session is only available inside a @DBOS.transaction function")
+        return session
+
+    @property
+    def authenticated_user(cls) -> Optional[str]:
+        return _auth().user
+
+    @property
+    def authenticated_roles(cls) -> Optional[list[str]]:
+        roles = _auth().roles
+        return list(roles) if roles is not None else None
+
+    @property
+    def assumed_role(cls) -> Optional[str]:
+        return _auth().assumed_role
+
+    @property
+    def span(cls) -> Any:
+        from opentelemetry import trace
+
+        return trace.get_current_span()
+
+    @property
+    def executor_id(cls) -> str:
+        return runtime().executor_id
+
+    @property
+    def application_version(cls) -> str:
+        return runtime().app_version
+
+
+def _auth() -> context.Auth:
+    ctx = context.current()
+    if ctx.run is not None and ctx.auth.user is None:
+        return ctx.run.auth
+    return ctx.auth
+
+
+class DBOS(metaclass=_DBOSMeta):
+    """The durable-execution runtime of this process (one per process)."""
+
+    _instance: ClassVar[Optional["DBOS"]] = None
+
+    def __new__(cls, *, config: DBOSConfig) -> "DBOS":
+        with HOLDER.lock:
+            existing = cls._instance
+            if existing is not None and existing._launched:
+                raise DBOSInitializationError(
+                    "DBOS is already launched in this process; call DBOS.destroy() before creating another"
+                )
+            obj = super().__new__(cls)
+            cls._instance = obj
+            return obj
+
+    def __init__(self, *, config: DBOSConfig) -> None:
+        self._launched = False
+        try:
+            self.settings: Settings = load_settings(config)
+        except BaseException:
+            # A bad config must not leave a half-built singleton behind.
+            with HOLDER.lock:
+                if DBOS._instance is self:
+                    DBOS._instance = None
+            raise
+        self._runtime: Optional[Runtime] = None
+        self._services: list[Service] = []
+        self._heartbeat: Optional[Heartbeat] = None
+        self._pool: Optional[WorkflowPool] = None
+        self._dbs: list[Database] = []
+        self._stop_otlp: Callable[[], None] = lambda: None
+        self.logger = configure(self.settings.log_level, self.settings.executor_id)
+
+    # -- lifecycle ----------------------------------------------------------
+    @classmethod
+    def launch(cls) -> None:
+        self = cls._instance
+        if self is None:
+            raise DBOSInitializationError("call DBOS(config=...) before DBOS.launch()")
+        if self._launched:
+            return
+        s = self.settings
+        sys_db = Database(s.system_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs)
+        self._dbs.append(sys_db)
+        app_db = sys_db
+        try:
+            migrate_system(sys_db)
+            if s.application_database_url != s.system_database_url:
+                app_db = Database(s.application_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs)
+                self._dbs.append(app_db)
+            migrate_application(app_db)
+        except Exception as e:
+            for db in self._dbs:
+                db.dispose()
+            self._dbs.clear()
+            raise DBOSInitializationError(f"could not prepare the database: {e}") from e
+        app_version = s.app_version or REGISTRY.source_hash()
+        self._stop_otlp = otlp.setup(s, self.logger)
+        self._pool = WorkflowPool(s.max_executor_threads)
+        hub = Hub()
+        rt = Runtime(s, sys_db, app_db, REGISTRY, app_version, self._pool, hub, self.logger)
+        self._runtime = rt
+        self._heartbeat = Heartbeat(sys_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger)
+        self._heartbeat.register()
+        # Every background service this process runs, in start order (all but the
+        # heartbeat start after recovery, so recovered work is not claimed twice).
+        self._services = [self._heartbeat]
+        if s.redis_url is not None:
+            bridge = hub.attach_redis(s.redis_url, wakeup_namespace(s), self.logger)
+            self._services.append(bridge)
+        poller = QueuePoller(
+            rt, lambda: [INTERNAL_QUEUE, *REGISTRY.queues.values()], s.default_worker_concurrency, self.logger
+        )
+        hub.add_listener("queue:", lambda key: poller.wake_queue(key[len("queue:"):]))
+        canceller = Canceller(rt, s.polling_interval_sec, self.logger)
+        hub.add_listener("cancel:", lambda _key: canceller.wake())
+        self._services += [poller, canceller]
+        self._heartbeat.start()
+        HOLDER.runtime = rt
+        self._launched = True
+        recovered = cls._recover_pending()
+        for service in self._services[1:]:
+            service.start()
+        self.logger.info(
+            "DBOS launched: executor %s, app version %s, %d workflow(s) recovered",
+            s.executor_id, app_version, recovered,
+        )
+
+    @classmethod
+    def _recover_pending(cls) -> int:
+        rt = runtime()
+        # Queued work this executor held goes back on its queue, under the queue's limits.
+        requeued = rt.sys_db.run(lambda c: queues.requeue_pending(c, rt.executor_id, rt.app_version, now_ms()))
+        if requeued:
+            for spec in REGISTRY.queues.values():
+                rt.wakeups.notify(queue_ready(spec.name))
+        rows = rt.sys_db.query(lambda c: workflows.list_pending(c, rt.executor_id, rt.app_version))
+        count = 0
+        for row in rows:
+            try:
+                count += wf.recover(rt, row)
+            except DBOSException as e:
+                rt.logger.error("cannot recover workflow %s: %s", row.workflow_uuid, e)
+        return count
+
+    @classmethod
+    def destroy(cls, *, workflow_completion_timeout_sec: float = 0) -> None:
+        """Stop every thread this process started and close every connection."""
+        with HOLDER.lock:
+            self = cls._instance
+            cls._instance = None
+        if self is None:
+            return
+        rt = self._runtime
+        HOLDER.runtime = None
+        for service in reversed(self._services):
+            service.stop()
+        if rt is not None:
+            for workflow_id in rt.running_ids():
+                rt.preempt_local(workflow_id)
+        if self._heartbeat is not None:
+            try:
+                self._heartbeat.mark_stopped()
+            except Exception:
+                pass
+        if self._pool is not None:
+            self._pool.stop(wait=workflow_completion_timeout_sec > 0)
+        for db in self._dbs:
+            db.dispose()
+        self._stop_otlp()
+        self._launched = False
+
+    # -- decorators -----------------------------------------------------------
+    @staticmethod
+    def workflow(*, name: Optional[str] = None, max_recovery_attempts: Optional[int] = None) -> Callable[[F], F]:
+        return decorators.workflow_decorator(name=name, max_recovery_attempts=max_recovery_attempts)
+
+    @staticmethod
+    def step(
+        *,
+        name: Optional[str] = None,
+        retries_allowed: bool = False,
+        interval_seconds: float = 1.0,
+        max_attempts: int = 3,
+        backoff_rate: float = 2.0,
+    ) -> Callable[[F], F]:
+        return decorators.step_decorator(
+            name=name,
+            retries_allowed=retries_allowed,
+            interval_seconds=interval_seconds,
+            max_attempts=max_attempts,
+            backoff_rate=backoff_rate,
+        )
+
+    @staticmethod
+    def transaction(*, isolation_level: Optional[str] = None, name: Optional[str] = None) -> Callable[[F], F]:
+        return decorators.transaction_decorator(isolation_level=isolation_level, name=name)
+
+    required_roles = staticmethod(classes.required_roles)
+    default_required_roles = staticmethod(classes.default_required_roles)
+    dbos_class = staticmethod(classes.dbos_class)
+
+    @staticmethod
+    def set_authentication(authenticated_user: Optional[str], authenticated_roles: Optional[List[str]]) -> None:
+        """Set the user and roles of the current context (what HTTP middleware does)."""
+        roles = tuple(authenticated_roles) if authenticated_roles is not None else None
+        context.replace_current(auth=context.Auth(authenticated_user, roles, None))
+
+    # -- starting and finding workflows ---------------------------------------
+    @classmethod
+    def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+        rt = runtime()
+        info, instance = decorators.info_of(func)
+        call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
+        created = wf.create(rt, call)
+        wf.start(rt, created, call)
+        return WorkflowHandle(rt, created.workflow_id)
+
+    @classmethod
+    async def start_workflow_async(
+        cls, func: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[R]:
+        rt = runtime()
+        info, instance = decorators.info_of(func)
+        call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
+        created = await rt.to_thread(wf.create, rt, call)
+        local = await rt.to_thread(wf.claim_for_execution, rt, created)
+        if local is not None:
+            if info.is_async:
+                asyncio.get_running_loop().create_task(_quiet(wf.execute_async(rt, created, call, local)))
+            else:
+                wf._submit(rt, created, call, local)
+        return WorkflowHandleAsync(rt, created.workflow_id)
+
+    # -- messages, events, sleep ----------------------------------------------
+    @classmethod
+    def send(cls, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+        messaging.send(runtime(), destination_id, message, topic)
+
+    @classmethod
+    async def send_async(cls, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+        rt = runtime()
+        await rt.to_thread(messaging.send, rt, destination_id, message, topic)
+
+    @classmethod
+    def recv(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
+        return messaging.recv(runtime(), topic, timeout_seconds)
+
+    @classmethod
+    async def recv_async(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
+        rt = runtime()
+        return await rt.to_thread(messaging.recv, rt, topic, timeout_seconds)
+
+    @classmethod
+    def set_event(cls, key: str, value: Any) -> None:
+        messaging.set_event(runtime(), key, value)
+
+    @classmethod
+    async def set_event_async(cls, key: str, value: Any) -> None:
+        rt = runtime()
+        await rt.to_thread(messaging.set_event, rt, key, value)
+
+    @classmethod
+    def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        return messaging.get_event(runtime(), workflow_id, key, timeout_seconds)
+
+    @classmethod
+    async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        rt = runtime()
+        return await rt.to_thread(messaging.get_event, rt, workflow_id, key, timeout_seconds)
+
+    @classmethod
+    def sleep(cls, seconds: float) -> None:
+        messaging.sleep(maybe_runtime(), seconds)
+
+    @classmethod
+    async def sleep_async(cls, seconds: float) -> None:
+        rt = maybe_runtime()
+        if rt is None or context.current().run is None:
+            await asyncio.sleep(seconds)
+            return
+        await rt.to_thread(messaging.sleep, rt, seconds)
+
+    # -- workflow management ----------------------------------------------------
+    @classmethod
+    def list_workflows(
+        cls,
+        *,
+        workflow_ids: Optional[List[str]] = None,
+        status: Optional[Union[str, List[str]]] = None,
+        start_time: Optional[str] = None,
+        end_time: Optional[str] = None,
+        name: Optional[str] = None,
+        app_version: Optional[str] = None,
+        user: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+        sort_desc: bool = False,
+        workflow_id_prefix: Optional[str] = None,
+        load_input: bool = True,
+        load_output: bool = True,
+    ) -> List[WorkflowStatus]:
+        f = management.workflow_filter(
+            workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
+            app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
+            workflow_id_prefix=workflow_id_prefix,
+        )
+        return management.list_workflows(runtime(), f, load_values=load_input or load_output)
+
+    @classmethod
+    async def list_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
+        return await runtime().to_thread(lambda: cls.list_workflows(**kwargs))
+
+    @classmethod
+    def list_queued_workflows(
+        cls,
+        *,
+        queue_name: Optional[str] = None,
+        status: Optional[Union[str, List[str]]] = None,
+        start_time: Optional[str] = None,
+        end_time: Optional[str] = None,
+        name: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+        sort_desc: bool = False,
+        load_input: bool = True,
+    ) -> List[WorkflowStatus]:
+        f = management.workflow_filter(
+            queue_name=queue_name, status=status, start_time=start_time, end_time=end_time, name=name,
+            limit=limit, offset=offset, sort_desc=sort_desc, queued_only=True,
+        )
+        return management.list_workflows(runtime(), f, load_values=load_input)
+
+    @classmethod
+    async def list_queued_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
+        return await runtime().to_thread(lambda: cls.list_queued_workflows(**kwargs))
+
+    @classmethod
+    def cancel_workflow(cls, workflow_id: str) -> None:
+        management.cancel(runtime(), workflow_id)
+
+    @classmethod
+    async def cancel_workflow_async(cls, workflow_id: str) -> None:
+        rt = runtime()
+        await rt.to_thread(management.cancel, rt, workflow_id)
+
+    @classmethod
+    def resume_workflow(cls, workflow_id: str) -> WorkflowHandle[Any]:
+        rt = runtime()
+        return WorkflowHandle(rt, management.resume(rt, workflow_id))
+
+    @classmethod
+    async def resume_workflow_async(cls, workflow_id: str) -> WorkflowHandleAsync[Any]:
+        rt = runtime()
+        return WorkflowHandleAsync(rt, await rt.to_thread(management.resume, rt, workflow_id))
+
+    @classmethod
+    def fork_workflow(
+        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+    ) -> WorkflowHandle[Any]:
+        rt = runtime()
+        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version))
+
+    @classmethod
+    async def fork_workflow_async(
+        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+    ) -> WorkflowHandleAsync[Any]:
+        rt = runtime()
+        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version)
+        return WorkflowHandleAsync(rt, new_id)
+
+    @classmethod
+    def list_workflow_steps(cls, workflow_id: str) -> List[StepInfo]:
+        return management.list_steps(runtime(), workflow_id)
+
+    @classmethod
+    async def list_workflow_steps_async(cls, workflow_id: str) -> List[StepInfo]:
+        rt = runtime()
+        return await rt.to_thread(management.list_steps, rt, workflow_id)
+
+    @classmethod
+    def retrieve_workflow(cls, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
+        rt = runtime()
+        _await_existence(rt, workflow_id, existing_workflow)
+        return WorkflowHandle(rt, workflow_id)
+
+    @classmethod
+    async def retrieve_workflow_async(
+        cls, workflow_id: str, existing_workflow: bool = True
+    ) -> WorkflowHandleAsync[Any]:
+        rt = runtime()
+        await rt.to_thread(_await_existence, rt, workflow_id, existing_workflow)
+        return WorkflowHandleAsync(rt, workflow_id)
+
+
+def wakeup_namespace(s: Settings) -> str:
+    """Redis channel prefix: one namespace per system database and schema."""
+    database = s.system_database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+    return f"dbos:{database}:{s.schema}:"
+
+
+async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:
+    try:
+        await coro
+    except BaseException:
+        pass
+
+
+def _await_existence(rt: Runtime, workflow_id: str, existing_workflow: bool) -> None:
+    """Return once the workflow's row exists; raise at once if it must exist already."""
+    while True:
+        with rt.wakeups.subscribe(workflow_created(workflow_id)) as waiter:
+            row = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
+            if row is not None:
+                return
+            if existing_workflow:
+                raise DBOSNonExistentWorkflowError(workflow_id)
+            waiter.wait(rt.settings.polling_interval_sec)
+
+
+__all__ = ["DBOS", "now_ms"]

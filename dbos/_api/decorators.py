@@ -1,0 +1,177 @@
+"""The decorators: register at import time, find the runtime at call time.
+
+Each wrapper keeps the user's signature (``functools.wraps`` and a typed
+TypeVar), so type checkers see the function as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any, Callable, Optional, TypeVar, cast
+
+from dbos._api.instance import maybe_runtime, runtime
+from dbos._execution import context
+from dbos._execution import workflow as wf
+from dbos._execution.auth import RoleSpec, authorize
+from dbos._execution.registry import REGISTRY, StepOptions, WorkflowInfo, takes_self
+from dbos._execution.step import run_step, run_step_async, run_transaction
+from dbos.error import DBOSException
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
+
+
+def info_of(func: Callable[..., Any]) -> tuple[WorkflowInfo, Optional[Any]]:
+    """The registered workflow behind a decorated function or bound method, and its bound instance."""
+    instance = getattr(func, "__self__", None)
+    target = getattr(func, "__func__", func)
+    info = getattr(target, "__dbos_workflow__", None)
+    if info is None:
+        raise DBOSException(f"{getattr(func, '__qualname__', func)!r} is not a @DBOS.workflow() function")
+    return info, instance
+
+
+def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Optional[int] = None) -> Callable[[F], F]:
+    attempts = DEFAULT_MAX_RECOVERY_ATTEMPTS if max_recovery_attempts is None else max_recovery_attempts
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise DBOSException(f"max_recovery_attempts must be a non-negative integer, got {max_recovery_attempts!r}")
+
+    def decorate(func: F) -> F:
+        info = WorkflowInfo(
+            name=name or func.__qualname__,
+            func=func,
+            is_async=inspect.iscoroutinefunction(func),
+            max_recovery_attempts=attempts,
+            takes_self=takes_self(func),
+            roles=_roles_of(func),
+        )
+        REGISTRY.add_workflow(info)
+        if info.is_async:
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                rt = runtime()
+                call = wf.Call.of(info, args, kwargs)
+                created = await rt.to_thread(wf.create, rt, call)
+                local = await rt.to_thread(wf.claim_for_execution, rt, created)
+                if local is None:
+                    return await rt.to_thread(wf.wait_result, rt, created.workflow_id)
+                return await wf.execute_async(rt, created, call, local)
+
+            setattr(run_async, "__dbos_workflow__", info)
+            setattr(run_async, "__dbos_roles__", info.roles)
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            rt = runtime()
+            call = wf.Call.of(info, args, kwargs)
+            created = wf.create(rt, call)
+            local = wf.claim_for_execution(rt, created)
+            if local is None:
+                return wf.wait_result(rt, created.workflow_id)
+            return wf.execute(rt, created, call, local)
+
+        setattr(run, "__dbos_workflow__", info)
+        setattr(run, "__dbos_roles__", info.roles)
+        return cast(F, run)
+
+    return decorate
+
+
+def _roles_of(func: Callable[..., Any]) -> RoleSpec:
+    """A role spec for a function, honouring @required_roles applied below the DBOS decorator."""
+    below = getattr(func, "__dbos_required_roles__", None)
+    return RoleSpec(list(below), True) if below is not None else RoleSpec()
+
+
+def _authorize_call(name: str, spec: RoleSpec) -> None:
+    if spec.roles:
+        ctx = context.current()
+        auth = ctx.run.auth if ctx.run is not None and ctx.auth.user is None else ctx.auth
+        authorize(name, spec.roles, auth)
+
+
+def _check_step_options(retries_allowed: bool, interval_seconds: float, max_attempts: int, backoff_rate: float) -> None:
+    if not isinstance(retries_allowed, bool):
+        raise DBOSException(f"retries_allowed must be a bool, got {retries_allowed!r}")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise DBOSException(f"max_attempts must be an integer >= 1, got {max_attempts!r}")
+    if not isinstance(interval_seconds, (int, float)) or interval_seconds < 0:
+        raise DBOSException(f"interval_seconds must be a number >= 0, got {interval_seconds!r}")
+    if not isinstance(backoff_rate, (int, float)) or backoff_rate < 1:
+        raise DBOSException(f"backoff_rate must be a number >= 1, got {backoff_rate!r}")
+
+
+def step_decorator(
+    *,
+    name: Optional[str] = None,
+    retries_allowed: bool = False,
+    interval_seconds: float = 1.0,
+    max_attempts: int = 3,
+    backoff_rate: float = 2.0,
+) -> Callable[[F], F]:
+    _check_step_options(retries_allowed, interval_seconds, max_attempts, backoff_rate)
+
+    def decorate(func: F) -> F:
+        opts = StepOptions(
+            name or func.__qualname__, retries_allowed, float(interval_seconds), max_attempts, float(backoff_rate)
+        )
+        roles = _roles_of(func)
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                _authorize_call(opts.name, roles)
+                return await run_step_async(maybe_runtime(), opts, func, args, kwargs)
+
+            setattr(run_async, "__dbos_roles__", roles)
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            _authorize_call(opts.name, roles)
+            return run_step(maybe_runtime(), opts, func, args, kwargs)
+
+        setattr(run, "__dbos_roles__", roles)
+        return cast(F, run)
+
+    return decorate
+
+
+_ISOLATION_LEVELS = ("SERIALIZABLE", "REPEATABLE READ", "READ COMMITTED")
+
+
+def transaction_decorator(*, isolation_level: Optional[str] = None, name: Optional[str] = None) -> Callable[[F], F]:
+    if isolation_level is not None and isolation_level not in _ISOLATION_LEVELS:
+        raise DBOSException(f"isolation_level must be one of {_ISOLATION_LEVELS}, got {isolation_level!r}")
+
+    def decorate(func: F) -> F:
+        tx_name = name or func.__qualname__
+        roles = _roles_of(func)
+        if inspect.iscoroutinefunction(func):
+
+            def in_thread(*args: Any, **kwargs: Any) -> Any:
+                return asyncio.run(func(*args, **kwargs))
+
+            @functools.wraps(func)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                _authorize_call(tx_name, roles)
+                rt = runtime()
+                return await rt.to_thread(run_transaction, rt, tx_name, isolation_level, in_thread, args, kwargs)
+
+            setattr(run_async, "__dbos_roles__", roles)
+            return cast(F, run_async)
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            _authorize_call(tx_name, roles)
+            return run_transaction(runtime(), tx_name, isolation_level, func, args, kwargs)
+
+        setattr(run, "__dbos_roles__", roles)
+        return cast(F, run)
+
+    return decorate

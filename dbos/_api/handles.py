@@ -1,0 +1,88 @@
+"""Workflow handles: a workflow ID plus the ways to wait for it and inspect it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, Optional, TypeVar
+
+from dbos._execution import context
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.status import WorkflowStatus
+from dbos._execution.step import durable_run, lookup, record, replay
+from dbos._execution.workflow import wait_result
+from dbos._storage import workflows
+from dbos.error import DBOSNonExistentWorkflowError
+
+R = TypeVar("R")
+
+
+def get_status(rt: Runtime, workflow_id: str) -> Optional[WorkflowStatus]:
+    row = rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
+    return WorkflowStatus.from_row(row) if row is not None else None
+
+
+def _as_step(rt: Runtime, name: str, workflow_id: str, fn: Callable[[], Any]) -> Any:
+    """Inside a workflow, record what ``fn`` returns so replay sees the same value."""
+    run = durable_run(context.current())
+    if run is None:
+        return fn()
+    fid, recorded = lookup(run, name)
+    if recorded is not None:
+        return replay(recorded)
+    started = now_ms()
+    try:
+        value = fn()
+    except Exception as e:
+        return record(rt, run, fid, name, None, e, started, child_workflow_id=workflow_id)
+    return record(rt, run, fid, name, value, None, started, child_workflow_id=workflow_id)
+
+
+class WorkflowHandle(Generic[R]):
+    def __init__(self, rt: Runtime, workflow_id: str) -> None:
+        self._rt = rt
+        self._workflow_id = workflow_id
+
+    @property
+    def workflow_id(self) -> str:
+        return self._workflow_id
+
+    def get_workflow_id(self) -> str:
+        return self._workflow_id
+
+    def get_result(self) -> R:
+        """Wait for the workflow to finish; return its result or raise its error."""
+        return _as_step(  # type: ignore[no-any-return]
+            self._rt, "DBOS.getResult", self._workflow_id, lambda: wait_result(self._rt, self._workflow_id)
+        )
+
+    def get_status(self) -> WorkflowStatus:
+        def fetch() -> WorkflowStatus:
+            status = get_status(self._rt, self._workflow_id)
+            if status is None:
+                raise DBOSNonExistentWorkflowError(self._workflow_id)
+            return status
+
+        return _as_step(self._rt, "DBOS.getStatus", self._workflow_id, fetch)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self._workflow_id!r})"
+
+
+class WorkflowHandleAsync(Generic[R]):
+    def __init__(self, rt: Runtime, workflow_id: str) -> None:
+        self._sync: WorkflowHandle[R] = WorkflowHandle(rt, workflow_id)
+
+    @property
+    def workflow_id(self) -> str:
+        return self._sync.workflow_id
+
+    def get_workflow_id(self) -> str:
+        return self._sync.workflow_id
+
+    async def get_result(self) -> R:
+        return await self._sync._rt.to_thread(self._sync.get_result)
+
+    async def get_status(self) -> WorkflowStatus:
+        return await self._sync._rt.to_thread(self._sync.get_status)
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandleAsync({self.workflow_id!r})"

@@ -1,0 +1,93 @@
+"""Queue: declared at import time like workflows; enqueue returns a handle."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Coroutine, Optional, TypedDict, TypeVar
+
+from dbos._api.decorators import info_of
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.instance import runtime
+from dbos._execution import queues as q
+from dbos._execution import workflow as wf
+from dbos._execution.registry import REGISTRY
+from dbos.error import DBOSException
+
+R = TypeVar("R")
+
+
+class QueueRateLimit(TypedDict):
+    limit: int
+    period: float
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise DBOSException(f"Queue {name} must be a positive integer or None, got {value!r}")
+
+
+class Queue:
+    """A named queue of workflows, shared by every executor of the fleet."""
+
+    def __init__(
+        self,
+        name: str,
+        concurrency: Optional[int] = None,
+        limiter: Optional[QueueRateLimit] = None,
+        *,
+        worker_concurrency: Optional[int] = None,
+        priority_enabled: bool = False,
+        partition_queue: bool = False,
+        polling_interval_sec: float = 1.0,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise DBOSException(f"Queue name must be a non-empty string, got {name!r}")
+        _positive_int("concurrency", concurrency)
+        _positive_int("worker_concurrency", worker_concurrency)
+        if concurrency is not None and worker_concurrency is not None and worker_concurrency > concurrency:
+            raise DBOSException(
+                f"Queue {name}: worker_concurrency ({worker_concurrency}) exceeds concurrency ({concurrency})"
+            )
+        limit = period = None
+        if limiter is not None:
+            if not isinstance(limiter, dict) or set(limiter) != {"limit", "period"}:
+                raise DBOSException(f"Queue {name}: limiter must be {{'limit': int, 'period': seconds}}, got {limiter!r}")
+            _positive_int("limiter limit", limiter["limit"])
+            period = limiter["period"]
+            if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
+                raise DBOSException(f"Queue {name}: limiter period must be a positive number, got {period!r}")
+            limit, period = int(limiter["limit"]), float(period)
+        if isinstance(polling_interval_sec, bool) or not isinstance(polling_interval_sec, (int, float)) \
+                or not 0.001 <= polling_interval_sec <= 3600:
+            raise DBOSException(f"Queue {name}: polling_interval_sec must be 0.001..3600, got {polling_interval_sec!r}")
+        self.name = name
+        self.concurrency = concurrency
+        self.worker_concurrency = worker_concurrency
+        self.limiter = limiter
+        self.priority_enabled = priority_enabled
+        self.partition_queue = partition_queue
+        self.polling_interval_sec = float(polling_interval_sec)
+        self.spec = q.QueueSpec(
+            name, concurrency, limit, period, worker_concurrency, bool(priority_enabled),
+            bool(partition_queue), float(polling_interval_sec),
+        )
+        REGISTRY.add_queue(self.spec)
+
+    def _call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> wf.Call:
+        info, instance = info_of(func)
+        return wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
+
+    def enqueue(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+        rt = runtime()
+        workflow_id = q.enqueue(rt, self.spec, self._call(func, args, kwargs))
+        return WorkflowHandle(rt, workflow_id)
+
+    async def enqueue_async(
+        self, func: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any
+    ) -> WorkflowHandleAsync[R]:
+        rt = runtime()
+        call = self._call(func, args, kwargs)
+        workflow_id = await rt.to_thread(q.enqueue, rt, self.spec, call)
+        return WorkflowHandleAsync(rt, workflow_id)
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"

@@ -1,0 +1,196 @@
+"""DBOSConfig (what users write) -> Settings (one frozen object everything reads).
+
+This module is the only reader of environment variables. Validation happens
+here, at ``DBOS(config=...)``, and every error names the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, TypedDict
+
+from dbos.error import DBOSConfigError
+
+
+class DBOSConfig(TypedDict, total=False):
+    """User-facing configuration (every key optional except ``name``)."""
+
+    name: str
+    system_database_url: Optional[str]
+    application_database_url: Optional[str]
+    sys_db_pool_size: Optional[int]
+    db_engine_kwargs: Optional[dict[str, Any]]
+    executor_id: Optional[str]
+    application_version: Optional[str]
+    dbos_system_schema: Optional[str]
+    log_level: Optional[str]
+    redis_url: Optional[str]
+    polling_interval_sec: Optional[float]
+    max_executor_threads: Optional[int]
+    run_admin_server: Optional[bool]
+    admin_port: Optional[int]
+    enable_otlp: Optional[bool]
+    otlp_traces_endpoints: Optional[list[str]]
+    otlp_logs_endpoints: Optional[list[str]]
+    otlp_attributes: Optional[dict[str, str]]
+    heartbeat_interval_sec: Optional[float]
+    default_worker_concurrency: Optional[int]
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the library reads, resolved once. Never mutated."""
+
+    name: str
+    system_database_url: str
+    application_database_url: str
+    sys_db_pool_size: int
+    db_engine_kwargs: Mapping[str, Any]
+    executor_id: str
+    app_version: Optional[str]  # None: computed from the workflow sources at launch
+    app_id: str
+    schema: str
+    log_level: str
+    redis_url: Optional[str]
+    polling_interval_sec: float
+    max_executor_threads: int
+    heartbeat_interval_sec: float
+    default_worker_concurrency: int
+    enable_otlp: bool
+    otlp_traces_endpoints: tuple[str, ...] = ()
+    otlp_logs_endpoints: tuple[str, ...] = ()
+    otlp_attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.system_database_url.startswith("sqlite")
+
+
+def _opt(config: Mapping[str, Any], key: str, types: type | tuple[type, ...]) -> Any:
+    value = config.get(key)
+    if value is None:
+        return None
+    # bool is an int subclass: never accept it where a number is wanted.
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise DBOSConfigError(f"config key '{key}' must be {_type_name(types)}, got {value!r}")
+    if not isinstance(value, types):
+        raise DBOSConfigError(f"config key '{key}' must be {_type_name(types)}, got {value!r}")
+    return value
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    if isinstance(types, tuple):
+        return " or ".join(t.__name__ for t in types)
+    return types.__name__
+
+
+def normalize_database_url(url: str, key: str) -> str:
+    """Accept the URL spellings users write; return the SQLAlchemy one we use."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("postgresql+psycopg://"):
+        return url
+    if url.startswith("sqlite:///") or url.startswith("sqlite+pysqlite:///"):
+        return "sqlite:///" + url.split(":///", 1)[1]
+    raise DBOSConfigError(
+        f"config key '{key}' must be a postgresql:// or sqlite:/// URL, got {url!r}"
+    )
+
+
+def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:
+    """Validate a DBOSConfig and resolve it with the environment into Settings."""
+    if not isinstance(config, Mapping):
+        raise DBOSConfigError(f"config must be a dict (DBOSConfig), got {type(config).__name__}")
+    env = os.environ if env is None else env
+    unknown = sorted(set(config) - set(DBOSConfig.__annotations__))
+    if unknown:
+        raise DBOSConfigError(f"unknown config key '{unknown[0]}'")
+
+    name = config.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DBOSConfigError(
+            "config key 'name' is required: letters, digits, '_', '-' or '.', at most 100"
+            f" characters; got {name!r}"
+        )
+
+    sys_url = _opt(config, "system_database_url", str) or env.get("DBOS_SYSTEM_DATABASE_URL")
+    if not sys_url:
+        sys_url = f"sqlite:///{os.path.join(os.getcwd(), name + '.sqlite')}"
+    sys_url = normalize_database_url(sys_url, "system_database_url")
+    app_url = _opt(config, "application_database_url", str)
+    app_url = normalize_database_url(app_url, "application_database_url") if app_url else sys_url
+
+    pool = _opt(config, "sys_db_pool_size", int)
+    if pool is not None and not 1 <= pool <= 1000:
+        raise DBOSConfigError(f"config key 'sys_db_pool_size' must be 1..1000, got {pool}")
+
+    schema = _opt(config, "dbos_system_schema", str) or "dbos"
+    if not _IDENT.match(schema):
+        raise DBOSConfigError(
+            f"config key 'dbos_system_schema' must be a SQL identifier, got {schema!r}"
+        )
+
+    log_level = (_opt(config, "log_level", str) or "INFO").upper()
+    if log_level not in _LOG_LEVELS:
+        raise DBOSConfigError(f"config key 'log_level' must be one of {_LOG_LEVELS}, got {log_level!r}")
+
+    redis_url = _opt(config, "redis_url", str) or env.get("DBOS_REDIS_URL") or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise DBOSConfigError(
+            f"config key 'redis_url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
+        )
+
+    executor_id = env.get("DBOS__VMID") or _opt(config, "executor_id", str) or "local"
+    app_version = env.get("DBOS__APPVERSION") or _opt(config, "application_version", str)
+
+    polling = _opt(config, "polling_interval_sec", (int, float))
+    if polling is not None and not 0.001 <= polling <= 3600:
+        raise DBOSConfigError(f"config key 'polling_interval_sec' must be 0.001..3600, got {polling}")
+    heartbeat = _opt(config, "heartbeat_interval_sec", (int, float))
+    if heartbeat is not None and not 0.05 <= heartbeat <= 3600:
+        raise DBOSConfigError(f"config key 'heartbeat_interval_sec' must be 0.05..3600, got {heartbeat}")
+    threads = _opt(config, "max_executor_threads", int)
+    if threads is not None and not 1 <= threads <= 100_000:
+        raise DBOSConfigError(f"config key 'max_executor_threads' must be 1..100000, got {threads}")
+    worker_default = _opt(config, "default_worker_concurrency", int)
+    if worker_default is not None and not 1 <= worker_default <= 10_000:
+        raise DBOSConfigError(f"config key 'default_worker_concurrency' must be 1..10000, got {worker_default}")
+    engine_kwargs = _opt(config, "db_engine_kwargs", dict) or {}
+    traces = _opt(config, "otlp_traces_endpoints", list) or []
+    logs = _opt(config, "otlp_logs_endpoints", list) or []
+    for key, endpoints in (("otlp_traces_endpoints", traces), ("otlp_logs_endpoints", logs)):
+        if not all(isinstance(e, str) and e.startswith(("http://", "https://")) for e in endpoints):
+            raise DBOSConfigError(f"config key '{key}' must be a list of http(s):// URLs")
+    attributes = _opt(config, "otlp_attributes", dict) or {}
+    enable_otlp = _opt(config, "enable_otlp", bool)
+    _opt(config, "run_admin_server", bool)
+    _opt(config, "admin_port", int)
+
+    return Settings(
+        name=name,
+        system_database_url=sys_url,
+        application_database_url=app_url,
+        sys_db_pool_size=pool or 20,
+        db_engine_kwargs=dict(engine_kwargs),
+        executor_id=executor_id,
+        app_version=app_version,
+        app_id=env.get("DBOS__APPID", ""),
+        schema=schema,
+        log_level=log_level,
+        redis_url=redis_url,
+        polling_interval_sec=float(polling) if polling is not None else 1.0,
+        max_executor_threads=threads or 512,
+        heartbeat_interval_sec=float(heartbeat) if heartbeat is not None else 2.0,
+        default_worker_concurrency=worker_default or 16,
+        enable_otlp=bool(enable_otlp) if enable_otlp is not None else bool(traces or logs),
+        otlp_traces_endpoints=tuple(traces),
+        otlp_logs_endpoints=tuple(logs),
+        otlp_attributes=dict(attributes),
+    )

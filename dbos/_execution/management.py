@@ -1,0 +1,181 @@
+"""Workflow management rules: listing (filters validated here), steps."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from dataclasses import replace
+from typing import Any, List, Optional, Sequence, Union
+
+from dbos._execution import context
+from dbos._execution.queues import INTERNAL_QUEUE
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.serialization import deserialize, deserialize_error
+from dbos._execution.status import STATUSES, StepInfo, WorkflowStatus
+from dbos._storage import listing, operations, workflows
+from dbos._wakeups import local as keys
+from dbos.error import DBOSException, DBOSNonExistentWorkflowError
+
+
+def parse_time(value: Optional[str], what: str) -> Optional[int]:
+    """An RFC 3339 timestamp to epoch milliseconds; a clear error on a malformed one."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DBOSException(f"{what} must be an RFC 3339 timestamp string, got {value!r}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise DBOSException(f"{what} is not an RFC 3339 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def _statuses(status: Union[str, Sequence[str], None], allowed: Sequence[str]) -> Optional[List[str]]:
+    if status is None:
+        return None
+    values = [status] if isinstance(status, str) else list(status)
+    for v in values:
+        if v not in allowed:
+            raise DBOSException(f"status must be one of {', '.join(allowed)}; got {v!r}")
+    return values
+
+
+def _count(value: Optional[int], what: str) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise DBOSException(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def workflow_filter(
+    *,
+    workflow_ids: Optional[Sequence[str]] = None,
+    status: Union[str, Sequence[str], None] = None,
+    start_time: Optional[str] = None,
+    end_time: Optional[str] = None,
+    name: Optional[str] = None,
+    app_version: Optional[str] = None,
+    user: Optional[str] = None,
+    limit: Optional[int] = None,
+    offset: Optional[int] = None,
+    sort_desc: bool = False,
+    workflow_id_prefix: Optional[str] = None,
+    queue_name: Optional[str] = None,
+    queued_only: bool = False,
+) -> listing.WorkflowFilter:
+    if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
+        raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
+    return listing.WorkflowFilter(
+        workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
+        statuses=_statuses(status, ("ENQUEUED", "PENDING") if queued_only else STATUSES),
+        start_time_ms=parse_time(start_time, "start_time"),
+        end_time_ms=parse_time(end_time, "end_time"),
+        name=name,
+        app_version=app_version,
+        user=user,
+        limit=_count(limit, "limit"),
+        offset=_count(offset, "offset"),
+        sort_desc=bool(sort_desc),
+        workflow_id_prefix=workflow_id_prefix,
+        queue_name=queue_name,
+        queued_only=queued_only,
+    )
+
+
+def list_workflows(rt: Runtime, f: listing.WorkflowFilter, load_values: bool = True) -> List[WorkflowStatus]:
+    rows = rt.sys_db.query(lambda c: listing.list_rows(c, f))
+    return [WorkflowStatus.from_row(r, load_values=load_values) for r in rows]
+
+
+def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:
+    steps = rt.sys_db.query(lambda c: operations.list_for(c, workflow_id))
+    result: List[StepInfo] = []
+    for s in steps:
+        error: Any = deserialize_error(s.error)
+        result.append(
+            StepInfo(
+                function_id=s.function_id,
+                function_name=s.function_name,
+                output=deserialize(s.output, f"the output of step {s.function_id}"),
+                error=error,
+                child_workflow_id=s.child_workflow_id,
+            )
+        )
+    return result
+
+
+# -- cancel, resume, fork --------------------------------------------------------
+
+
+def cancel(rt: Runtime, workflow_id: str) -> None:
+    """CANCELLED (unless finished), off its queue, and preempted wherever it runs."""
+    status = rt.sys_db.run(lambda c: workflows.cancel(c, workflow_id, now_ms()), tx=True)
+    if status is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
+    rt.preempt_local(workflow_id)
+    rt.wakeups.notify(keys.cancelled(workflow_id))  # other processes
+    rt.wakeups.notify(keys.workflow_done(workflow_id))  # awaiting handles re-check
+
+
+def resume(rt: Runtime, workflow_id: str) -> str:
+    """Restart a workflow from its last recorded step, at once, on an executor of its version."""
+    previous = rt.sys_db.run(
+        lambda c: workflows.requeue(c, workflow_id, INTERNAL_QUEUE.name, now_ms(), reset_attempts=True), tx=True
+    )
+    if previous is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
+    rt.wakeups.notify(keys.queue_ready(INTERNAL_QUEUE.name))
+    return workflow_id
+
+
+def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str]) -> str:
+    """A new workflow with the same inputs whose steps before ``start_step`` are copied."""
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 1:
+        raise DBOSException(f"start_step must be an integer >= 1, got {start_step!r}")
+    if application_version is not None and (not isinstance(application_version, str) or not application_version):
+        raise DBOSException(f"application_version must be a non-empty string, got {application_version!r}")
+    ctx = context.current()
+    new_id = (ctx.id_box.take() if ctx.id_box is not None else None) or str(uuid.uuid4())
+
+    def in_tx(conn: Any) -> None:
+        source = workflows.get(conn, workflow_id)
+        if source is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        last = max((s.function_id for s in operations.list_for(conn, workflow_id)), default=0)
+        if start_step > last + 1:
+            raise DBOSException(
+                f"cannot fork workflow {workflow_id} at step {start_step}: it has {last} recorded step(s), "
+                f"so start_step must be 1..{last + 1}"
+            )
+        now = now_ms()
+        row = replace(
+            source,
+            workflow_uuid=new_id,
+            status="ENQUEUED",
+            output=None,
+            error=None,
+            executor_id=None,
+            application_version=application_version or source.application_version,
+            created_at=now,
+            updated_at=now,
+            started_at=None,
+            recovery_attempts=0,
+            queue_name=INTERNAL_QUEUE.name,
+            priority=0,
+            deduplication_id=None,
+            queue_partition_key=None,
+            deadline_ms=None,
+            parent_workflow_id=None,
+            forked_from=workflow_id,
+        )
+        if not workflows.insert(conn, rt.sys_db.dialect, row):
+            raise DBOSException(f"cannot fork into workflow ID {new_id}: a workflow with that ID exists")
+        operations.copy_prefix(conn, workflow_id, new_id, start_step)
+
+    rt.sys_db.run(in_tx, tx=True)
+    rt.wakeups.notify(keys.queue_ready(INTERNAL_QUEUE.name))
+    return new_id

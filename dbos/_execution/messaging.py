@@ -1,0 +1,219 @@
+"""Messages, events and durable sleep.
+
+- ``send`` from a workflow is a step whose message ID is
+  ``<workflow_id>-<function_id>``: replay never stores it twice.
+- ``recv`` consumes the oldest message and records it as its step in one
+  transaction: exactly-once delivery; a replayed recv returns the same message.
+- ``recv``/``get_event`` in a workflow record their deadline first (a
+  ``DBOS.sleep`` step), so a recovered wait only waits what is left, and a
+  timeout is recorded, so it replays as a timeout.
+- Every wait subscribes to its wakeup key (and the workflow's cancel key)
+  before reading the database, then polls at the configured interval.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Optional
+
+from dbos._execution import context
+from dbos._execution.context import WorkflowRun
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.serialization import deserialize, serialize
+from dbos._execution.step import durable_run, lookup, record, replay
+from dbos._storage import messages, operations
+from dbos._storage.operations import StepRow
+from dbos._wakeups import local as keys
+from dbos.error import DBOSException, DBOSNonExistentWorkflowError
+
+_TOPIC_NONE = ""
+
+
+def _topic(topic: Optional[str]) -> str:
+    if topic is None:
+        return _TOPIC_NONE
+    if not isinstance(topic, str):
+        raise DBOSException(f"topic must be a string or None, got {topic!r}")
+    return topic
+
+
+def _timeout(timeout_seconds: float) -> float:
+    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
+        raise DBOSException(f"timeout_seconds must be a number >= 0, got {timeout_seconds!r}")
+    return float(timeout_seconds)
+
+
+def _require_workflow(what: str) -> WorkflowRun:
+    run = durable_run(context.current())
+    if run is None:
+        raise DBOSException(f"{what} can only be called from within a workflow (not outside one, nor in a step)")
+    return run
+
+
+def _durable_deadline(rt: Runtime, run: WorkflowRun, seconds: float) -> float:
+    """Record (or replay) the absolute wake-up time of a wait: epoch seconds."""
+    fid, recorded = lookup(run, "DBOS.sleep")
+    if recorded is not None:
+        return float(replay(recorded))
+    end = time.time() + seconds
+    record(rt, run, fid, "DBOS.sleep", end, None, now_ms())
+    return end
+
+
+def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> bool:
+    """Wait until woken, the poll interval, or ``end``; False once ``end`` has passed."""
+    now = time.time()
+    remaining = end - now
+    if remaining <= 0:
+        return False
+    wait = min(remaining, rt.settings.polling_interval_sec)
+    if run is not None and run.deadline_ms is not None:
+        wait = min(wait, max(0.0, run.deadline_ms / 1000 - now))
+    waiter.wait(wait)
+    waiter.clear()
+    if run is not None:
+        run.check_cancelled()
+    return True
+
+
+# -- send ---------------------------------------------------------------------
+
+
+def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -> None:
+    topic_key = _topic(topic)
+    payload = serialize(message, "the message")
+    dialect = rt.sys_db.dialect
+    run = durable_run(context.current())
+    if run is None:
+        stored = rt.sys_db.run(
+            lambda c: messages.send(c, dialect, str(uuid.uuid4()), destination_id, topic_key, payload, now_ms())
+        )
+        if not stored:
+            raise DBOSNonExistentWorkflowError(destination_id)
+    else:
+        fid, recorded = lookup(run, "DBOS.send")
+        if recorded is not None:
+            return
+        message_id = f"{run.workflow_id}-{fid}"
+
+        def in_tx(conn: Any) -> bool:
+            stored = messages.send(conn, dialect, message_id, destination_id, topic_key, payload, now_ms())
+            if not stored and not messages.workflow_exists(conn, destination_id):
+                return False
+            step = StepRow(fid, "DBOS.send", None, None, None, now_ms(), now_ms())
+            operations.insert(conn, dialect, run.workflow_id, step)
+            return True
+
+        if not rt.sys_db.run(in_tx, tx=True):
+            raise DBOSNonExistentWorkflowError(destination_id)
+    rt.wakeups.notify(keys.message(destination_id, topic_key))
+
+
+# -- recv ---------------------------------------------------------------------
+
+
+def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
+    run = _require_workflow("DBOS.recv")
+    topic_key = _topic(topic)
+    seconds = _timeout(timeout_seconds)
+    fid, recorded = lookup(run, "DBOS.recv")
+    if recorded is not None:
+        _skip_deadline(run)
+        return replay(recorded)
+    end = _durable_deadline(rt, run, seconds)
+    dialect = rt.sys_db.dialect
+    wid = run.workflow_id
+
+    def consume(conn: Any) -> Optional[bytes]:
+        payload = messages.consume(conn, dialect, wid, topic_key)
+        if payload is not None:
+            step = StepRow(fid, "DBOS.recv", payload, None, None, now_ms(), now_ms())
+            if not operations.insert(conn, dialect, wid, step):
+                raise _RecordedElsewhere  # roll back: the message stays queued
+        return payload
+
+    with rt.wakeups.subscribe(keys.message(wid, topic_key), keys.cancelled(wid)) as waiter:
+        while True:
+            try:
+                payload = rt.sys_db.run(consume, tx=True)
+            except _RecordedElsewhere:
+                # Another execution of this workflow recorded this recv first: its message wins.
+                existing = rt.sys_db.query(lambda c: operations.get(c, wid, fid))
+                assert existing is not None
+                return replay(existing)
+            if payload is not None:
+                return deserialize(payload, "the received message")
+            if not _wait(rt, waiter, run, end):
+                return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
+
+
+class _RecordedElsewhere(Exception):
+    pass
+
+
+def _skip_deadline(run: WorkflowRun) -> None:
+    """A replayed wait still takes the function ID of its deadline step."""
+    run.next_function_id()
+
+
+# -- events -------------------------------------------------------------------
+
+
+def set_event(rt: Runtime, key: str, value: Any) -> None:
+    run = _require_workflow("DBOS.set_event")
+    if not isinstance(key, str):
+        raise DBOSException(f"event key must be a string, got {key!r}")
+    payload = serialize(value, f"the value of event {key!r}")
+    fid, recorded = lookup(run, "DBOS.setEvent")
+    if recorded is not None:
+        return
+    dialect = rt.sys_db.dialect
+
+    def in_tx(conn: Any) -> None:
+        messages.set_event(conn, dialect, run.workflow_id, key, payload, now_ms())
+        step = StepRow(fid, "DBOS.setEvent", None, None, None, now_ms(), now_ms())
+        operations.insert(conn, dialect, run.workflow_id, step)
+
+    rt.sys_db.run(in_tx, tx=True)
+    rt.wakeups.notify(keys.event(run.workflow_id, key))
+
+
+def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
+    seconds = _timeout(timeout_seconds)
+    run = durable_run(context.current())
+    fid: Optional[int] = None
+    if run is not None:
+        fid, recorded = lookup(run, "DBOS.getEvent")
+        if recorded is not None:
+            _skip_deadline(run)
+            return replay(recorded)
+        end = _durable_deadline(rt, run, seconds)
+    else:
+        end = time.time() + seconds
+    watch = [keys.event(workflow_id, key)] + ([keys.cancelled(run.workflow_id)] if run is not None else [])
+    with rt.wakeups.subscribe(*watch) as waiter:
+        while True:
+            payload = rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
+            if payload is not None or not _wait(rt, waiter, run, end):
+                break
+    value = deserialize(payload, f"the value of event {key!r}") if payload is not None else None
+    if run is not None and fid is not None:
+        return record(rt, run, fid, "DBOS.getEvent", value, None, now_ms())
+    return value
+
+
+# -- sleep --------------------------------------------------------------------
+
+
+def sleep(rt: Optional[Runtime], seconds: float) -> None:
+    seconds = _timeout(seconds)
+    run = durable_run(context.current())
+    if run is None or rt is None:
+        time.sleep(seconds)
+        return
+    end = _durable_deadline(rt, run, seconds)
+    with rt.wakeups.subscribe(keys.cancelled(run.workflow_id)) as waiter:
+        run.check_cancelled()
+        while _wait(rt, waiter, run, end):
+            pass

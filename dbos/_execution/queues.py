@@ -1,0 +1,100 @@
+"""Queue rules: validate and write an enqueue; start what a claim returned."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from dbos._execution import context
+from dbos._execution import workflow as wf
+from dbos._execution.context import EnqueueOptions
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._storage import queues
+from dbos._storage.dialect import Dialect
+from dbos._storage.queues import ClaimResult, QueueLimits
+from dbos._wakeups.local import queue_ready
+from dbos.error import DBOSException, DBOSQueueDeduplicatedError
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    concurrency: Optional[int]
+    limit: Optional[int]
+    period_sec: Optional[float]
+    worker_concurrency: Optional[int]
+    priority_enabled: bool
+    partition_queue: bool
+    polling_interval_sec: float
+
+    def limits(self, default_worker_concurrency: int) -> QueueLimits:
+        worker = self.worker_concurrency
+        if worker is None:
+            worker = default_worker_concurrency
+            if self.concurrency is not None:
+                worker = min(worker, self.concurrency)
+        return QueueLimits(
+            self.name, self.concurrency, worker, self.limit, self.period_sec, self.partition_queue
+        )
+
+
+# Where resumed and forked workflows wait for an executor of their app version.
+# Every executor polls it; it has no limits beyond the per-executor default.
+INTERNAL_QUEUE = QueueSpec("_dbos_internal_queue", None, None, None, None, False, False, 1.0)
+
+
+def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_version: Optional[str]) -> dict[str, Any]:
+    """Validate enqueue options against the queue; return the status-row fields they set."""
+    opts = options or EnqueueOptions()
+    if opts.priority is not None and not spec.priority_enabled:
+        raise DBOSException(
+            f"queue {spec.name!r} was not declared with priority_enabled=True; cannot enqueue with a priority"
+        )
+    if opts.queue_partition_key is not None and not spec.partition_queue:
+        raise DBOSException(
+            f"queue {spec.name!r} is not partitioned (partition_queue=True); cannot enqueue with a partition key"
+        )
+    if spec.partition_queue and opts.queue_partition_key is None:
+        raise DBOSException(
+            f"queue {spec.name!r} is partitioned: enqueue needs SetEnqueueOptions(queue_partition_key=...)"
+        )
+    return {
+        "priority": opts.priority or 0,
+        "deduplication_id": opts.deduplication_id,
+        "queue_partition_key": opts.queue_partition_key,
+        "application_version": opts.app_version or app_version,
+    }
+
+
+def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
+    """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID."""
+    options = context.current().enqueue
+    fields = enqueue_fields(spec, options, rt.app_version)
+    try:
+        created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields)
+    except Exception as e:
+        if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
+            raise DBOSQueueDeduplicatedError("(not created)", spec.name, fields["deduplication_id"]) from None
+        raise
+    if created.fresh:
+        rt.wakeups.notify(queue_ready(spec.name))
+    return created.workflow_id
+
+
+def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
+    """One claim for one queue; start every claimed workflow here."""
+    dialect = rt.sys_db.dialect
+    local_running = rt.local_count(limits.name)
+    if not limits.partitioned and local_running >= limits.worker_concurrency:
+        return ClaimResult([])  # no free capacity here: no query at all
+    # Without a fleet-wide limit the claim is one statement (autocommit on PostgreSQL).
+    as_tx = limits.fleet_wide or dialect.is_sqlite
+    result = rt.sys_db.run(
+        lambda c: queues.claim(c, dialect, limits, rt.executor_id, rt.app_version, now_ms(), local_running),
+        tx=as_tx,
+    )
+    for row in result.rows:
+        local, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
+        if is_new:
+            wf.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
+    return result

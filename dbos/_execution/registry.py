@@ -1,0 +1,85 @@
+"""What the decorators register: workflows, steps, classes and configured instances.
+
+Decorators run at import time, before any DBOS object exists, so the registry
+is the one process-wide table; it is filled by imports and only read after.
+Recovery finds a workflow's function by its registered name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from dbos.error import DBOSException
+
+
+@dataclass
+class WorkflowInfo:
+    name: str
+    func: Callable[..., Any]  # the user's function, undecorated
+    is_async: bool
+    max_recovery_attempts: int
+    takes_self: bool  # first parameter is self/cls: an instance travels with the call
+    class_name: Optional[str] = None
+    roles: Optional[Any] = None  # a RoleSpec (see _execution.auth)
+
+
+@dataclass
+class StepOptions:
+    name: str
+    retries_allowed: bool = False
+    interval_seconds: float = 1.0
+    max_attempts: int = 3
+    backoff_rate: float = 2.0
+
+
+@dataclass
+class Registry:
+    workflows: dict[str, WorkflowInfo] = field(default_factory=dict)
+    instances: dict[tuple[str, str], Any] = field(default_factory=dict)
+    classes: dict[str, type] = field(default_factory=dict)
+    class_roles: dict[str, list[str]] = field(default_factory=dict)
+    queues: dict[str, Any] = field(default_factory=dict)  # name -> QueueSpec
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_workflow(self, info: WorkflowInfo) -> None:
+        with self.lock:
+            self.workflows[info.name] = info
+
+    def workflow(self, name: str) -> Optional[WorkflowInfo]:
+        return self.workflows.get(name)
+
+    def add_queue(self, spec: Any) -> None:
+        with self.lock:
+            if spec.name in self.queues:
+                raise DBOSException(f"a queue named {spec.name!r} is already declared in this process")
+            self.queues[spec.name] = spec
+
+    def add_instance(self, class_name: str, config_name: str, instance: Any) -> None:
+        with self.lock:
+            self.instances[(class_name, config_name)] = instance
+
+    def instance(self, class_name: str, config_name: str) -> Any:
+        return self.instances.get((class_name, config_name))
+
+    def source_hash(self) -> str:
+        """A stable hash of the registered workflows' source: the default app version."""
+        digest = hashlib.sha256()
+        for name in sorted(self.workflows):
+            digest.update(name.encode())
+            try:
+                digest.update(inspect.getsource(self.workflows[name].func).encode())
+            except (OSError, TypeError):
+                pass
+        return digest.hexdigest()[:32]
+
+
+REGISTRY = Registry()
+
+
+def takes_self(func: Callable[..., Any]) -> bool:
+    params = list(inspect.signature(func).parameters)
+    return bool(params) and params[0] in ("self", "cls")

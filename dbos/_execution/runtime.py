@@ -1,0 +1,129 @@
+"""The Runtime: what an executing workflow needs from the process it runs in.
+
+Built by ``DBOS.launch()`` and handed to every execution; it holds the frozen
+Settings, the databases, the wakeups and the table of workflows running in
+this process. It starts no threads itself: the pool that runs workflows is
+given to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine, Optional, Protocol, TypeVar
+
+from dbos._config.settings import Settings
+from dbos._execution.registry import Registry
+from dbos._storage import workflows
+from dbos._storage.database import Database
+from dbos._wakeups.hub import Hub
+from dbos._wakeups.local import cancelled
+
+T = TypeVar("T")
+
+
+class Pool(Protocol):
+    @property
+    def blocking(self) -> concurrent.futures.Executor: ...
+
+    def submit(self, fn: Callable[[], Any]) -> "concurrent.futures.Future[Any]": ...
+
+    def submit_coro(self, coro: Coroutine[Any, Any, Any]) -> "concurrent.futures.Future[Any]": ...
+
+
+@dataclass
+class LocalExecution:
+    """A workflow executing in this process: its result future, cancel flag and deadline."""
+
+    future: "concurrent.futures.Future[Any]" = field(default_factory=concurrent.futures.Future)
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    deadline_ms: Optional[int] = None
+    queue_name: Optional[str] = None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        sys_db: Database,
+        app_db: Database,
+        registry: Registry,
+        app_version: str,
+        pool: Pool,
+        wakeups: Hub,
+        logger: logging.Logger,
+    ) -> None:
+        self.settings = settings
+        self.sys_db = sys_db
+        self.app_db = app_db
+        self.registry = registry
+        self.app_version = app_version
+        self.executor_id = settings.executor_id
+        self.pool = pool
+        self.wakeups = wakeups
+        self.logger = logger
+        self._running: dict[str, LocalExecution] = {}
+        self._lock = threading.Lock()
+
+    # -- workflows running in this process ---------------------------------
+    def claim_local(self, workflow_id: str, queue_name: Optional[str] = None) -> tuple[LocalExecution, bool]:
+        """Register an execution; (existing, False) if one already runs here."""
+        with self._lock:
+            existing = self._running.get(workflow_id)
+            if existing is not None:
+                return existing, False
+            local = LocalExecution(queue_name=queue_name)
+            self._running[workflow_id] = local
+            return local, True
+
+    def local_count(self, queue_name: str) -> int:
+        """How many workflows of this queue run in this process now."""
+        with self._lock:
+            return sum(1 for e in self._running.values() if e.queue_name == queue_name)
+
+    def release_local(self, workflow_id: str) -> None:
+        with self._lock:
+            self._running.pop(workflow_id, None)
+
+    def local(self, workflow_id: str) -> Optional[LocalExecution]:
+        return self._running.get(workflow_id)
+
+    def nearest_local_deadline_ms(self) -> Optional[int]:
+        with self._lock:
+            deadlines = [e.deadline_ms for e in self._running.values() if e.deadline_ms is not None]
+        return min(deadlines) if deadlines else None
+
+    def running_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    # -- cancellation -------------------------------------------------------
+    def preempt_local(self, workflow_id: str) -> None:
+        """Flag a local execution as cancelled and wake any wait it is in."""
+        local = self._running.get(workflow_id)
+        if local is not None:
+            local.cancel_event.set()
+        self.wakeups.local.notify(cancelled(workflow_id))
+
+    async def to_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (database, waits) for an async workflow, keeping its context."""
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool.blocking, functools.partial(ctx.run, fn, *args))
+
+    def on_deadline(self, workflow_id: str) -> None:
+        """A workflow's deadline passed: cancel it durably."""
+        self.sys_db.run(
+            lambda c: workflows.set_status(c, workflow_id, "CANCELLED", now_ms())
+        )
+        self.preempt_local(workflow_id)

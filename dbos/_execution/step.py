@@ -1,0 +1,290 @@
+"""Step and transaction rules: replay a recorded output, or run and record once.
+
+A step is at-least-once: it re-runs only if the process died between its end
+and its checkpoint. A transaction is exactly-once: its checkpoint row in the
+application database commits with the user's own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+from dbos._execution import context
+from dbos._execution.context import Ctx, WorkflowRun
+from dbos._execution.registry import StepOptions
+from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.serialization import deserialize, deserialize_error, serialize, serialize_error
+from dbos._execution.status import StepStatus
+from dbos._storage import operations, transactions
+from dbos._storage.operations import StepRow
+from dbos._telemetry import tracing
+from dbos.error import (
+    DBOSMaxStepRetriesExceeded,
+    DBOSUnexpectedStepError,
+    DBOSWorkflowCancelledError,
+)
+
+
+def durable_run(ctx: Ctx) -> Optional[WorkflowRun]:
+    """The workflow a step called now belongs to, or None (outside a workflow, or nested)."""
+    return ctx.run if ctx.run is not None and not ctx.in_step else None
+
+
+def lookup(run: WorkflowRun, name: str) -> tuple[int, Optional[StepRow]]:
+    """Take the next step ID (preempting a cancelled workflow) and its recorded row, if any."""
+    run.check_cancelled()
+    fid = run.next_function_id()
+    recorded = run.recorded.get(fid)
+    if recorded is not None and recorded.function_name != name:
+        raise DBOSUnexpectedStepError(run.workflow_id, fid, name, recorded.function_name)
+    return fid, recorded
+
+
+def replay(row: StepRow) -> Any:
+    if row.error is not None:
+        err = deserialize_error(row.error)
+        assert err is not None
+        raise err
+    return deserialize(row.output, f"the recorded output of step {row.function_name}")
+
+
+def record(
+    rt: Runtime,
+    run: WorkflowRun,
+    fid: int,
+    name: str,
+    result: Any,
+    error: Optional[BaseException],
+    started: int,
+    child_workflow_id: Optional[str] = None,
+) -> Any:
+    """Checkpoint a step (one statement), then return its result or raise its error.
+
+    If another execution of the same workflow recorded this step first, its
+    record wins and is returned instead, so every execution agrees.
+    """
+    if error is None:
+        try:
+            output: Optional[bytes] = serialize(result, f"the result of step {name}")
+        except Exception as e:
+            error, output = e, None
+    else:
+        output = None
+    row = StepRow(
+        fid, name, output, serialize_error(error) if error is not None else None,
+        child_workflow_id, started, now_ms(),
+    )
+    if not operations.record(rt.sys_db, run.workflow_id, row):
+        existing = rt.sys_db.query(lambda c: operations.get(c, run.workflow_id, fid))
+        assert existing is not None
+        return replay(existing)
+    if error is not None:
+        raise error
+    return result
+
+
+def _attempts(opts: StepOptions) -> int:
+    return max(1, opts.max_attempts) if opts.retries_allowed else 1
+
+
+def _status(opts: StepOptions, fid: Optional[int], attempt: int) -> Optional[StepStatus]:
+    if fid is None:
+        return None
+    if opts.retries_allowed:
+        return StepStatus(fid, attempt, opts.max_attempts)
+    return StepStatus(fid, None, None)
+
+
+def _retry_delay(opts: StepOptions, attempt: int) -> float:
+    return float(opts.interval_seconds * (opts.backoff_rate**attempt))
+
+
+def _final_error(opts: StepOptions, errors: list[Exception]) -> Optional[BaseException]:
+    if not errors:
+        return None
+    if opts.retries_allowed:
+        return DBOSMaxStepRetriesExceeded(opts.name, opts.max_attempts, errors)
+    return errors[-1]
+
+
+def _span(rt: Optional[Runtime], run: Optional[WorkflowRun], fid: Optional[int], name: str, kind: str) -> Any:
+    attributes: dict[str, Any] = {}
+    if run is not None and rt is not None:
+        attributes[tracing.ATTR_WORKFLOW_ID] = run.workflow_id
+        attributes[tracing.ATTR_STEP_ID] = fid
+        attributes[tracing.ATTR_EXECUTOR_ID] = rt.executor_id
+        attributes[tracing.ATTR_APP_VERSION] = rt.app_version
+    return tracing.span(name, kind, attributes)
+
+
+def run_step(rt: Optional[Runtime], opts: StepOptions, func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    ctx = context.current()
+    run = durable_run(ctx)
+    fid: Optional[int] = None
+    if run is not None:
+        rt = run.runtime  # the execution's own runtime: after DBOS.destroy() the step is preempted
+        fid, recorded = lookup(run, opts.name)
+        if recorded is not None:
+            return replay(recorded)
+    with _span(rt, run, fid, opts.name, "step"):
+        return _run_step(rt, opts, func, args, kwargs, ctx, run, fid)
+
+
+def _run_step(
+    rt: Optional[Runtime],
+    opts: StepOptions,
+    func: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    ctx: Ctx,
+    run: Optional[WorkflowRun],
+    fid: Optional[int],
+) -> Any:
+    started = now_ms()
+    errors: list[Exception] = []
+    result: Any = None
+    total = _attempts(opts)
+    for attempt in range(total):
+        with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
+            try:
+                result = func(*args, **kwargs)
+                errors = []
+                break
+            except DBOSWorkflowCancelledError:
+                raise
+            except Exception as e:
+                errors.append(e)
+        if attempt + 1 < total:
+            delay = _retry_delay(opts, attempt)
+            if run is not None and run.cancel_event.wait(delay):
+                run.check_cancelled()
+            elif run is None:
+                time.sleep(delay)
+    error = _final_error(opts, errors)
+    if run is None or rt is None or fid is None:
+        if error is not None:
+            raise error
+        return result
+    return record(rt, run, fid, opts.name, result, error, started)
+
+
+async def run_step_async(
+    rt: Optional[Runtime], opts: StepOptions, func: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+) -> Any:
+    ctx = context.current()
+    run = durable_run(ctx)
+    fid: Optional[int] = None
+    if run is not None:
+        rt = run.runtime  # the execution's own runtime: after DBOS.destroy() the step is preempted
+        fid, recorded = lookup(run, opts.name)
+        if recorded is not None:
+            return replay(recorded)
+    with _span(rt, run, fid, opts.name, "step"):
+        return await _run_step_async(rt, opts, func, args, kwargs, ctx, run, fid)
+
+
+async def _run_step_async(
+    rt: Optional[Runtime],
+    opts: StepOptions,
+    func: Callable[..., Awaitable[Any]],
+    args: Any,
+    kwargs: Any,
+    ctx: Ctx,
+    run: Optional[WorkflowRun],
+    fid: Optional[int],
+) -> Any:
+    started = now_ms()
+    errors: list[Exception] = []
+    result: Any = None
+    total = _attempts(opts)
+    for attempt in range(total):
+        with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
+            try:
+                result = await func(*args, **kwargs)
+                errors = []
+                break
+            except DBOSWorkflowCancelledError:
+                raise
+            except Exception as e:
+                errors.append(e)
+        if attempt + 1 < total:
+            await asyncio.sleep(_retry_delay(opts, attempt))
+            if run is not None:
+                run.check_cancelled()
+    error = _final_error(opts, errors)
+    if run is None or rt is None or fid is None:
+        if error is not None:
+            raise error
+        return result
+    return await rt.to_thread(record, rt, run, fid, opts.name, result, error, started)
+
+
+# -- transactions -------------------------------------------------------------
+
+_SERIALIZATION_FAILURES = ("40001", "40P01")  # serialization failure, deadlock
+
+
+def run_transaction(
+    rt: Runtime, name: str, isolation_level: Optional[str], func: Callable[..., Any], args: Any, kwargs: Any
+) -> Any:
+    ctx = context.current()
+    run = durable_run(ctx)
+    fid: Optional[int] = None
+    if run is not None:
+        fid, recorded = lookup(run, name)
+        if recorded is not None:
+            return replay(recorded)
+    with _span(rt, run, fid, name, "transaction"):
+        return _run_transaction(rt, name, isolation_level, func, args, kwargs, ctx, run, fid)
+
+
+def _run_transaction(
+    rt: Runtime,
+    name: str,
+    isolation_level: Optional[str],
+    func: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    ctx: Ctx,
+    run: Optional[WorkflowRun],
+    fid: Optional[int],
+) -> Any:
+    from sqlalchemy.orm import Session
+
+    started = now_ms()
+    delay = 0.01
+    while True:
+        try:
+            with rt.app_db.transaction(isolation_level) as conn:
+                if run is not None and fid is not None and run.replaying:
+                    found, out = transactions.get(conn, run.workflow_id, fid)
+                    if found:  # committed before a crash that lost its checkpoint
+                        result = deserialize(out, f"the recorded output of transaction {name}")
+                        break
+                session = Session(bind=conn)
+                status = StepStatus(fid, None, None) if fid is not None else None
+                try:
+                    with context.using(ctx.in_step_with(status, session)):
+                        result = func(*args, **kwargs)
+                    session.flush()
+                finally:
+                    session.close()
+                if run is not None and fid is not None:
+                    out = serialize(result, f"the result of transaction {name}")
+                    transactions.insert(conn, run.workflow_id, fid, out, now_ms())
+            break
+        except DBOSWorkflowCancelledError:
+            raise
+        except Exception as e:
+            if getattr(getattr(e, "orig", None), "sqlstate", None) in _SERIALIZATION_FAILURES:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if run is None or fid is None:
+                raise
+            return record(rt, run, fid, name, None, e, started)
+    if run is None or fid is None:
+        return result
+    return record(rt, run, fid, name, result, None, started)

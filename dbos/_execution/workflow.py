@@ -1,0 +1,458 @@
+"""Workflow rules: create the status row, run or replay, record the outcome.
+
+The order that makes a workflow durable:
+
+1. inputs serialized (a bad argument fails here, before anything is written);
+2. status row inserted (``INSERT .. ON CONFLICT DO NOTHING``): a new row
+   means a fresh workflow with no recorded steps, so no step ever reads;
+3. an existing row is replayed: its recorded steps are loaded once, and the
+   function runs again, returning recorded outputs until the first
+   unrecorded step;
+4. the outcome is written when the function returns or raises.
+
+Sync and async executions share every rule; they differ only in how they
+wait (``_begin``/``_finish`` are the shared bodies).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
+
+from dbos._execution import context
+from dbos._execution.auth import authorize
+from dbos._execution.context import Auth, Ctx, WorkflowRun
+from dbos._execution.registry import WorkflowInfo
+from dbos._execution.runtime import LocalExecution, Runtime, now_ms
+from dbos._execution.serialization import (
+    deserialize,
+    deserialize_error,
+    serialize,
+    serialize_error,
+)
+from dbos._storage import operations, workflows
+from dbos._storage.operations import StepRow
+from dbos._storage.workflows import TERMINAL, WorkflowRow
+from dbos._telemetry import tracing
+from dbos._wakeups.local import queue_ready, workflow_created, workflow_done
+from dbos.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSConflictingWorkflowError,
+    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSNonExistentWorkflowError,
+    DBOSUnexpectedStepError,
+    DBOSWorkflowCancelledError,
+    DBOSWorkflowFunctionNotFoundError,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A workflow function and the arguments it is called with."""
+
+    info: WorkflowInfo
+    instance: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    @classmethod
+    def of(cls, info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Call":
+        if info.takes_self and args:
+            return cls(info, args[0], args[1:], kwargs)
+        return cls(info, None, args, kwargs)
+
+    @property
+    def config_name(self) -> Optional[str]:
+        return getattr(self.instance, "config_name", None) if self.instance is not None else None
+
+    @property
+    def class_name(self) -> Optional[str]:
+        if self.instance is None:
+            return self.info.class_name
+        owner = self.instance if isinstance(self.instance, type) else type(self.instance)
+        # The name @DBOS.dbos_class(class_name=...) registered: recovery looks instances up by it.
+        return getattr(owner, "__dbos_class_name__", owner.__qualname__)
+
+    def invoke(self) -> Any:
+        if self.info.takes_self:
+            return self.info.func(self.instance, *self.args, **self.kwargs)
+        return self.info.func(*self.args, **self.kwargs)
+
+    def stored_inputs(self) -> bytes:
+        args = self.args
+        if self.instance is not None and self.config_name is None:
+            args = (self.instance, *args)  # a plain instance travels by value
+        return serialize((args, self.kwargs), f"the arguments of workflow {self.info.name}")
+
+
+@dataclass(frozen=True)
+class Created:
+    workflow_id: str
+    fresh: bool  # this call inserted the row: no recorded steps exist
+    existing: Optional[WorkflowRow]
+    auth: Auth
+    deadline_ms: Optional[int]
+    queue_name: Optional[str] = None
+    trace_parent: Any = None  # OpenTelemetry context the workflow's span continues
+
+
+def new_workflow_id(ctx: Ctx, parent: Optional[WorkflowRun], fid: Optional[int]) -> str:
+    box_id = ctx.id_box.take() if ctx.id_box is not None else None
+    if box_id is not None:
+        return box_id
+    if parent is not None:
+        return f"{parent.workflow_id}-{fid}"
+    return str(uuid.uuid4())
+
+
+def create(
+    rt: Runtime,
+    call: Call,
+    *,
+    queue_name: Optional[str] = None,
+    enqueue_fields: Optional[dict[str, Any]] = None,
+) -> Created:
+    """Write (or find) the status row of a workflow about to start or be enqueued."""
+    ctx = context.current()
+    parent = ctx.run if ctx.run is not None and not ctx.in_step else None
+    fid: Optional[int] = None
+    if parent is not None:
+        parent.check_cancelled()
+        fid = parent.next_function_id()
+        recorded = parent.recorded.get(fid)
+        if recorded is not None:
+            _check_name(parent, fid, call.info.name, recorded)
+            if ctx.id_box is not None:
+                ctx.id_box.take()
+            assert recorded.child_workflow_id is not None
+            return _existing(rt, recorded.child_workflow_id, call, parent.auth, parent.deadline_ms)
+    auth = parent.auth if parent is not None and ctx.auth.user is None else ctx.auth
+    if call.info.roles is not None:
+        auth = authorize(call.info.name, call.info.roles.roles, auth)
+    workflow_id = new_workflow_id(ctx, parent, fid)
+    inputs = call.stored_inputs()
+    now = now_ms()
+    timeout_ms, deadline_ms = _timeout(ctx, parent, now, queued=queue_name is not None)
+    row = WorkflowRow(
+        workflow_uuid=workflow_id,
+        status="ENQUEUED" if queue_name is not None else "PENDING",
+        name=call.info.name,
+        class_name=call.class_name,
+        config_name=call.config_name,
+        authenticated_user=auth.user,
+        assumed_role=auth.assumed_role,
+        authenticated_roles=json.dumps(list(auth.roles)) if auth.roles is not None else None,
+        inputs=inputs,
+        executor_id=rt.executor_id if queue_name is None else None,
+        application_version=rt.app_version,
+        application_id=rt.settings.app_id,
+        created_at=now,
+        updated_at=now,
+        started_at=now if queue_name is None else None,
+        recovery_attempts=1 if queue_name is None else 0,
+        queue_name=queue_name,
+        timeout_ms=timeout_ms,
+        deadline_ms=deadline_ms,
+        parent_workflow_id=parent.workflow_id if parent is not None else None,
+        trace_context=tracing.inject() if queue_name is not None else None,
+    )
+    if enqueue_fields:
+        row = replace(row, **enqueue_fields)
+    dialect = rt.sys_db.dialect
+    inserted = workflows.create(rt.sys_db, row)
+    if parent is not None and fid is not None:
+        step = StepRow(fid, call.info.name, None, None, workflow_id, now, now)
+        rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, step))
+    if inserted:
+        rt.wakeups.notify(workflow_created(workflow_id))
+        return Created(workflow_id, True, None, auth, deadline_ms, queue_name, tracing.current_context())
+    return replace(_existing(rt, workflow_id, call, auth, deadline_ms), trace_parent=tracing.current_context())
+
+
+def _existing(rt: Runtime, workflow_id: str, call: Call, auth: Auth, deadline: Optional[int]) -> Created:
+    row = rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
+    if row is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
+    if row.name != call.info.name:
+        raise DBOSConflictingWorkflowError(
+            workflow_id, f"it is a {row.name} workflow, not {call.info.name}"
+        )
+    return Created(workflow_id, False, row, auth, row.deadline_ms, row.queue_name)
+
+
+def _timeout(
+    ctx: Ctx, parent: Optional[WorkflowRun], now: int, queued: bool
+) -> tuple[Optional[int], Optional[int]]:
+    """(timeout_ms, deadline_ms) for a new workflow; a queued one starts its clock at dequeue."""
+    if ctx.timeout is context.UNSET:
+        return None, parent.deadline_ms if parent is not None else None
+    if ctx.timeout is None:
+        return None, None
+    timeout_ms = int(ctx.timeout * 1000)
+    return timeout_ms, None if queued else now + timeout_ms
+
+
+def _check_name(run: WorkflowRun, fid: int, name: str, recorded: StepRow) -> None:
+    if recorded.function_name != name:
+        raise DBOSUnexpectedStepError(run.workflow_id, fid, name, recorded.function_name)
+
+
+# -- executing --------------------------------------------------------------
+
+
+def _begin(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> WorkflowRun:
+    local.deadline_ms = created.deadline_ms
+    recorded: dict[int, StepRow] = {}
+    if not created.fresh:
+        steps = rt.sys_db.query(lambda c: operations.list_for(c, created.workflow_id))
+        recorded = {s.function_id: s for s in steps}
+    return WorkflowRun(
+        workflow_id=created.workflow_id,
+        runtime=rt,
+        recorded=recorded,
+        deadline_ms=created.deadline_ms,
+        cancel_event=local.cancel_event,
+        auth=created.auth,
+        queue_name=created.queue_name,
+        replaying=not created.fresh,
+    )
+
+
+def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, error: Optional[BaseException]) -> None:
+    """Record the outcome and complete the local future (then wake waiters)."""
+    wid = run.workflow_id
+    try:
+        if isinstance(error, DBOSWorkflowCancelledError) or local.cancel_event.is_set():
+            # Preempted (cancelled, timed out, or DBOS destroyed): record no outcome.
+            local.future.set_exception(DBOSAwaitedWorkflowCancelledError(wid))
+            return
+        if error is None:
+            try:
+                output = serialize(result, f"the result of workflow {wid}")
+            except Exception as e:
+                error = e
+        if error is not None:
+            data = serialize_error(error)
+            workflows.finish(rt.sys_db, wid, "ERROR", None, data, now_ms())
+            local.future.set_exception(error)
+        else:
+            workflows.finish(rt.sys_db, wid, "SUCCESS", output, None, now_ms())
+            local.future.set_result(result)
+    except BaseException as e:  # the database failed: the workflow stays PENDING for recovery
+        if not local.future.done():
+            local.future.set_exception(e)
+        raise
+    finally:
+        rt.release_local(wid)
+        rt.wakeups.notify(workflow_done(wid))
+        if run.queue_name is not None:
+            rt.wakeups.notify(queue_ready(run.queue_name))  # capacity freed
+
+
+def _span(rt: Runtime, created: Created, call: Call) -> Any:
+    attributes = {
+        tracing.ATTR_WORKFLOW_ID: created.workflow_id,
+        tracing.ATTR_EXECUTOR_ID: rt.executor_id,
+        tracing.ATTR_APP_VERSION: rt.app_version,
+    }
+    if created.queue_name is not None:
+        attributes[tracing.ATTR_QUEUE] = created.queue_name
+    return tracing.span(call.info.name, "workflow", attributes, parent=created.trace_parent)
+
+
+def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
+    run = _begin(rt, created, call, local)
+    with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
+        try:
+            result = call.invoke()
+        except BaseException as e:
+            _finish(rt, run, local, None, e)
+            raise
+        _finish(rt, run, local, result, None)
+    return local.future.result()  # the recorded outcome (an unserializable result raises, as on replay)
+
+
+async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
+    run = await rt.to_thread(_begin, rt, created, call, local)
+    with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
+        try:
+            result = await call.invoke()
+        except BaseException as e:
+            await rt.to_thread(_finish, rt, run, local, None, e)
+            raise
+        await rt.to_thread(_finish, rt, run, local, result, None)
+    return local.future.result()  # the recorded outcome (an unserializable result raises, as on replay)
+
+
+def claim_for_execution(rt: Runtime, created: Created) -> Optional[LocalExecution]:
+    """Decide whether this process should execute the workflow now.
+
+    Returns the new local execution, or None when it is finished, queued, or
+    already executing here (callers then wait for its result instead).
+    """
+    row = created.existing
+    if row is not None and row.status != "PENDING":
+        return None
+    local, is_new = rt.claim_local(created.workflow_id)
+    if not is_new:
+        return None
+    if row is not None:
+        # Re-running an existing PENDING workflow counts as an attempt.
+        attempts = rt.sys_db.run(
+            lambda c: workflows.begin_attempt(c, created.workflow_id, rt.executor_id, now_ms())
+        )
+        if attempts is None:
+            rt.release_local(created.workflow_id)
+            return None
+    return local
+
+
+def start(rt: Runtime, created: Created, call: Call) -> None:
+    """Run the workflow in the background (thread pool or the async loop)."""
+    local = claim_for_execution(rt, created)
+    if local is None:
+        return
+    _submit(rt, created, call, local)
+
+
+def _submit(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> None:
+    if call.info.is_async:
+        rt.pool.submit_coro(_swallow_async(execute_async(rt, created, call, local)))
+    else:
+        rt.pool.submit(lambda: _swallow(execute, rt, created, call, local))
+
+
+def _swallow(fn: Callable[..., Any], *args: Any) -> None:
+    # The outcome is in the database and the local future; nothing to raise here.
+    try:
+        fn(*args)
+    except BaseException:
+        pass
+
+
+async def _swallow_async(coro: Any) -> None:
+    try:
+        await coro
+    except BaseException:
+        pass
+
+
+# -- recovery ----------------------------------------------------------------
+
+
+def recover(rt: Runtime, row: WorkflowRow) -> bool:
+    """Resume a PENDING workflow from its last recorded step. False if it was not started."""
+    if rt.registry.workflow(row.name) is None:
+        raise DBOSWorkflowFunctionNotFoundError(row.workflow_uuid, f"no workflow named {row.name} is registered")
+    local, is_new = rt.claim_local(row.workflow_uuid)
+    if not is_new:
+        return False
+    attempts = rt.sys_db.run(lambda c: workflows.begin_attempt(c, row.workflow_uuid, rt.executor_id, now_ms()))
+    if attempts is None:
+        rt.release_local(row.workflow_uuid)
+        return False
+    return launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
+
+
+def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool) -> bool:
+    """Run a PENDING row this executor owns (claimed from a queue, or being recovered).
+
+    ``row.recovery_attempts`` already counts this attempt. ``fresh``: the
+    workflow has no recorded steps, so it runs without reading them.
+    """
+    wid = row.workflow_uuid
+    info = rt.registry.workflow(row.name)
+    failure: Optional[BaseException] = None
+    if info is None:
+        failure = DBOSWorkflowFunctionNotFoundError(wid, f"no workflow named {row.name} is registered")
+        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(failure), now_ms())
+    elif row.recovery_attempts > info.max_recovery_attempts + 1:
+        failure = DBOSMaxRecoveryAttemptsExceededError(wid, info.max_recovery_attempts)
+        rt.sys_db.run(lambda c: workflows.set_status(c, wid, "RETRIES_EXCEEDED", now_ms(), only_if=("PENDING",)))
+        rt.logger.warning("workflow %s exceeded %d recovery attempts: RETRIES_EXCEEDED", wid, info.max_recovery_attempts)
+    if failure is not None or info is None:
+        rt.release_local(wid)
+        local.future.set_exception(failure or RuntimeError(wid))
+        rt.wakeups.notify(workflow_done(wid))
+        return False
+    try:
+        call = call_from_row(rt, info, row)
+    except Exception as e:
+        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms())
+        rt.release_local(wid)
+        local.future.set_exception(e)
+        rt.wakeups.notify(workflow_done(wid))
+        return False
+    auth = Auth(
+        row.authenticated_user,
+        tuple(json.loads(row.authenticated_roles)) if row.authenticated_roles else None,
+        row.assumed_role,
+    )
+    created = Created(wid, fresh, row, auth, row.deadline_ms, row.queue_name, tracing.extract(row.trace_context))
+    _submit(rt, created, call, local)
+    return True
+
+
+def call_from_row(rt: Runtime, info: WorkflowInfo, row: WorkflowRow) -> Call:
+    args, kwargs = deserialize(row.inputs, f"the inputs of workflow {row.workflow_uuid}")
+    if info.takes_self:
+        if row.config_name is not None:
+            instance = rt.registry.instance(row.class_name or "", row.config_name)
+            if instance is None:
+                raise DBOSWorkflowFunctionNotFoundError(
+                    row.workflow_uuid,
+                    f"no instance of {row.class_name} configured as {row.config_name!r}",
+                )
+            return Call(info, instance, tuple(args), dict(kwargs))
+        return Call(info, args[0], tuple(args[1:]), dict(kwargs))
+    return Call(info, None, tuple(args), dict(kwargs))
+
+
+# -- results -----------------------------------------------------------------
+
+
+def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes]) -> Any:
+    if status == "SUCCESS":
+        return deserialize(output, f"the result of workflow {workflow_id}")
+    if status == "ERROR":
+        err = deserialize_error(error)
+        raise err if err is not None else RuntimeError(f"workflow {workflow_id} failed")
+    if status == "CANCELLED":
+        raise DBOSAwaitedWorkflowCancelledError(workflow_id)
+    if status == "RETRIES_EXCEEDED":
+        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, -1)
+    raise AssertionError(f"not a final status: {status}")
+
+
+def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) -> Any:
+    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        local = rt.local(workflow_id)
+        if local is not None:
+            try:
+                return local.future.result(timeout=rt.settings.polling_interval_sec)
+            except concurrent.futures.TimeoutError:
+                pass
+            except DBOSAwaitedWorkflowCancelledError:
+                pass  # cancelled here; the database says what it is now
+            except BaseException:
+                if local.future.done():
+                    raise
+        with rt.wakeups.subscribe(workflow_done(workflow_id)) as waiter:
+            found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
+            if found is None:
+                raise DBOSNonExistentWorkflowError(workflow_id)
+            status, output, error = found
+            if status in TERMINAL:
+                return outcome_value(workflow_id, status, output, error)
+            wait = rt.settings.polling_interval_sec
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+            waiter.wait(wait)

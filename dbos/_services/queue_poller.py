@@ -1,0 +1,78 @@
+"""The queue poller: claims queued work this executor can run now, and starts it.
+
+It claims on a wakeup (an enqueue or a completion anywhere in the fleet, via
+the hub) or at the queue's polling interval, whichever comes first. It claims
+at most the free local capacity, so a backlog spreads over the fleet. When a
+claim was cut short by a limit it knows when to look again: at once after a
+full batch, a few milliseconds after losing the claim lock to another
+executor, or when the rate-limit window opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Callable
+
+from dbos._execution.queues import QueueSpec, claim_and_start
+from dbos._execution.runtime import Runtime
+from dbos._services.base import Service
+
+_LOCKED_OUT_RETRY = 0.005
+
+
+class QueuePoller(Service):
+    name = "queue-poller"
+
+    def __init__(
+        self,
+        rt: Runtime,
+        queues: Callable[[], list[QueueSpec]],
+        default_worker_concurrency: int,
+        logger: logging.Logger,
+    ) -> None:
+        super().__init__(1.0, logger)
+        self.rt = rt
+        self._queues = queues
+        self._default_worker = default_worker_concurrency
+        self._due: dict[str, float] = {}  # queue name -> monotonic time of its next poll
+        self._woken: set[str] = set()  # queues woken since their poll began
+        self._delay = 0.0
+
+    def run_once(self) -> None:
+        now = time.monotonic()
+        next_due = now + 3600.0
+        for spec in self._queues():
+            due = self._due.get(spec.name, 0.0)
+            if due <= now:
+                self._woken.discard(spec.name)
+                due = self._poll(spec, now)
+                # A wake during the claim (capacity freed, new work) must not be lost.
+                if spec.name in self._woken:
+                    due = 0.0
+                self._due[spec.name] = due
+            next_due = min(next_due, due)
+        self._delay = max(0.0, next_due - time.monotonic())
+
+    def wake_queue(self, queue_name: str) -> None:
+        """A hint: this queue may have work (an enqueue, or capacity freed)."""
+        self._due[queue_name] = 0.0
+        self._woken.add(queue_name)
+        self.wake()
+
+    def next_delay(self) -> float:
+        return self._delay
+
+    def _poll(self, spec: QueueSpec, now: float) -> float:
+        """Claim once; return the monotonic time this queue should be polled next."""
+        limits = spec.limits(self._default_worker)
+        result = claim_and_start(self.rt, limits)
+        interval = spec.polling_interval_sec * (1 + random.uniform(-0.1, 0.1))
+        if result.locked_out:
+            return now + _LOCKED_OUT_RETRY
+        if result.rate_limited_until_ms is not None:
+            wait = max(0.0, result.rate_limited_until_ms / 1000 - time.time())
+            return now + min(wait, interval)
+        # Otherwise wait: an enqueue or a completion anywhere wakes us sooner.
+        return now + interval

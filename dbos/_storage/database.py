@@ -1,0 +1,231 @@
+"""Engines and connections for one database (system or application).
+
+Three ways to get a connection, chosen by what the caller needs:
+
+- ``write()``: one atomic write. On PostgreSQL an autocommit connection, so a
+  single statement is one round trip (the per-step hot path); on SQLite a
+  ``BEGIN IMMEDIATE`` transaction.
+- ``transaction()``: several statements that commit together.
+- ``read()``: reads without taking SQLite's write lock.
+
+No connection is pinged on checkout: a dropped connection fails the
+statement, the pool invalidates it, and ``write``/``read`` callers retry
+through :func:`retry_on_disconnect`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+
+from dbos._storage.dialect import POSTGRES, SQLITE, Dialect
+from dbos.error import DBOSDatabaseUnavailableError
+
+T = TypeVar("T")
+
+
+class Database:
+    def __init__(
+        self,
+        url: str,
+        schema: str,
+        pool_size: int = 20,
+        engine_kwargs: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        self.url = url
+        self.dialect: Dialect = SQLITE if url.startswith("sqlite") else POSTGRES
+        self.schema: Optional[str] = None if self.dialect.is_sqlite else schema
+        kwargs = dict(engine_kwargs or {})
+        if self.dialect.is_sqlite:
+            self._writer = _sqlite_engine(url, immediate=True, **kwargs)
+            self._reader = _sqlite_engine(url, immediate=False, **kwargs)
+            self._tx = self._writer
+        else:
+            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("max_overflow", 0)  # connections are opened lazily, at most pool_size
+            kwargs.setdefault("pool_timeout", 30)
+            # Connections are autocommit by default (a single statement is one round
+            # trip); multi-statement work asks for READ COMMITTED explicitly.
+            base = sa.create_engine(
+                url,
+                isolation_level="AUTOCOMMIT",
+                pool_pre_ping=False,
+                pool_reset_on_return=None,
+                connect_args={"connect_timeout": 10, "application_name": "dbos"},
+                **kwargs,
+            ).execution_options(schema_translate_map={None: schema})
+            self._writer = base
+            self._reader = base
+            self._tx = base.execution_options(isolation_level="READ COMMITTED")
+        self._engines = [self._writer, self._reader]
+        self._sql: dict[str, str] = {}
+        self._raw_free: list[tuple[Any, Any]] = []
+        self._raw_slots = threading.BoundedSemaphore(pool_size)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        if self.dialect.is_sqlite:
+            with self._writer.begin() as conn:
+                yield conn
+        else:
+            with self._writer.connect() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def transaction(self, isolation_level: Optional[str] = None) -> Iterator[sa.Connection]:
+        engine = self._tx
+        if isolation_level is not None and not self.dialect.is_sqlite:
+            # From the base engine: an isolation_level on an options-engine of _tx is ignored.
+            engine = self._writer.execution_options(isolation_level=isolation_level)
+        with engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self._reader.connect() as conn:
+            yield conn
+
+    def run(self, fn: Callable[[sa.Connection], T], *, tx: bool = False) -> T:
+        """Run ``fn`` on a write (or transaction) connection, retrying a dropped one."""
+        opener = self.transaction if tx else self.write
+
+        def attempt() -> T:
+            with opener() as conn:
+                return fn(conn)
+
+        return retry_on_disconnect(attempt)
+
+    def query(self, fn: Callable[[sa.Connection], T]) -> T:
+        def attempt() -> T:
+            with self.read() as conn:
+                return fn(conn)
+
+        return retry_on_disconnect(attempt)
+
+    def qualify(self, table: str) -> str:
+        """A table name as raw SQL spells it on this database."""
+        return f'"{self.schema}".{table}' if self.schema else table
+
+    def sql(self, key: str, build: Callable[["Database"], str]) -> str:
+        """Hand-written SQL built once per database (hot-path statements)."""
+        text = self._sql.get(key)
+        if text is None:
+            text = self._sql[key] = self.raw_sql(build(self))
+        return text
+
+    def raw_sql(self, sql: str) -> str:
+        """Adapt hand-written SQL (``%s`` placeholders) to this driver's paramstyle."""
+        return sql.replace("%s", "?") if self.dialect.is_sqlite else sql
+
+    def execute_raw(self, sql: str, params: Sequence[Any]) -> Optional[tuple[Any, ...]]:
+        """One autocommit statement with RETURNING, through the driver: the hot path.
+
+        The statement is final SQL for this database (see ``raw_sql``) and
+        returns its first row, if any. Connections come from a small LIFO
+        free list of driver connections kept apart from SQLAlchemy's pool (a
+        checkout is a list pop), each with its cursor. A dropped connection is
+        discarded and the statement retried; any other error is raised as is.
+        """
+
+        def attempt() -> Optional[tuple[Any, ...]]:
+            self._raw_slots.acquire()
+            try:
+                try:
+                    conn, cur = self._raw_free.pop()
+                except IndexError:
+                    conn = self._writer.raw_connection()
+                    conn.detach()  # ours now: closing it closes the driver connection
+                    cur = conn.cursor()
+                try:
+                    cur.execute(sql, params)
+                    row = cur.fetchone()
+                except Exception as e:
+                    disconnected = self._writer.dialect.is_disconnect(cast(Any, e), conn.dbapi_connection, cur)
+                    _close_quietly(conn)
+                    if disconnected:
+                        raise exc.OperationalError(sql, params, e, connection_invalidated=True) from e
+                    raise
+                self._raw_free.append((conn, cur))
+                return tuple(row) if row is not None else None
+            finally:
+                self._raw_slots.release()
+
+        return retry_on_disconnect(attempt)
+
+    def dispose(self) -> None:
+        while self._raw_free:
+            _close_quietly(self._raw_free.pop()[0])
+        for engine in self._engines:
+            engine.dispose()
+
+
+def retry_on_disconnect(fn: Callable[[], T], attempts: int = 6) -> T:
+    """Retry ``fn`` while the database connection drops or is refused.
+
+    Backs off from 50 ms to ~1.6 s; gives up with a clear error after that.
+    Statements are retried only when the failure happened on the connection,
+    never after a result came back.
+    """
+    delay = 0.05
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except exc.DBAPIError as e:
+            if not _retryable(e):
+                raise
+            if attempt == attempts - 1:
+                raise DBOSDatabaseUnavailableError(
+                    f"database unreachable after {attempts} attempts: {e.orig}"
+                ) from e
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def _retryable(e: exc.DBAPIError) -> bool:
+    """A lost or refused connection: worth retrying. An error the server
+    answered with (a SQLSTATE: timeout, lock, serialization...) is not, and
+    SQLite's errors never are (its file does not disconnect)."""
+    if e.connection_invalidated:
+        return True
+    orig = e.orig
+    if not isinstance(e, exc.OperationalError) or type(orig).__module__.startswith("sqlite3"):
+        return False
+    return getattr(orig, "sqlstate", None) is None
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:
+        pass
+
+
+def _sqlite_engine(url: str, *, immediate: bool, **kwargs: Any) -> sa.Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 60},
+        pool_size=kwargs.pop("pool_size", 20),
+        max_overflow=kwargs.pop("max_overflow", 20),
+        **kwargs,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

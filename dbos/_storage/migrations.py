@@ -1,0 +1,136 @@
+"""Versioned migrations for the system and application databases.
+
+Each migration is a function of (connection, dialect) appended to a list; the
+version is its position (1-based). ``migrate`` applies, in one transaction per
+database, every version not yet recorded. Concurrent launches are safe: on
+PostgreSQL the transaction holds an advisory lock, on SQLite BEGIN IMMEDIATE
+serializes writers. Never edit a released migration; append a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import sqlalchemy as sa
+
+from dbos._storage import schema as s
+from dbos._storage.database import Database, retry_on_disconnect
+from dbos._storage.dialect import Dialect
+
+Migration = Callable[[sa.Connection, Dialect], None]
+
+_ACTIVE = "status IN ('ENQUEUED', 'PENDING')"
+
+
+def _not_null(column: str) -> dict[str, Any]:
+    """Partial-index options: only rows where ``column`` is set (most rows skip the index)."""
+    return {"postgresql_where": sa.text(f"{column} IS NOT NULL"), "sqlite_where": sa.text(f"{column} IS NOT NULL")}
+
+
+def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
+    for table in s.system.sorted_tables:
+        if table is not s.migrations:
+            table.create(conn, checkfirst=True)
+    ws = s.workflow_status
+    where: dict[str, Any] = {"postgresql_where": sa.text(_ACTIVE), "sqlite_where": sa.text(_ACTIVE)}
+    indexes = [
+        # recovery: this executor's PENDING workflows
+        sa.Index("ws_executor_status", ws.c.executor_id, ws.c.status, **where),
+        sa.Index("ws_created_at", ws.c.created_at),
+        sa.Index("ws_name_created", ws.c.name, ws.c.created_at),
+        sa.Index("ws_user_created", ws.c.authenticated_user, ws.c.created_at, **_not_null("authenticated_user")),
+        sa.Index("ws_version_created", ws.c.application_version, ws.c.created_at),
+        sa.Index("ws_status_created", ws.c.status, ws.c.created_at),
+        sa.Index("ws_parent", ws.c.parent_workflow_id, **_not_null("parent_workflow_id")),
+        sa.Index("ws_prefix", ws.c.workflow_uuid, postgresql_ops={"workflow_uuid": "text_pattern_ops"}),
+        # rate limiter: starts of a queue within its window
+        sa.Index("ws_queue_started", ws.c.queue_name, ws.c.started_at, **_not_null("queue_name")),
+        # dequeue and list_queued_workflows: only live rows, so history never slows them
+        sa.Index(
+            "ws_queue_active",
+            ws.c.queue_name,
+            ws.c.status,
+            ws.c.priority,
+            ws.c.created_at,
+            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+        ),
+        sa.Index(
+            "ws_queue_dedup",
+            ws.c.queue_name,
+            ws.c.deduplication_id,
+            unique=True,
+            postgresql_where=sa.text(f"deduplication_id IS NOT NULL AND {_ACTIVE}"),
+            sqlite_where=sa.text(f"deduplication_id IS NOT NULL AND {_ACTIVE}"),
+        ),
+        sa.Index(
+            "ws_deadline",
+            ws.c.deadline_ms,
+            postgresql_where=sa.text(f"deadline_ms IS NOT NULL AND {_ACTIVE}"),
+            sqlite_where=sa.text(f"deadline_ms IS NOT NULL AND {_ACTIVE}"),
+        ),
+        sa.Index(
+            "notifications_dest_topic",
+            s.notifications.c.destination_uuid,
+            s.notifications.c.topic,
+            s.notifications.c.seq,
+        ),
+        sa.Index(
+            "operation_outputs_child",
+            s.operation_outputs.c.child_workflow_id,
+            **_not_null("child_workflow_id"),
+        ),
+    ]
+    for index in indexes:
+        index.create(conn, checkfirst=True)
+        # sa.Index attaches itself to the shared Table; detach it, or the next
+        # table.create() in this process would create it twice.
+        index.table.indexes.discard(index)  # type: ignore[union-attr]
+
+
+def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
+    s.transaction_outputs.create(conn, checkfirst=True)
+
+
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system]
+APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
+
+
+def migrate_system(db: Database) -> int:
+    return _migrate(db, s.migrations, SYSTEM_MIGRATIONS, lock_key=0x7DB05)
+
+
+def migrate_application(db: Database) -> int:
+    return _migrate(db, s.app_migrations, APPLICATION_MIGRATIONS, lock_key=0x7DB06)
+
+
+def _migrate(db: Database, table: sa.Table, steps: list[Migration], lock_key: int) -> int:
+    """Apply pending migrations; return the number applied."""
+
+    def apply() -> int:
+        with db.transaction() as conn:
+            if not db.dialect.is_sqlite:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key})
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"'))
+            table.create(conn, checkfirst=True)
+            done = set(conn.execute(sa.select(table.c.version)).scalars())
+            applied = 0
+            for version, step in enumerate(steps, start=1):
+                if version in done:
+                    continue
+                step(conn, db.dialect)
+                conn.execute(
+                    table.insert().values(version=version, applied_at=int(time.time() * 1000))
+                )
+                applied += 1
+            return applied
+
+    return retry_on_disconnect(apply)
+
+
+def current_version(db: Database, table: sa.Table = s.migrations) -> int:
+    with db.read() as conn:
+        if not sa.inspect(conn).has_table(table.name, schema=db.schema):
+            return 0
+        return int(conn.execute(sa.select(sa.func.max(table.c.version))).scalar() or 0)

@@ -1,0 +1,111 @@
+"""SQL for the ``operation_outputs`` table: one row a recorded step."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import sqlalchemy as sa
+
+from dbos._storage.database import Database
+from dbos._storage.dialect import Dialect
+from dbos._storage.schema import operation_outputs as oo
+
+
+@dataclass(frozen=True)
+class StepRow:
+    function_id: int
+    function_name: str
+    output: Optional[bytes]
+    error: Optional[bytes]
+    child_workflow_id: Optional[str]
+    started_at: Optional[int] = None
+    completed_at: Optional[int] = None
+
+
+_COLS = (
+    oo.c.function_id,
+    oo.c.function_name,
+    oo.c.output,
+    oo.c.error,
+    oo.c.child_workflow_id,
+    oo.c.started_at,
+    oo.c.completed_at,
+)
+_LIST = sa.select(*_COLS).where(oo.c.workflow_uuid == sa.bindparam("wid")).order_by(oo.c.function_id)
+_GET = sa.select(*_COLS).where(
+    oo.c.workflow_uuid == sa.bindparam("wid"), oo.c.function_id == sa.bindparam("fid")
+)
+
+
+@functools.cache
+def _insert_stmt(dialect: Dialect) -> Any:
+    return (
+        dialect.insert(oo)
+        .on_conflict_do_nothing(index_elements=[oo.c.workflow_uuid, oo.c.function_id])
+        .returning(oo.c.function_id)
+    )
+
+
+def _insert_sql(db: Database) -> str:
+    return (
+        f"INSERT INTO {db.qualify('operation_outputs')} (workflow_uuid, function_id, function_name,"
+        " output, error, child_workflow_id, started_at, completed_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING function_id"
+    )
+
+
+def record(db: Database, workflow_id: str, step: StepRow) -> bool:
+    """The per-step checkpoint: one autocommit statement. False if already recorded."""
+    params = (
+        workflow_id, step.function_id, step.function_name, step.output, step.error,
+        step.child_workflow_id, step.started_at, step.completed_at,
+    )
+    return db.execute_raw(db.sql("operations.record", _insert_sql), params) is not None
+
+
+def insert(
+    conn: sa.Connection,
+    dialect: Dialect,
+    workflow_id: str,
+    step: StepRow,
+) -> bool:
+    """Record a step once; False if (workflow, function_id) was already recorded."""
+    values = {
+        "workflow_uuid": workflow_id,
+        "function_id": step.function_id,
+        "function_name": step.function_name,
+        "output": step.output,
+        "error": step.error,
+        "child_workflow_id": step.child_workflow_id,
+        "started_at": step.started_at,
+        "completed_at": step.completed_at,
+    }
+    return conn.execute(_insert_stmt(dialect), values).first() is not None
+
+
+def get(conn: sa.Connection, workflow_id: str, function_id: int) -> Optional[StepRow]:
+    row = conn.execute(_GET, {"wid": workflow_id, "fid": function_id}).first()
+    return StepRow(*row) if row is not None else None
+
+
+def list_for(conn: sa.Connection, workflow_id: str) -> list[StepRow]:
+    return [StepRow(*r) for r in conn.execute(_LIST, {"wid": workflow_id})]
+
+
+def copy_prefix(conn: sa.Connection, source_id: str, target_id: str, before_function_id: int) -> int:
+    """Copy the steps of ``source_id`` with function_id < ``before_function_id`` (fork)."""
+    sel = sa.select(
+        sa.literal(target_id),
+        oo.c.function_id,
+        oo.c.function_name,
+        oo.c.output,
+        oo.c.error,
+        oo.c.child_workflow_id,
+        oo.c.started_at,
+        oo.c.completed_at,
+    ).where(oo.c.workflow_uuid == source_id, oo.c.function_id < before_function_id)
+    stmt = oo.insert().from_select([c.name for c in oo.c], sel)
+    return conn.execute(stmt).rowcount

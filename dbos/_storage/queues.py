@@ -1,0 +1,227 @@
+"""SQL for queues: the claim (dequeue), re-enqueue, and the queued listing.
+
+The claim is one short transaction per queue (and per partition key on a
+partitioned queue):
+
+1. where a limit is fleet-wide (global concurrency, rate limit, partitions),
+   take a transaction-scoped advisory lock on the queue with a *try* lock, so
+   counting and claiming never race between executors and nobody waits;
+2. count what limits the claim: started in the rate window, running
+   fleet-wide, running on this executor;
+3. select up to the free capacity of ENQUEUED rows this executor may run,
+   by priority then enqueue time, ``FOR UPDATE SKIP LOCKED``;
+4. mark them PENDING with this executor, starting the timeout clock.
+
+Every count and select is served by a partial index over live rows only
+(status ENQUEUED or PENDING), so history never slows the claim.
+SQLite runs the same statements; BEGIN IMMEDIATE serializes claims.
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import sqlalchemy as sa
+
+from dbos._storage.dialect import Dialect
+from dbos._storage.schema import workflow_status as ws
+from dbos._storage.workflows import _COLUMNS, WorkflowRow
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    name: str
+    concurrency: Optional[int]
+    worker_concurrency: int  # per executor; a default applies when the queue sets none
+    limit: Optional[int]  # rate limit: at most `limit` starts per `period` seconds
+    period_sec: Optional[float]
+    partitioned: bool
+
+    @property
+    def fleet_wide(self) -> bool:
+        return self.concurrency is not None or self.limit is not None or self.partitioned
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    rows: list[WorkflowRow]
+    fresh: frozenset[str] = frozenset()  # claimed IDs that never started: no recorded steps
+    locked_out: bool = False  # another executor holds the queue's claim lock: retry soon
+    rate_limited_until_ms: Optional[int] = None  # no start allowed before this time
+
+
+def _lock_key(queue_name: str) -> int:
+    return zlib.crc32(b"dbos-queue:" + queue_name.encode()) - 2**31
+
+
+def claim(
+    conn: sa.Connection,
+    dialect: Dialect,
+    q: QueueLimits,
+    executor_id: str,
+    app_version: str,
+    now: int,
+    local_running: int,
+) -> ClaimResult:
+    """Claim what this executor may start now. ``local_running``: how many of this
+    queue's workflows run here (the caller knows; no query needed)."""
+    if q.fleet_wide and not dialect.is_sqlite:
+        got = conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(q.name)}).scalar()
+        if not got:
+            return ClaimResult([], locked_out=True)
+    budget: Optional[int] = None
+    retry_at: Optional[int] = None
+    if q.limit is not None and q.period_sec is not None:
+        window_start = now - int(q.period_sec * 1000)
+        starts = conn.execute(
+            sa.select(ws.c.started_at)
+            .where(ws.c.queue_name == q.name, ws.c.started_at > window_start)
+            .order_by(ws.c.started_at)
+            .limit(q.limit)
+        ).scalars().all()
+        budget = q.limit - len(starts)
+        if budget <= 0:
+            return ClaimResult([], rate_limited_until_ms=int(starts[0]) + int(q.period_sec * 1000) + 1)
+    claimed: list[WorkflowRow] = []
+    fresh: set[str] = set()
+    if q.partitioned:
+        keys = list(
+            conn.execute(
+                sa.select(ws.c.queue_partition_key)
+                .where(ws.c.queue_name == q.name, ws.c.status == "ENQUEUED")
+                .distinct()
+            ).scalars()
+        )
+        for key in keys:
+            free = q.worker_concurrency - _running(conn, q, key, executor_id)
+            if q.concurrency is not None and free > 0:
+                free = min(free, q.concurrency - _running(conn, q, key, None))
+            if budget is not None:
+                free = min(free, budget - len(claimed))
+            if free > 0:
+                claimed.extend(_take(conn, dialect, q, key, executor_id, app_version, free, now, fresh))
+    else:
+        free = q.worker_concurrency - local_running
+        if q.concurrency is not None and free > 0:
+            free = min(free, q.concurrency - _running(conn, q, None, None))
+        if budget is not None:
+            free = min(free, budget)
+        if free > 0:
+            claimed = _take(conn, dialect, q, None, executor_id, app_version, free, now, fresh)
+    if budget is not None and len(claimed) >= budget:
+        retry_at = now + int((q.period_sec or 0) * 1000)
+    return ClaimResult(claimed, frozenset(fresh), rate_limited_until_ms=retry_at)
+
+
+def _running(conn: sa.Connection, q: QueueLimits, key: Optional[str], executor_id: Optional[str]) -> int:
+    stmt = sa.select(sa.func.count()).select_from(ws).where(ws.c.queue_name == q.name, ws.c.status == "PENDING")
+    if key is not None:
+        stmt = stmt.where(ws.c.queue_partition_key == key)
+    if executor_id is not None:
+        stmt = stmt.where(ws.c.executor_id == executor_id)
+    return int(conn.execute(stmt).scalar() or 0)
+
+
+def _pick(partitioned: bool) -> sa.Select[Any]:
+    pick = (
+        sa.select(ws.c.workflow_uuid, ws.c.started_at.label("old_started"), ws.c.forked_from.label("old_forked"))
+        .where(
+            ws.c.queue_name == sa.bindparam("queue"),
+            ws.c.status == "ENQUEUED",
+            sa.or_(ws.c.application_version == sa.bindparam("version"), ws.c.application_version.is_(None)),
+        )
+        .order_by(ws.c.priority, ws.c.created_at)
+        .limit(sa.bindparam("n", type_=sa.Integer))
+    )
+    if partitioned:
+        pick = pick.where(ws.c.queue_partition_key == sa.bindparam("key"))
+    return pick
+
+
+_NOW = sa.bindparam("now", type_=sa.BigInteger)
+_CLAIM_VALUES: dict[str, Any] = dict(
+    status="PENDING",
+    executor_id=sa.bindparam("executor"),
+    application_version=sa.bindparam("version"),  # an unpinned row is pinned to the version that starts it
+    started_at=_NOW,
+    updated_at=_NOW,
+    recovery_attempts=ws.c.recovery_attempts + 1,
+    deadline_ms=sa.case((ws.c.timeout_ms.is_not(None), _NOW + ws.c.timeout_ms), else_=ws.c.deadline_ms),
+)
+
+
+@functools.cache
+def _claim_stmt(dialect: Dialect, partitioned: bool) -> Any:
+    """Built once: pick with SKIP LOCKED, mark, and return the rows with their old values.
+
+    SQLite's RETURNING cannot name the FROM side, so there it is the pick alone
+    (the update follows; BEGIN IMMEDIATE holds the lock in between).
+    """
+    pick = _pick(partitioned)
+    if dialect.is_sqlite:
+        return pick
+    sub = dialect.lock_for_claim(pick).subquery("picked")
+    return (
+        sa.update(ws)
+        .where(ws.c.workflow_uuid == sub.c.workflow_uuid)
+        .values(**_CLAIM_VALUES)
+        .returning(*_COLUMNS, sub.c.old_started, sub.c.old_forked)
+    )
+
+
+_SQLITE_MARK = (
+    sa.update(ws)
+    .where(ws.c.workflow_uuid.in_(sa.bindparam("ids", expanding=True)))
+    .values(**_CLAIM_VALUES)
+    .returning(*_COLUMNS)
+)
+
+
+def _take(
+    conn: sa.Connection,
+    dialect: Dialect,
+    q: QueueLimits,
+    key: Optional[str],
+    executor_id: str,
+    app_version: str,
+    count: int,
+    now: int,
+    fresh: set[str],
+) -> list[WorkflowRow]:
+    params = {"queue": q.name, "version": app_version, "n": count, "key": key, "executor": executor_id, "now": now}
+    stmt = _claim_stmt(dialect, key is not None)
+    rows: list[WorkflowRow] = []
+    if dialect.is_sqlite:
+        picked = conn.execute(stmt, params).all()
+        if not picked:
+            return []
+        fresh.update(r[0] for r in picked if r[1] is None and r[2] is None)
+        params["ids"] = [r[0] for r in picked]
+        rows = [WorkflowRow.from_row(r) for r in conn.execute(_SQLITE_MARK, params)]
+    else:
+        for r in conn.execute(stmt, params):
+            row = WorkflowRow.from_row(r)
+            rows.append(row)
+            if r.old_started is None and r.old_forked is None:
+                # Never started and not a fork (whose first steps were copied): nothing recorded.
+                fresh.add(row.workflow_uuid)
+    rows.sort(key=lambda r: (r.priority or 0, r.created_at))
+    return rows
+
+
+def requeue_pending(conn: sa.Connection, executor_id: str, app_version: str, now: int) -> int:
+    """Put this executor's PENDING queued workflows back on their queues (after a crash)."""
+    stmt = (
+        sa.update(ws)
+        .where(
+            ws.c.executor_id == executor_id,
+            ws.c.status == "PENDING",
+            ws.c.queue_name.is_not(None),
+            sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)),
+        )
+        .values(status="ENQUEUED", executor_id=None, updated_at=now)
+    )
+    return int(conn.execute(stmt).rowcount)

@@ -1,0 +1,122 @@
+"""Table definitions for the system database and the application database.
+
+Tables are declared without a schema; on PostgreSQL the engine translates
+``None`` to the configured schema (``schema_translate_map``), on SQLite they
+live in the file's main schema. Columns hold epoch milliseconds for time and
+pickled bytes for values.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+system = sa.MetaData()
+
+workflow_status = sa.Table(
+    "workflow_status",
+    system,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("class_name", sa.Text),
+    sa.Column("config_name", sa.Text),
+    sa.Column("authenticated_user", sa.Text),
+    sa.Column("assumed_role", sa.Text),
+    sa.Column("authenticated_roles", sa.Text),  # JSON list
+    sa.Column("inputs", sa.LargeBinary),
+    sa.Column("output", sa.LargeBinary),
+    sa.Column("error", sa.LargeBinary),
+    sa.Column("executor_id", sa.Text),
+    sa.Column("application_version", sa.Text),
+    sa.Column("application_id", sa.Text),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.BigInteger),  # when an executor began it (dequeue time)
+    sa.Column("recovery_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("queue_name", sa.Text),
+    sa.Column("priority", sa.Integer),
+    sa.Column("deduplication_id", sa.Text),
+    sa.Column("queue_partition_key", sa.Text),
+    sa.Column("timeout_ms", sa.BigInteger),
+    sa.Column("deadline_ms", sa.BigInteger),
+    sa.Column("parent_workflow_id", sa.Text),
+    sa.Column("forked_from", sa.Text),
+    sa.Column("trace_context", sa.Text),
+)
+
+operation_outputs = sa.Table(
+    "operation_outputs",
+    system,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("function_id", sa.Integer, primary_key=True),
+    sa.Column("function_name", sa.Text, nullable=False),
+    sa.Column("output", sa.LargeBinary),
+    sa.Column("error", sa.LargeBinary),
+    sa.Column("child_workflow_id", sa.Text),
+    sa.Column("started_at", sa.BigInteger),
+    sa.Column("completed_at", sa.BigInteger),
+)
+
+notifications = sa.Table(
+    "notifications",
+    system,
+    # seq orders messages (FIFO per destination and topic); message_id makes a
+    # send from a workflow idempotent on replay ("<workflow_id>-<function_id>").
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("message_id", sa.Text, nullable=False, unique=True),
+    sa.Column("destination_uuid", sa.Text, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),  # '' for no topic
+    sa.Column("message", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+workflow_events = sa.Table(
+    "workflow_events",
+    system,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+executors = sa.Table(
+    "executors",
+    system,
+    sa.Column("executor_id", sa.Text, primary_key=True),
+    sa.Column("app_version", sa.Text, nullable=False),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # RUNNING | STOPPED
+)
+
+migrations = sa.Table(
+    "dbos_migrations",
+    system,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.BigInteger, nullable=False),
+)
+
+application = sa.MetaData()
+
+transaction_outputs = sa.Table(
+    "transaction_outputs",
+    application,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("function_id", sa.Integer, primary_key=True),
+    sa.Column("output", sa.LargeBinary),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+app_migrations = sa.Table(
+    "dbos_app_migrations",
+    application,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.BigInteger, nullable=False),
+)

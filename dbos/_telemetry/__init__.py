@@ -1,0 +1,1 @@
+"""Telemetry: logging (and, with the tracing work, OpenTelemetry spans)."""

@@ -1,0 +1,77 @@
+"""OpenTelemetry spans for workflows, steps and transactions.
+
+Span and attribute names live in this one table. Spans go to whatever
+TracerProvider is global (the user's, or the OTLP one DBOS sets up when
+configured); with none configured they are no-ops and cost almost nothing.
+Trace context travels with a queued workflow in its status row (W3C
+traceparent), so a workflow run by another process continues the trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Iterator, Optional
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+ATTR_WORKFLOW_ID = "dbos.workflow_id"
+ATTR_STEP_ID = "dbos.step_id"
+ATTR_EXECUTOR_ID = "dbos.executor_id"
+ATTR_APP_VERSION = "dbos.app_version"
+ATTR_QUEUE = "dbos.queue_name"
+ATTR_OPERATION = "dbos.operation_type"  # workflow | step | transaction
+ATTR_NAME = "dbos.function_name"
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Tracers:
+    """Which tracer DBOS spans use: the global one, or DBOS's own OTLP provider's."""
+
+    def __init__(self) -> None:
+        self.default = trace.get_tracer("dbos")
+        self.active = self.default
+
+    def use(self, tracer: Optional[trace.Tracer]) -> None:
+        self.active = tracer if tracer is not None else self.default
+
+
+TRACERS = _Tracers()
+
+
+def current_context() -> otel_context.Context:
+    return otel_context.get_current()
+
+
+def inject() -> Optional[str]:
+    """The current trace context as text to store with a workflow (None outside any span)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return json.dumps(carrier) if carrier else None
+
+
+def extract(text: Optional[str]) -> Optional[otel_context.Context]:
+    if not text:
+        return None
+    try:
+        return _PROPAGATOR.extract(json.loads(text))
+    except (ValueError, TypeError):
+        return None
+
+
+@contextlib.contextmanager
+def span(
+    name: str, operation: str, attributes: dict[str, Any], parent: Optional[otel_context.Context] = None
+) -> Iterator[trace.Span]:
+    tracer = TRACERS.active
+    if tracer is TRACERS.default and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Nobody installed a tracer provider: spans would be no-ops; skip their cost.
+        yield trace.INVALID_SPAN
+        return
+    attributes[ATTR_OPERATION] = operation
+    attributes[ATTR_NAME] = name
+    with tracer.start_as_current_span(name, context=parent, attributes=attributes) as s:
+        yield s

@@ -1,0 +1,52 @@
+"""The wakeup hub: local waiters, plus Redis between processes when configured.
+
+``subscribe(*keys)`` before reading the database, ``notify(key)`` after a
+commit. Listeners registered by prefix (e.g. ``cancel:``) let services act on
+hints from other processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Iterator, Optional
+
+from dbos._wakeups.local import LocalWakeups, Waiter
+from dbos._wakeups.redis_bridge import RedisBridge
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.local = LocalWakeups()
+        self.bridge: Optional[RedisBridge] = None
+        self._listeners: list[tuple[str, Callable[[str], None]]] = []
+
+    def attach_redis(self, url: str, namespace: str, logger: logging.Logger) -> RedisBridge:
+        self.bridge = RedisBridge(url, namespace, self._on_remote, self.local.notify_all, logger)
+        return self.bridge
+
+    def add_listener(self, prefix: str, fn: Callable[[str], None]) -> None:
+        self._listeners.append((prefix, fn))
+
+    @contextlib.contextmanager
+    def subscribe(self, *keys: str) -> Iterator[Waiter]:
+        with self.local.subscribe(*keys) as waiter:
+            yield waiter
+
+    def notify(self, key: str) -> None:
+        """A change committed: wake local waiters now and other processes via Redis."""
+        self._dispatch(key)
+        if self.bridge is not None:
+            self.bridge.publish(key)
+
+    def _on_remote(self, key: str) -> None:
+        self._dispatch(key)
+
+    def _dispatch(self, key: str) -> None:
+        self.local.notify(key)
+        for prefix, fn in self._listeners:
+            if key.startswith(prefix):
+                fn(key)
+
+    def notify_all(self) -> None:
+        self.local.notify_all()

@@ -1,0 +1,253 @@
+"""The ``dbos`` command. Errors are one clear line and a non-zero exit, never a traceback.
+
+Connection: ``--db-url`` or ``$DBOS_SYSTEM_DATABASE_URL``; ``--redis-url`` or
+``$DBOS_REDIS_URL`` (optional, for instant wakeups of other processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+from dbos._config.settings import normalize_database_url
+from dbos._storage.database import Database
+from dbos._storage.migrations import migrate_application, migrate_system
+from dbos.error import DBOSException
+
+_STATUS_COLUMNS = ("workflow_id", "status", "name", "queue_name", "executor_id", "app_version", "created_at")
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    url = args.db_url or os.environ.get("DBOS_SYSTEM_DATABASE_URL")
+    if not url:
+        raise DBOSException("no database: pass --db-url or set DBOS_SYSTEM_DATABASE_URL")
+    return normalize_database_url(url, "--db-url")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from dbos._api.client import DBOSClient
+
+    return DBOSClient(
+        _db_url(args),
+        redis_url=args.redis_url or os.environ.get("DBOS_REDIS_URL") or None,
+        system_database_schema=args.schema,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+def _status_dict(status: Any) -> dict[str, Any]:
+    return {k: _jsonable(v) for k, v in vars(status).items()}
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _emit(args: argparse.Namespace, data: Any, columns: Optional[Sequence[str]] = None) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    elif isinstance(data, list) and columns is not None:
+        print(_table(data, columns))
+    elif isinstance(data, dict):
+        width = max((len(k) for k in data), default=0)
+        for key, value in data.items():
+            print(f"{key.ljust(width)}  {value}")
+    else:
+        print(data)
+
+
+def _filters(args: argparse.Namespace, queued: bool) -> dict[str, Any]:
+    f: dict[str, Any] = {
+        "status": args.status,
+        "start_time": args.start_time,
+        "end_time": args.end_time,
+        "name": args.name,
+        "limit": args.limit,
+        "offset": args.offset,
+        "sort_desc": args.sort_desc,
+    }
+    if queued:
+        f["queue_name"] = args.queue
+    else:
+        f.update(app_version=args.app_version, user=args.user, workflow_id_prefix=args.prefix)
+    return f
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    url = _db_url(args)
+    db = Database(url, args.schema)
+    try:
+        applied = migrate_system(db)
+        app_url = normalize_database_url(args.app_db_url, "--app-db-url") if args.app_db_url else url
+        app_db = db if app_url == url else Database(app_url, args.schema)
+        try:
+            applied += migrate_application(app_db)
+        finally:
+            if app_db is not db:
+                app_db.dispose()
+    finally:
+        db.dispose()
+    print(f"migrations applied: {applied}" if applied else "database is up to date")
+    return 0
+
+
+def _with_client(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        client = _client(args)
+        try:
+            return fn(client, args)
+        finally:
+            client.destroy()
+
+    return run
+
+
+@_with_client
+def cmd_list(client: Any, args: argparse.Namespace) -> int:
+    rows = [_status_dict(s) for s in client.list_workflows(**_filters(args, queued=False))]
+    _emit(args, rows, _STATUS_COLUMNS)
+    return 0
+
+
+@_with_client
+def cmd_queue_list(client: Any, args: argparse.Namespace) -> int:
+    rows = [_status_dict(s) for s in client.list_queued_workflows(**_filters(args, queued=True))]
+    _emit(args, rows, _STATUS_COLUMNS)
+    return 0
+
+
+@_with_client
+def cmd_get(client: Any, args: argparse.Namespace) -> int:
+    status = client.get_workflow(args.workflow_id)
+    if status is None:
+        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
+    _emit(args, _status_dict(status))
+    return 0
+
+
+@_with_client
+def cmd_steps(client: Any, args: argparse.Namespace) -> int:
+    if client.get_workflow(args.workflow_id) is None:
+        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
+    rows = [_jsonable(dict(s)) for s in client.list_workflow_steps(args.workflow_id)]
+    _emit(args, rows, ("function_id", "function_name", "output", "error", "child_workflow_id"))
+    return 0
+
+
+@_with_client
+def cmd_cancel(client: Any, args: argparse.Namespace) -> int:
+    client.cancel_workflow(args.workflow_id)
+    _emit(args, {"workflow_id": args.workflow_id, "status": "CANCELLED"})
+    return 0
+
+
+@_with_client
+def cmd_resume(client: Any, args: argparse.Namespace) -> int:
+    handle = client.resume_workflow(args.workflow_id)
+    _emit(args, {"workflow_id": handle.workflow_id, "resumed": True})
+    return 0
+
+
+@_with_client
+def cmd_fork(client: Any, args: argparse.Namespace) -> int:
+    from dbos._api.context_managers import SetWorkflowID
+
+    if args.forked_workflow_id:
+        with SetWorkflowID(args.forked_workflow_id):
+            handle = client.fork_workflow(args.workflow_id, args.step, application_version=args.app_version)
+    else:
+        handle = client.fork_workflow(args.workflow_id, args.step, application_version=args.app_version)
+    _emit(args, {"workflow_id": handle.workflow_id, "forked_from": args.workflow_id, "start_step": args.step})
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db-url", help="system database URL (default: $DBOS_SYSTEM_DATABASE_URL)")
+    common.add_argument("--redis-url", help="Redis URL for wakeups (default: $DBOS_REDIS_URL)")
+    common.add_argument("--schema", default="dbos", help="system schema on PostgreSQL (default: dbos)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    listing = argparse.ArgumentParser(add_help=False)
+    listing.add_argument("--status", help="ENQUEUED, PENDING, SUCCESS, ERROR, CANCELLED or RETRIES_EXCEEDED")
+    listing.add_argument("--start-time", help="created at or after (RFC 3339)")
+    listing.add_argument("--end-time", help="created at or before (RFC 3339)")
+    listing.add_argument("--name", help="workflow function name")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--offset", type=int, help="skip this many")
+    listing.add_argument("--sort-desc", action="store_true", help="newest first")
+
+    p = argparse.ArgumentParser(prog="dbos", description="Manage dbos-fleet workflows and databases")
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("migrate", parents=[common], help="create or upgrade the system (and application) database")
+    m.add_argument("--app-db-url", help="application database URL (default: the system database)")
+    m.set_defaults(func=cmd_migrate)
+
+    wf = sub.add_parser("workflow", help="list, inspect, cancel, resume and fork workflows")
+    wsub = wf.add_subparsers(dest="action", required=True)
+    lst = wsub.add_parser("list", parents=[common, listing], help="list workflows")
+    lst.add_argument("--app-version", help="application version")
+    lst.add_argument("--user", help="authenticated user")
+    lst.add_argument("--prefix", help="workflow ID prefix")
+    lst.set_defaults(func=cmd_list)
+    for action, func, text in (
+        ("get", cmd_get, "show one workflow"),
+        ("steps", cmd_steps, "list a workflow's recorded steps"),
+        ("cancel", cmd_cancel, "cancel a workflow"),
+        ("resume", cmd_resume, "resume a cancelled or failed workflow"),
+    ):
+        a = wsub.add_parser(action, parents=[common], help=text)
+        a.add_argument("workflow_id")
+        a.set_defaults(func=func)
+    fk = wsub.add_parser("fork", parents=[common], help="start a new workflow from a step of another")
+    fk.add_argument("workflow_id")
+    fk.add_argument("--step", type=int, default=1, help="first step to re-run (default 1)")
+    fk.add_argument("--app-version", help="run the fork on executors of this version")
+    fk.add_argument("--forked-workflow-id", help="ID of the new workflow")
+    fk.set_defaults(func=cmd_fork)
+
+    q = sub.add_parser("queue", help="inspect queues")
+    qsub = q.add_subparsers(dest="action", required=True)
+    ql = qsub.add_parser("list", parents=[common, listing], help="list enqueued and running queued workflows")
+    ql.add_argument("--queue", help="queue name")
+    ql.set_defaults(func=cmd_queue_list)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DBOSException as e:
+        print(f"dbos: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a database that is down, a bad URL, ...
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"dbos: error: {type(e).__name__}: {text}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The public exception hierarchy.
+
+Every error the library raises on purpose is a ``DBOSException``; each carries a
+stable ``dbos_error_code`` so scripts (and the CLI's ``--json``) can tell them
+apart without parsing messages.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, Optional
+
+
+class DBOSErrorCode(IntEnum):
+    ConflictingIDError = 1
+    InitializationError = 3
+    WorkflowFunctionNotFound = 4
+    NonExistentWorkflowError = 5
+    MaxRecoveryAttemptsExceeded = 6
+    MaxStepRetriesExceeded = 7
+    NotAuthorized = 8
+    ConflictingWorkflowError = 9
+    WorkflowCancelled = 10
+    UnexpectedStep = 11
+    QueueDeduplicated = 12
+    AwaitedWorkflowCancelled = 13
+    ConfigError = 14
+    SerializationError = 15
+    DatabaseUnavailable = 16
+
+
+class DBOSException(Exception):
+    """Base class of every error this library raises on purpose."""
+
+    def __init__(self, message: str, dbos_error_code: Optional[int] = None) -> None:
+        self.message = message
+        self.dbos_error_code = dbos_error_code
+        super().__init__(message)
+
+    def __reduce__(self) -> Any:
+        # Errors are pickled into the database; keep them reconstructible.
+        return (_rebuild, (type(self), self.__dict__.copy(), self.args))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> Exception:
+    err: Exception = Exception.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class DBOSInitializationError(DBOSException):
+    """The library could not start: bad config, unreachable database, ..."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, DBOSErrorCode.InitializationError.value)
+
+
+class DBOSConfigError(DBOSInitializationError):
+    """A configuration key has a wrong type or value (the message names the key)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.dbos_error_code = DBOSErrorCode.ConfigError.value
+
+
+class DBOSWorkflowConflictIDError(DBOSException):
+    """Two executions wrote the same workflow step at once."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"Conflicting workflow ID {workflow_id}", DBOSErrorCode.ConflictingIDError.value
+        )
+
+
+class DBOSConflictingWorkflowError(DBOSException):
+    """A workflow ID is already used by a workflow of another function."""
+
+    def __init__(self, workflow_id: str, message: Optional[str] = None) -> None:
+        super().__init__(
+            f"Conflicting workflow invocation with the same ID ({workflow_id}): {message}",
+            DBOSErrorCode.ConflictingWorkflowError.value,
+        )
+
+
+class DBOSNonExistentWorkflowError(DBOSException):
+    """No workflow has this ID."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Workflow {workflow_id} does not exist",
+            DBOSErrorCode.NonExistentWorkflowError.value,
+        )
+
+
+class DBOSWorkflowFunctionNotFoundError(DBOSException):
+    """The function a workflow was started with is not registered in this process."""
+
+    def __init__(self, workflow_id: str, message: Optional[str] = None) -> None:
+        super().__init__(
+            f"Workflow function not found for workflow {workflow_id}: {message}",
+            DBOSErrorCode.WorkflowFunctionNotFound.value,
+        )
+
+
+class DBOSMaxRecoveryAttemptsExceededError(DBOSException):
+    """A workflow was recovered more often than its max_recovery_attempts allows."""
+
+    def __init__(self, workflow_id: str, max_attempts: int) -> None:
+        super().__init__(
+            f"Workflow {workflow_id} exceeded its maximum of {max_attempts} recovery "
+            "attempts and is now RETRIES_EXCEEDED (DBOS.resume_workflow restarts it)",
+            DBOSErrorCode.MaxRecoveryAttemptsExceeded.value,
+        )
+
+
+class DBOSMaxStepRetriesExceeded(DBOSException):
+    """A step with retries failed on every attempt."""
+
+    def __init__(self, step_name: str, max_attempts: int, errors: Optional[list[Exception]] = None):
+        self.step_name = step_name
+        self.max_attempts = max_attempts
+        self.errors = list(errors or [])
+        last = f"; last error: {self.errors[-1]!r}" if self.errors else ""
+        super().__init__(
+            f"Step {step_name} has exceeded its maximum of {max_attempts} attempts{last}",
+            DBOSErrorCode.MaxStepRetriesExceeded.value,
+        )
+
+
+class DBOSNotAuthorizedError(DBOSException):
+    """The authenticated user has none of the roles a function requires."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.NotAuthorized.value)
+
+
+class DBOSWorkflowCancelledError(DBOSException):
+    """Raised inside a workflow that was cancelled, at the start of its next step."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.WorkflowCancelled.value)
+
+
+class DBOSAwaitedWorkflowCancelledError(DBOSException):
+    """The workflow whose result is awaited was cancelled."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Awaited workflow {workflow_id} was cancelled",
+            DBOSErrorCode.AwaitedWorkflowCancelled.value,
+        )
+
+
+class DBOSQueueDeduplicatedError(DBOSException):
+    """A workflow with the same deduplication ID is already enqueued or running."""
+
+    def __init__(self, workflow_id: str, queue_name: str, deduplication_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.queue_name = queue_name
+        self.deduplication_id = deduplication_id
+        super().__init__(
+            f"Workflow {workflow_id} was deduplicated: deduplication ID {deduplication_id} "
+            f"is already enqueued or running in queue {queue_name}",
+            DBOSErrorCode.QueueDeduplicated.value,
+        )
+
+
+class DBOSUnexpectedStepError(DBOSException):
+    """Replay found a different step at a recorded position: the code changed."""
+
+    def __init__(self, workflow_id: str, step_id: int, expected: str, recorded: str) -> None:
+        super().__init__(
+            f"During replay of workflow {workflow_id}, step {step_id} is {expected} but the "
+            f"recorded step at that position is {recorded}: the workflow's code is not "
+            "deterministic or changed since it started",
+            DBOSErrorCode.UnexpectedStep.value,
+        )
+
+
+class DBOSSerializationError(DBOSException):
+    """A value could not be serialized (or deserialized)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.SerializationError.value)
+
+
+class DBOSDatabaseUnavailableError(DBOSException):
+    """The system database could not be reached."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, DBOSErrorCode.DatabaseUnavailable.value)
+
+
+__all__ = [
+    "DBOSErrorCode",
+    "DBOSException",
+    "DBOSInitializationError",
+    "DBOSConfigError",
+    "DBOSWorkflowConflictIDError",
+    "DBOSConflictingWorkflowError",
+    "DBOSNonExistentWorkflowError",
+    "DBOSWorkflowFunctionNotFoundError",
+    "DBOSMaxRecoveryAttemptsExceededError",
+    "DBOSMaxStepRetriesExceeded",
+    "DBOSNotAuthorizedError",
+    "DBOSWorkflowCancelledError",
+    "DBOSAwaitedWorkflowCancelledError",
+    "DBOSQueueDeduplicatedError",
+    "DBOSUnexpectedStepError",
+    "DBOSSerializationError",
+    "DBOSDatabaseUnavailableError",
+]
