@@ -223,6 +223,12 @@ class Capture:
                 traced.append(dbapi_conn)
 
         event.listen(sa.pool.Pool, "checkout", on_checkout)
+        # The hot path's driver connections live outside the pool (Database.execute_raw):
+        # trace the idle ones too.
+        from dbos._api.instance import runtime
+
+        for conn, _cur in runtime().sys_db._raw_free:
+            on_checkout(conn.dbapi_connection)
 
         def undo() -> None:
             setattr(psycopg.Cursor, "execute", cur_execute)

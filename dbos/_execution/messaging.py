@@ -96,6 +96,13 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
         if recorded is not None:
             return
         message_id = f"{run.workflow_id}-{fid}"
+        if not dialect.is_sqlite:
+            if not messages.send_recorded(
+                rt.sys_db, run.workflow_id, fid, message_id, destination_id, topic_key, payload, now_ms()
+            ):
+                raise DBOSNonExistentWorkflowError(destination_id)
+            rt.wakeups.notify(keys.message(destination_id, topic_key))
+            return
 
         def in_tx(conn: Any) -> bool:
             stored = messages.send(conn, dialect, message_id, destination_id, topic_key, payload, now_ms())
@@ -130,14 +137,17 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
         if payload is not None:
             step = StepRow(fid, "DBOS.recv", payload, None, None, now_ms(), now_ms())
             if not operations.insert(conn, dialect, wid, step):
-                raise _RecordedElsewhere  # roll back: the message stays queued
+                raise messages.StepAlreadyRecorded  # roll back: the message stays queued
         return payload
 
     with rt.wakeups.subscribe(keys.message(wid, topic_key), keys.cancelled(wid)) as waiter:
         while True:
             try:
-                payload = rt.sys_db.run(consume, tx=True)
-            except _RecordedElsewhere:
+                if dialect.is_sqlite:
+                    payload = rt.sys_db.run(consume, tx=True)
+                else:
+                    payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, now_ms())
+            except messages.StepAlreadyRecorded:
                 # Another execution of this workflow recorded this recv first: its message wins.
                 existing = rt.sys_db.query(lambda c: operations.get(c, wid, fid))
                 assert existing is not None
@@ -146,10 +156,6 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
                 return deserialize(payload, "the received message")
             if not _wait(rt, waiter, run, end):
                 return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
-
-
-class _RecordedElsewhere(Exception):
-    pass
 
 
 def _skip_deadline(run: WorkflowRun) -> None:
@@ -169,13 +175,16 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     if recorded is not None:
         return
     dialect = rt.sys_db.dialect
+    if dialect.is_sqlite:
 
-    def in_tx(conn: Any) -> None:
-        messages.set_event(conn, dialect, run.workflow_id, key, payload, now_ms())
-        step = StepRow(fid, "DBOS.setEvent", None, None, None, now_ms(), now_ms())
-        operations.insert(conn, dialect, run.workflow_id, step)
+        def in_tx(conn: Any) -> None:
+            messages.set_event(conn, dialect, run.workflow_id, key, payload, now_ms())
+            step = StepRow(fid, "DBOS.setEvent", None, None, None, now_ms(), now_ms())
+            operations.insert(conn, dialect, run.workflow_id, step)
 
-    rt.sys_db.run(in_tx, tx=True)
+        rt.sys_db.run(in_tx, tx=True)
+    else:
+        messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
     rt.wakeups.notify(keys.event(run.workflow_id, key))
 
 

@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
+from dbos._storage.database import Database
 from dbos._storage.dialect import Dialect
 from dbos._storage.schema import notifications as n
 from dbos._storage.schema import workflow_events as ev
@@ -84,3 +85,84 @@ def get_event(conn: sa.Connection, workflow_id: str, key: str) -> Optional[bytes
 
 def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
     return conn.execute(sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == workflow_id)).first() is not None
+
+
+# -- PostgreSQL hot paths: one autocommit statement each ------------------------
+#
+# A data-modifying CTE runs exactly once whether or not the outer query reads
+# it, and the whole statement commits or fails as one: the message and the step
+# that records it are written together in a single round trip.
+
+
+def _send_recorded_sql(db: Database) -> str:
+    return (
+        f"WITH d AS (SELECT 1 FROM {db.qualify('workflow_status')} WHERE workflow_uuid = %s),"
+        f" m AS (INSERT INTO {db.qualify('notifications')}"
+        " (message_id, destination_uuid, topic, message, created_at)"
+        " SELECT %s, %s, %s, %s, %s FROM d ON CONFLICT (message_id) DO NOTHING),"
+        f" o AS (INSERT INTO {db.qualify('operation_outputs')}"
+        " (workflow_uuid, function_id, function_name, started_at, completed_at)"
+        " SELECT %s, %s, 'DBOS.send', %s, %s FROM d"
+        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING)"
+        " SELECT count(*) FROM d"
+    )
+
+
+def send_recorded(
+    db: Database, workflow_id: str, function_id: int, message_id: str,
+    destination: str, topic: str, message: bytes, now: int,
+) -> bool:
+    """PostgreSQL: store a message and record the sending step in one statement.
+    False (nothing written) if the destination workflow does not exist."""
+    params = (destination, message_id, destination, topic, message, now, workflow_id, function_id, now, now)
+    row = db.execute_raw(db.sql("messages.send_recorded", _send_recorded_sql), params)
+    return row is not None and row[0] > 0
+
+
+def _consume_recorded_sql(db: Database) -> str:
+    n_ = db.qualify("notifications")
+    return (
+        f"WITH m AS (DELETE FROM {n_} WHERE seq = (SELECT seq FROM {n_}"
+        " WHERE destination_uuid = %s AND topic = %s ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " RETURNING message),"
+        f" o AS (INSERT INTO {db.qualify('operation_outputs')}"
+        " (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
+        " SELECT %s, %s, 'DBOS.recv', message, %s, %s FROM m)"
+        " SELECT message FROM m"
+    )
+
+
+class StepAlreadyRecorded(Exception):
+    """The consuming step was recorded by another execution; nothing was consumed."""
+
+
+def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: str, now: int) -> Optional[bytes]:
+    """PostgreSQL: delete the oldest message and record it as the recv step, in one
+    statement. None if there is no message. If the step is already recorded the
+    statement fails as a whole (the message stays) and StepAlreadyRecorded is raised."""
+    params = (workflow_id, topic, workflow_id, function_id, now, now)
+    try:
+        row = db.execute_raw(db.sql("messages.consume_recorded", _consume_recorded_sql), params)
+    except Exception as e:
+        if Dialect.is_unique_violation(e):
+            raise StepAlreadyRecorded() from e
+        raise
+    return bytes(row[0]) if row is not None else None
+
+
+def _set_event_recorded_sql(db: Database) -> str:
+    return (
+        f"WITH e AS (INSERT INTO {db.qualify('workflow_events')} (workflow_uuid, key, value, updated_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (workflow_uuid, key)"
+        " DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at)"
+        f" INSERT INTO {db.qualify('operation_outputs')}"
+        " (workflow_uuid, function_id, function_name, started_at, completed_at)"
+         " VALUES (%s, %s, 'DBOS.setEvent', %s, %s) ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
+        " RETURNING function_id"
+    )
+
+
+def set_event_recorded(db: Database, workflow_id: str, function_id: int, key: str, value: bytes, now: int) -> None:
+    """PostgreSQL: upsert an event and record the step in one statement."""
+    params = (workflow_id, key, value, now, workflow_id, function_id, now, now)
+    db.execute_raw(db.sql("messages.set_event_recorded", _set_event_recorded_sql), params)
