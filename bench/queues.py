@@ -482,6 +482,7 @@ class Bench:
         from dbos._storage.dialect import POSTGRES
         from dbos._storage.listing import WorkflowFilter
         from dbos._storage.queues import _claim_stmt
+        from dbos._storage.schema import status_in
         from dbos._storage.schema import workflow_status as ws
 
         def compiled(stmt: Any) -> tuple[str, dict[str, Any]]:
@@ -490,7 +491,7 @@ class Bench:
 
         claim_sql, claim_params = compiled(_claim_stmt(POSTGRES, False))
         running = sa.select(sa.func.count()).select_from(ws).where(
-            ws.c.queue_name == sa.bindparam("queue"), ws.c.status == "PENDING"
+            ws.c.queue_name == sa.bindparam("queue"), status_in("PENDING")
         )
         running_sql, running_params = compiled(running)
         from dbos._storage import listing

@@ -89,10 +89,15 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
         return ClaimResult([])  # no free capacity here: no query at all
     # Without a fleet-wide limit the claim is one statement (autocommit on PostgreSQL).
     as_tx = limits.fleet_wide or dialect.is_sqlite
-    result = rt.sys_db.run(
-        lambda c: queues.claim(c, dialect, limits, rt.executor_id, rt.app_version, now_ms(), local_running),
-        tx=as_tx,
-    )
+    try:
+        result = rt.sys_db.run(
+            lambda c: queues.claim(c, dialect, limits, rt.executor_id, rt.app_version, now_ms(), local_running),
+            tx=as_tx,
+        )
+    except Exception as e:
+        if not queues.lock_timed_out(e):
+            raise
+        return ClaimResult([], locked_out=True)
     for row in result.rows:
         local, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
         if is_new:

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import sqlalchemy as sa
 
+from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 from dbos._storage.workflows import _COLUMNS, WorkflowRow
 
@@ -41,11 +42,11 @@ def _escape_like(text: str) -> str:
 def list_rows(conn: sa.Connection, f: WorkflowFilter) -> list[WorkflowRow]:
     stmt = sa.select(*_COLUMNS)
     if f.queued_only:
-        stmt = stmt.where(ws.c.queue_name.is_not(None), ws.c.status.in_(["ENQUEUED", "PENDING"]))
+        stmt = stmt.where(ws.c.queue_name.is_not(None), status_in("ENQUEUED", "PENDING"))
     if f.workflow_ids is not None:
         stmt = stmt.where(ws.c.workflow_uuid.in_(list(f.workflow_ids)))
     if f.statuses is not None:
-        stmt = stmt.where(ws.c.status.in_(list(f.statuses)))
+        stmt = stmt.where(status_in(*f.statuses))
     if f.start_time_ms is not None:
         stmt = stmt.where(ws.c.created_at >= f.start_time_ms)
     if f.end_time_ms is not None:

@@ -37,7 +37,7 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
     indexes = [
         # recovery: this executor's PENDING workflows
         sa.Index("ws_executor_status", ws.c.executor_id, ws.c.status, **where),
-        sa.Index("ws_created_at", ws.c.created_at),
+        sa.Index("ws_created_at", ws.c.created_at, ws.c.workflow_uuid),  # list order: (created_at, id)
         sa.Index("ws_name_created", ws.c.name, ws.c.created_at),
         sa.Index("ws_user_created", ws.c.authenticated_user, ws.c.created_at, **_not_null("authenticated_user")),
         sa.Index("ws_version_created", ws.c.application_version, ws.c.created_at),
@@ -53,6 +53,15 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             ws.c.status,
             ws.c.priority,
             ws.c.created_at,
+            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+        ),
+        # list_queued_workflows(queue_name=...): live rows of a queue in list order
+        sa.Index(
+            "ws_queue_created",
+            ws.c.queue_name,
+            ws.c.created_at,
+            ws.c.workflow_uuid,
             postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
             sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
         ),

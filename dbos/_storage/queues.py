@@ -4,8 +4,8 @@ The claim is one short transaction per queue (and per partition key on a
 partitioned queue):
 
 1. where a limit is fleet-wide (global concurrency, rate limit, partitions),
-   take a transaction-scoped advisory lock on the queue with a *try* lock, so
-   counting and claiming never race between executors and nobody waits;
+   take a transaction-scoped advisory lock on the queue, so counting and
+   claiming never race between executors (they take turns; a wait is bounded);
 2. count what limits the claim: started in the rate window, running
    fleet-wide, running on this executor;
 3. select up to the free capacity of ENQUEUED rows this executor may run,
@@ -27,6 +27,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 from dbos._storage.dialect import Dialect
+from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 from dbos._storage.workflows import _COLUMNS, WorkflowRow
 
@@ -53,6 +54,16 @@ class ClaimResult:
     rate_limited_until_ms: Optional[int] = None  # no start allowed before this time
 
 
+_LOCK = sa.text("SELECT set_config('lock_timeout', :wait, true), pg_advisory_xact_lock(:k)")
+_LOCK_WAIT = "250ms"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def lock_timed_out(e: BaseException) -> bool:
+    """The claim gave up waiting for another executor's claim of the same queue."""
+    return getattr(getattr(e, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE
+
+
 def _lock_key(queue_name: str) -> int:
     return zlib.crc32(b"dbos-queue:" + queue_name.encode()) - 2**31
 
@@ -69,9 +80,11 @@ def claim(
     """Claim what this executor may start now. ``local_running``: how many of this
     queue's workflows run here (the caller knows; no query needed)."""
     if q.fleet_wide and not dialect.is_sqlite:
-        got = conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _lock_key(q.name)}).scalar()
-        if not got:
-            return ClaimResult([], locked_out=True)
+        # Executors claiming the same queue take turns: each waits for the lock
+        # (a claim holds it for a few milliseconds) instead of retrying later.
+        # The bounded wait keeps a stuck holder from stalling this poller.
+        # A wait that times out raises (see ``lock_timed_out``), rolling the claim back.
+        conn.execute(_LOCK, {"k": _lock_key(q.name), "wait": _LOCK_WAIT})
     budget: Optional[int] = None
     retry_at: Optional[int] = None
     if q.limit is not None and q.period_sec is not None:
@@ -91,7 +104,7 @@ def claim(
         keys = list(
             conn.execute(
                 sa.select(ws.c.queue_partition_key)
-                .where(ws.c.queue_name == q.name, ws.c.status == "ENQUEUED")
+                .where(ws.c.queue_name == q.name, status_in("ENQUEUED"))
                 .distinct()
             ).scalars()
         )
@@ -117,7 +130,7 @@ def claim(
 
 
 def _running(conn: sa.Connection, q: QueueLimits, key: Optional[str], executor_id: Optional[str]) -> int:
-    stmt = sa.select(sa.func.count()).select_from(ws).where(ws.c.queue_name == q.name, ws.c.status == "PENDING")
+    stmt = sa.select(sa.func.count()).select_from(ws).where(ws.c.queue_name == q.name, status_in("PENDING"))
     if key is not None:
         stmt = stmt.where(ws.c.queue_partition_key == key)
     if executor_id is not None:
@@ -130,7 +143,7 @@ def _pick(partitioned: bool) -> sa.Select[Any]:
         sa.select(ws.c.workflow_uuid, ws.c.started_at.label("old_started"), ws.c.forked_from.label("old_forked"))
         .where(
             ws.c.queue_name == sa.bindparam("queue"),
-            ws.c.status == "ENQUEUED",
+            status_in("ENQUEUED"),
             sa.or_(ws.c.application_version == sa.bindparam("version"), ws.c.application_version.is_(None)),
         )
         .order_by(ws.c.priority, ws.c.created_at)
@@ -218,7 +231,7 @@ def requeue_pending(conn: sa.Connection, executor_id: str, app_version: str, now
         sa.update(ws)
         .where(
             ws.c.executor_id == executor_id,
-            ws.c.status == "PENDING",
+            status_in("PENDING"),
             ws.c.queue_name.is_not(None),
             sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)),
         )

@@ -12,6 +12,27 @@ import sqlalchemy as sa
 
 system = sa.MetaData()
 
+STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
+
+
+def status_in(*values: str) -> sa.ColumnElement[bool]:
+    """``workflow_status.status`` compared with SQL literals, not bind parameters.
+
+    The partial indexes (live rows: ``status IN ('ENQUEUED', 'PENDING')``) can
+    only serve a query whose status condition the planner can check against
+    their predicate. psycopg prepares a statement after a few executions, and
+    PostgreSQL's generic plan for a prepared statement cannot see a parameter's
+    value: with ``status = $1`` it falls back to an index over the whole
+    history. Literals keep every plan on the partial indexes. Only the known
+    statuses are accepted, so nothing user-supplied reaches the SQL text.
+    """
+    for v in values:
+        if v not in STATUSES:
+            raise ValueError(f"unknown workflow status {v!r}; expected one of {', '.join(STATUSES)}")
+    literals = [sa.literal_column(f"'{v}'", sa.Text) for v in values]
+    column = workflow_status.c.status
+    return column == literals[0] if len(literals) == 1 else column.in_(literals)
+
 workflow_status = sa.Table(
     "workflow_status",
     system,

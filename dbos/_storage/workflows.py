@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from dbos._storage.database import Database
 from dbos._storage.dialect import Dialect
+from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
@@ -123,7 +124,7 @@ def begin_attempt(
     """
     stmt = (
         sa.update(ws)
-        .where(ws.c.workflow_uuid == workflow_id, ws.c.status == "PENDING")
+        .where(ws.c.workflow_uuid == workflow_id, status_in("PENDING"))
         .values(
             recovery_attempts=ws.c.recovery_attempts + 1,
             executor_id=executor_id,
@@ -144,7 +145,7 @@ def set_status(
 ) -> bool:
     stmt = (
         sa.update(ws)
-        .where(ws.c.workflow_uuid == workflow_id, ws.c.status.in_(list(only_if)))
+        .where(ws.c.workflow_uuid == workflow_id, status_in(*only_if))
         .values(status=status, updated_at=now)
     )
     return conn.execute(stmt).rowcount == 1
@@ -154,7 +155,7 @@ def list_pending(conn: sa.Connection, executor_id: str, app_version: str) -> lis
     """PENDING workflows this executor owns and may run (same app version or unpinned)."""
     stmt = sa.select(*_COLUMNS).where(
         ws.c.executor_id == executor_id,
-        ws.c.status == "PENDING",
+        status_in("PENDING"),
         sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)),
     ).order_by(ws.c.created_at)
     return [WorkflowRow.from_row(r) for r in conn.execute(stmt)]
@@ -164,7 +165,7 @@ def cancel(conn: sa.Connection, workflow_id: str, now: int) -> Optional[str]:
     """Mark a workflow CANCELLED unless it already finished; return its status after, None if unknown."""
     conn.execute(
         sa.update(ws)
-        .where(ws.c.workflow_uuid == workflow_id, ws.c.status.in_(["PENDING", "ENQUEUED"]))
+        .where(ws.c.workflow_uuid == workflow_id, status_in("PENDING", "ENQUEUED"))
         .values(status="CANCELLED", updated_at=now)
     )
     row = conn.execute(sa.select(ws.c.status).where(ws.c.workflow_uuid == workflow_id)).first()
@@ -201,7 +202,7 @@ def expire_deadlines(conn: sa.Connection, now: int) -> list[str]:
     """Cancel every live workflow whose deadline passed; return their IDs."""
     stmt = (
         sa.update(ws)
-        .where(ws.c.deadline_ms.is_not(None), ws.c.deadline_ms <= now, ws.c.status.in_(["PENDING", "ENQUEUED"]))
+        .where(ws.c.deadline_ms.is_not(None), ws.c.deadline_ms <= now, status_in("PENDING", "ENQUEUED"))
         .values(status="CANCELLED", updated_at=now)
         .returning(ws.c.workflow_uuid)
     )
@@ -212,6 +213,6 @@ def cancelled_among(conn: sa.Connection, workflow_ids: list[str]) -> list[str]:
     if not workflow_ids:
         return []
     stmt = sa.select(ws.c.workflow_uuid).where(
-        ws.c.workflow_uuid.in_(workflow_ids), ws.c.status.in_(["CANCELLED", "RETRIES_EXCEEDED"])
+        ws.c.workflow_uuid.in_(workflow_ids), status_in("CANCELLED", "RETRIES_EXCEEDED")
     )
     return [str(r[0]) for r in conn.execute(stmt)]
