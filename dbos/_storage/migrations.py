@@ -41,20 +41,38 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
         sa.Index("ws_name_created", ws.c.name, ws.c.created_at),
         sa.Index("ws_user_created", ws.c.authenticated_user, ws.c.created_at, **_not_null("authenticated_user")),
         sa.Index("ws_version_created", ws.c.application_version, ws.c.created_at),
-        sa.Index("ws_status_created", ws.c.status, ws.c.created_at),
+        # Finished rows only: live rows have the queue and executor indexes, and
+        # keeping them out leaves the claim no index to prefer over ws_queue_ready
+        # when statistics are stale (status = 'ENQUEUED' estimated at one row).
+        sa.Index(
+            "ws_status_created",
+            ws.c.status,
+            ws.c.created_at,
+            postgresql_where=sa.text(f"NOT ({_ACTIVE})"),
+            sqlite_where=sa.text(f"NOT ({_ACTIVE})"),
+        ),
         sa.Index("ws_parent", ws.c.parent_workflow_id, **_not_null("parent_workflow_id")),
         sa.Index("ws_prefix", ws.c.workflow_uuid, postgresql_ops={"workflow_uuid": "text_pattern_ops"}),
         # rate limiter: starts of a queue within its window
         sa.Index("ws_queue_started", ws.c.queue_name, ws.c.started_at, **_not_null("queue_name")),
-        # dequeue and list_queued_workflows: only live rows, so history never slows them
+        # The claim: a queue's ENQUEUED rows in claim order. Only rows waiting to
+        # start are in it, so neither history nor running work can slow a claim,
+        # and the planner has no cheaper-looking index to prefer.
         sa.Index(
-            "ws_queue_active",
+            "ws_queue_ready",
             ws.c.queue_name,
-            ws.c.status,
             ws.c.priority,
             ws.c.created_at,
-            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
-            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            postgresql_where=sa.text("queue_name IS NOT NULL AND status = 'ENQUEUED'"),
+            sqlite_where=sa.text("queue_name IS NOT NULL AND status = 'ENQUEUED'"),
+        ),
+        # Limits: what runs now, fleet-wide and per executor.
+        sa.Index(
+            "ws_queue_running",
+            ws.c.queue_name,
+            ws.c.executor_id,
+            postgresql_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
+            sqlite_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
         ),
         # list_queued_workflows(queue_name=...): live rows of a queue in list order
         sa.Index(
