@@ -7,7 +7,8 @@ partitioned queue):
    take a transaction-scoped advisory lock on the queue, so counting and
    claiming never race between executors (they take turns; a wait is bounded);
 2. count what limits the claim: started in the rate window, running
-   fleet-wide, running on this executor;
+   fleet-wide (on PostgreSQL inside the claim statement's LIMIT, for a queue
+   without partitions), running on this executor (known in memory);
 3. select up to the free capacity of ENQUEUED rows this executor may run,
    by priority then enqueue time, ``FOR UPDATE SKIP LOCKED``;
 4. mark them PENDING with this executor, starting the timeout clock.
@@ -118,12 +119,17 @@ def claim(
                 claimed.extend(_take(conn, dialect, q, key, executor_id, app_version, free, now, fresh))
     else:
         free = q.worker_concurrency - local_running
-        if q.concurrency is not None and free > 0:
-            free = min(free, q.concurrency - _running(conn, q, None, None))
         if budget is not None:
             free = min(free, budget)
+        cap: Optional[int] = None
+        if q.concurrency is not None and free > 0:
+            if dialect.is_sqlite:
+                free = min(free, q.concurrency - _running(conn, q, None, None))
+            else:
+                # Counted inside the claim statement: one round trip less under the lock.
+                cap = q.concurrency
         if free > 0:
-            claimed = _take(conn, dialect, q, None, executor_id, app_version, free, now, fresh)
+            claimed = _take(conn, dialect, q, None, executor_id, app_version, free, now, fresh, cap)
     if budget is not None and len(claimed) >= budget:
         retry_at = now + int((q.period_sec or 0) * 1000)
     return ClaimResult(claimed, frozenset(fresh), rate_limited_until_ms=retry_at)
@@ -138,7 +144,18 @@ def _running(conn: sa.Connection, q: QueueLimits, key: Optional[str], executor_i
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def _pick(partitioned: bool) -> sa.Select[Any]:
+def _pick(partitioned: bool, capped: bool = False) -> sa.Select[Any]:
+    """The rows to claim. ``capped``: at most ``cap`` minus what runs fleet-wide now
+    (counted in the same statement, after the queue's lock was taken)."""
+    limit: Any = sa.bindparam("n", type_=sa.Integer)
+    if capped:
+        running = (
+            sa.select(sa.func.count())
+            .select_from(ws)
+            .where(ws.c.queue_name == sa.bindparam("queue"), status_in("PENDING"))
+            .scalar_subquery()
+        )
+        limit = sa.func.greatest(0, sa.func.least(limit, sa.bindparam("cap", type_=sa.Integer) - running))
     pick = (
         sa.select(ws.c.workflow_uuid, ws.c.started_at.label("old_started"), ws.c.forked_from.label("old_forked"))
         .where(
@@ -147,7 +164,7 @@ def _pick(partitioned: bool) -> sa.Select[Any]:
             sa.or_(ws.c.application_version == sa.bindparam("version"), ws.c.application_version.is_(None)),
         )
         .order_by(ws.c.priority, ws.c.created_at)
-        .limit(sa.bindparam("n", type_=sa.Integer))
+        .limit(limit)
     )
     if partitioned:
         pick = pick.where(ws.c.queue_partition_key == sa.bindparam("key"))
@@ -167,13 +184,13 @@ _CLAIM_VALUES: dict[str, Any] = dict(
 
 
 @functools.cache
-def _claim_stmt(dialect: Dialect, partitioned: bool) -> Any:
+def _claim_stmt(dialect: Dialect, partitioned: bool, capped: bool = False) -> Any:
     """Built once: pick with SKIP LOCKED, mark, and return the rows with their old values.
 
     SQLite's RETURNING cannot name the FROM side, so there it is the pick alone
     (the update follows; BEGIN IMMEDIATE holds the lock in between).
     """
-    pick = _pick(partitioned)
+    pick = _pick(partitioned, capped)
     if dialect.is_sqlite:
         return pick
     sub = dialect.lock_for_claim(pick).subquery("picked")
@@ -203,9 +220,13 @@ def _take(
     count: int,
     now: int,
     fresh: set[str],
+    cap: Optional[int] = None,
 ) -> list[WorkflowRow]:
-    params = {"queue": q.name, "version": app_version, "n": count, "key": key, "executor": executor_id, "now": now}
-    stmt = _claim_stmt(dialect, key is not None)
+    params = {
+        "queue": q.name, "version": app_version, "n": count, "key": key, "executor": executor_id, "now": now,
+        "cap": cap,
+    }
+    stmt = _claim_stmt(dialect, key is not None, cap is not None)
     rows: list[WorkflowRow] = []
     if dialect.is_sqlite:
         picked = conn.execute(stmt, params).all()
