@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -19,7 +20,14 @@ import pytest
 from conftest import APP_VERSION, Backend, Harness, eventually
 from mgmt_helpers import Counter, dbos_command, rfc3339, wait_status
 
-from dbos import DBOS, DBOSAwaitedWorkflowCancelledError, DBOSContextSetAuth, Queue, SetWorkflowID
+from dbos import (
+    DBOS,
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSContextSetAuth,
+    Queue,
+    SetWorkflowID,
+    SetWorkflowTimeout,
+)
 
 CLI_SERIAL = Queue("cli_serial", concurrency=1, polling_interval_sec=0.1)
 
@@ -127,7 +135,7 @@ def _populate(dbos: Harness) -> dict[str, int]:
 
 
 def test_workflow_list_get_steps(dbos: Harness, backend: Backend) -> None:
-    _populate(dbos)
+    created = _populate(dbos)
     url = backend.url
 
     r = run_cli("workflow", "list", url=url)
@@ -137,6 +145,7 @@ def test_workflow_list_get_steps(dbos: Harness, backend: Backend) -> None:
     rows = table_rows(r.out)
     assert [row[0] for row in rows] == ["cli-a1", "cli-b1", "cli-a2", "other-1"]
     assert rows[0][1:3] == ["SUCCESS", "cli-alpha"] and rows[1][1] == "ERROR"
+    assert [row[-1] for row in rows] == [rfc3339(created[row[0]]) for row in rows]  # CREATED_AT, readable
 
     data = run_cli("workflow", "list", "--json", "--sort-desc", "--limit", "3", env_url=url).json()
     assert [d["workflow_id"] for d in data] == ["other-1", "cli-a2", "cli-b1"]
@@ -144,7 +153,7 @@ def test_workflow_list_get_steps(dbos: Harness, backend: Backend) -> None:
     a2 = by_id["cli-a2"]
     assert a2["status"] == "SUCCESS" and a2["name"] == "cli-alpha" and a2["output"] == 3
     assert a2["authenticated_user"] == "bob" and a2["app_version"] == APP_VERSION
-    assert a2["executor_id"] == "local" and isinstance(a2["created_at"], int)
+    assert a2["executor_id"] == "local" and a2["created_at"] == created["cli-a2"]  # epoch ms in JSON
     assert a2["input"] == {"args": [1], "kwargs": {}}
     assert "ValueError" in by_id["cli-b1"]["error"] and "beta failed on 1" in by_id["cli-b1"]["error"]
 
@@ -165,6 +174,58 @@ def test_workflow_list_get_steps(dbos: Harness, backend: Backend) -> None:
     assert [(s["function_id"], s["output"], s["error"], s["child_workflow_id"]) for s in steps] == [
         (1, 2, None, None), (2, 3, None, None)]
 
+
+
+RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def test_timestamps_are_rfc3339_for_people_and_epoch_ms_in_json(dbos: Harness, backend: Backend) -> None:
+    """Tables and `workflow get` print timestamps as RFC 3339 UTC with milliseconds;
+    --json keeps them as epoch milliseconds, as WorkflowStatus has them (docs/decisions.md)."""
+
+    @DBOS.workflow(name="cli-ts")
+    def stamped(x: int) -> int:
+        return x
+
+    with SetWorkflowID("cli-ts-1"), SetWorkflowTimeout(3600):
+        stamped(1)
+    status = DBOS.list_workflows(workflow_ids=["cli-ts-1"])[0]
+    assert status.created_at is not None and status.updated_at is not None
+    deadline = status.workflow_deadline_epoch_ms
+    assert deadline is not None
+    url = backend.url
+
+    r = run_cli("workflow", "list", url=url)
+    assert r.code == 0, r
+    assert r.out.splitlines()[0].split()[-1] == "CREATED_AT"
+    created_cell = table_rows(r.out)[0][-1]  # the last column (empty cells do not split)
+    assert RFC3339_MS.match(created_cell), r
+    assert created_cell == rfc3339(status.created_at)
+
+    r = run_cli("workflow", "get", "cli-ts-1", url=url)
+    assert r.code == 0, r
+    fields = dict(line.split(None, 1) for line in r.out.splitlines() if len(line.split()) > 1)
+    assert fields["created_at"] == rfc3339(status.created_at)
+    assert fields["updated_at"] == rfc3339(status.updated_at)
+    assert fields["workflow_deadline_epoch_ms"] == rfc3339(deadline)
+    assert fields["workflow_timeout_ms"] == "3600000"  # a duration, not a moment: unchanged
+
+    listed = run_cli("workflow", "list", "--json", url=url).json()[0]
+    got = run_cli("workflow", "get", "cli-ts-1", "--json", url=url).json()
+    for data in (listed, got):
+        assert data["created_at"] == status.created_at and isinstance(data["created_at"], int)
+        assert data["updated_at"] == status.updated_at and isinstance(data["updated_at"], int)
+        assert data["workflow_deadline_epoch_ms"] == deadline
+    queued = run_cli("queue", "list", url=url)
+    assert queued.code == 0 and queued.out.strip() == "(none)", queued
+
+
+def test_rfc3339_rendering() -> None:
+    from dbos.cli.main import rfc3339 as render
+
+    assert render(0) == "1970-01-01T00:00:00.000Z"
+    assert render(1796119757123) == "2026-12-01T10:09:17.123Z"
+    assert render(1700000000999) == "2023-11-14T22:13:20.999Z"  # never rounded up to the next second
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)  # options map to the same query on both backends

@@ -26,9 +26,12 @@ from dbos import (
     DBOSException,
     DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
+    DBOSWorkflowCancelledError,
     Queue,
     SetWorkflowID,
+    SetWorkflowTimeout,
     StepInfo,
+    WorkflowHandleAsync,
     WorkflowStatus,
 )
 
@@ -496,6 +499,88 @@ def test_cancel_wakes_a_waiting_workflow_at_once(dbos: Harness, backend: Backend
     assert backend.status(handle.workflow_id) == "CANCELLED"
 
 
+@pytest.mark.parametrize("trigger", ["cancel", "timeout"])
+@pytest.mark.parametrize("how", ["handle", "retrieve", "async"])
+def test_a_workflow_awaiting_another_stops_when_it_is_cancelled(
+    dbos: Harness, backend: Backend, trigger: str, how: str
+) -> None:
+    """A parent blocked in get_result on a long child stops at once when the parent is
+    cancelled or reaches its own timeout: the child keeps running, nothing is recorded
+    for the interrupted wait, and a resumed parent waits again and gets the result."""
+    from dbos._api.instance import runtime
+    from dbos._wakeups.local import workflow_done
+
+    seen: dict[str, BaseException] = {}
+    stopped = threading.Event()
+
+    @DBOS.workflow()
+    def child() -> str:
+        return f"child:{DBOS.recv('go', timeout_seconds=30)}"
+
+    @DBOS.workflow()
+    async def child_async() -> str:
+        return f"child:{await DBOS.recv_async('go', timeout_seconds=30)}"
+
+    @DBOS.workflow()
+    def parent(child_id: str) -> str:
+        try:
+            with SetWorkflowID(child_id), SetWorkflowTimeout(None):  # the child outlives the parent
+                handle = DBOS.start_workflow(child)
+            if how == "retrieve":
+                return DBOS.retrieve_workflow(child_id).get_result()
+            return handle.get_result()
+        except BaseException as e:
+            seen["error"] = e
+            raise
+        finally:
+            stopped.set()
+
+    @DBOS.workflow()
+    async def parent_async(child_id: str) -> str:
+        try:
+            with SetWorkflowID(child_id), SetWorkflowTimeout(None):
+                handle = await DBOS.start_workflow_async(child_async)
+            return await handle.get_result()
+        except BaseException as e:
+            seen["error"] = e
+            raise
+        finally:
+            stopped.set()
+
+    parent_id, child_id = f"await-{trigger}-{how}", f"await-{trigger}-{how}-child"
+    start = time.monotonic()
+    with SetWorkflowID(parent_id), SetWorkflowTimeout(1 if trigger == "timeout" else None):
+        handle: Any = DBOS.start_workflow(parent_async if how == "async" else parent, child_id)
+    # The parent is in get_result (waiting for the child's "done" wakeup), the child in recv.
+    eventually(lambda: runtime().wakeups.local.has_waiters(workflow_done(child_id)), interval=0.005)
+    eventually(lambda: len(DBOS.list_workflow_steps(child_id)) == 1)
+    if trigger == "cancel":
+        start = time.monotonic()
+        DBOS.cancel_workflow(parent_id)
+    assert stopped.wait(5), "the parent's get_result was not woken"
+    elapsed = time.monotonic() - start
+    limit = 2.0 if trigger == "cancel" else 3.0  # the timeout case counts its 1 s deadline
+    assert elapsed < limit, f"the parent stopped {elapsed:.2f}s after its {trigger}"
+    assert isinstance(seen["error"], DBOSWorkflowCancelledError), repr(seen["error"])
+    eventually(lambda: runtime().local(parent_id) is None, timeout=2, interval=0.005)
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        handle.get_result()
+    assert backend.status(parent_id) == "CANCELLED"
+    assert backend.status(child_id) == "PENDING"  # only the awaiting workflow was cancelled
+    assert "DBOS.getResult" not in [name for _, name in backend.steps(parent_id)]
+
+    if trigger == "cancel":
+        stopped.clear()
+        resumed = DBOS.resume_workflow(parent_id)
+        eventually(lambda: runtime().wakeups.local.has_waiters(workflow_done(child_id)), interval=0.005)
+        DBOS.send(child_id, "go", "go")
+        assert resumed.get_result() == "child:go"
+        assert "DBOS.getResult" in [name for _, name in backend.steps(parent_id)]
+    else:
+        DBOS.send(child_id, "go", "go")
+        assert DBOS.retrieve_workflow(child_id).get_result() == "child:go"
+
+
 def test_cancel_unknown_or_finished_workflow(dbos: Harness, backend: Backend) -> None:
     with pytest.raises(DBOSNonExistentWorkflowError):
         DBOS.cancel_workflow("no-such-workflow")
@@ -863,4 +948,92 @@ def test_client_management_methods(dbos: Harness, backend: Backend) -> None:
             client.list_workflows(start_time="nope")
     finally:
         release.set()
+        client.destroy()
+
+
+def test_client_async_management_methods(dbos: Harness, backend: Backend) -> None:
+    entered, release = _gate()
+    counter = Counter()
+    forkable = _three_step_workflow(counter)
+
+    @DBOS.workflow()
+    def blocker() -> None:
+        entered.set()
+        assert release.wait(120)
+
+    with SetWorkflowID("ca-src"):
+        forkable(1)
+    SERIAL.enqueue(blocker)
+    assert entered.wait(10)
+    with SetWorkflowID("ca-queued"):
+        SERIAL.enqueue(double_wf, 21)
+
+    async def main(client: DBOSClient) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        out["listed"] = _ids(await client.list_workflows_async(workflow_id_prefix="ca-", sort_desc=True))
+        bare = (await client.list_workflows_async(workflow_ids=["ca-src"], load_input=False))[0]
+        out["bare"] = (bare.input, bare.output)
+        queued = await client.list_queued_workflows_async(queue_name="mgmt_serial", status="ENQUEUED")
+        out["queued"] = [(s.workflow_id, s.input) for s in queued]
+        queued = await client.list_queued_workflows_async(queue_name="mgmt_serial", load_input=False)
+        out["queued_bare"] = [(s.status, s.input) for s in queued]
+        out["steps"] = [s["function_id"] for s in await client.list_workflow_steps_async("ca-src")]
+        status = await client.get_workflow_async("ca-src")
+        out["status"] = status.status if status is not None else None
+        out["missing"] = await client.get_workflow_async("ca-nope")
+        with SetWorkflowID("ca-fork"):
+            fork = await client.fork_workflow_async("ca-src", 2)
+        out["fork"] = (type(fork), fork.workflow_id, await fork.get_result())
+        await client.cancel_workflow_async("ca-queued")
+        out["after_cancel"] = backend.status("ca-queued")
+        resumed = await client.resume_workflow_async("ca-queued")
+        out["resumed"] = (type(resumed), await resumed.get_result())  # while the blocker holds the queue
+        with pytest.raises(DBOSNonExistentWorkflowError):
+            await client.cancel_workflow_async("ca-nope")
+        with pytest.raises(DBOSException, match="RFC 3339"):
+            await client.list_workflows_async(start_time="nope")
+        return out
+
+    client = DBOSClient(backend.url, polling_interval_sec=0.1)
+    try:
+        out = asyncio.run(main(client))
+    finally:
+        release.set()
+        client.destroy()
+    assert out["listed"] == ["ca-queued", "ca-src"]
+    assert out["bare"] == (None, "1")
+    assert out["queued"] == [("ca-queued", {"args": (21,), "kwargs": {}})]
+    assert out["queued_bare"] == [("PENDING", None), ("ENQUEUED", None)]
+    assert out["steps"] == [1, 2, 3]
+    assert out["status"] == "SUCCESS" and out["missing"] is None
+    assert out["fork"] == (WorkflowHandleAsync, "ca-fork", "1")
+    assert counter["s1"] == 1 and counter["s2"] == 2  # the fork re-ran from step 2
+    assert out["after_cancel"] == "CANCELLED"
+    assert out["resumed"] == (WorkflowHandleAsync, 42)
+
+
+def test_load_input_and_load_output_are_independent(dbos: Harness, backend: Backend) -> None:
+    @DBOS.workflow()
+    def fails(x: int) -> None:
+        raise ValueError(f"no {x}")
+
+    with SetWorkflowID("load-ok"):
+        double_wf(4)
+    with SetWorkflowID("load-err"), pytest.raises(ValueError):
+        fails(5)
+    ids = ["load-ok", "load-err"]
+    client = DBOSClient(backend.url, polling_interval_sec=0.1)
+    try:
+        for lister in (DBOS.list_workflows, client.list_workflows):
+            full = {s.workflow_id: s for s in lister(workflow_ids=ids)}
+            assert full["load-ok"].input == {"args": (4,), "kwargs": {}} and full["load-ok"].output == 8
+            assert isinstance(full["load-err"].error, ValueError)
+            no_input = {s.workflow_id: s for s in lister(workflow_ids=ids, load_input=False)}
+            assert no_input["load-ok"].input is None and no_input["load-ok"].output == 8
+            assert isinstance(no_input["load-err"].error, ValueError)
+            no_output = {s.workflow_id: s for s in lister(workflow_ids=ids, load_output=False)}
+            assert no_output["load-ok"].input == {"args": (4,), "kwargs": {}} and no_output["load-ok"].output is None
+            assert no_output["load-err"].error is None and no_output["load-err"].input is not None
+            assert {s.status for s in no_output.values()} == {"SUCCESS", "ERROR"}
+    finally:
         client.destroy()

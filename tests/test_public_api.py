@@ -134,6 +134,33 @@ def test_dbos_methods_and_signatures() -> None:
     assert inspect.iscoroutinefunction(D.retrieve_workflow_async)
 
 
+CLIENT_METHODS = (
+    "enqueue", "retrieve_workflow", "send", "get_event", "list_workflows", "list_queued_workflows",
+    "list_workflow_steps", "cancel_workflow", "resume_workflow", "fork_workflow", "get_workflow",
+)
+
+
+@pytest.mark.parametrize("name", CLIENT_METHODS)
+def test_client_methods_have_async_variants_with_the_same_parameters(name: str) -> None:
+    C = dbos.DBOSClient
+    sync, variant = getattr(C, name), getattr(C, f"{name}_async")
+    assert not inspect.iscoroutinefunction(sync)
+    assert inspect.iscoroutinefunction(variant), name
+    assert variant.__name__ == f"{name}_async"
+    assert list(inspect.signature(variant).parameters) == list(inspect.signature(sync).parameters)
+
+
+def test_client_list_options_match_dbos() -> None:
+    for name in ("list_workflows", "list_queued_workflows"):
+        of_dbos = inspect.signature(getattr(dbos.DBOS, name)).parameters
+        of_client = inspect.signature(getattr(dbos.DBOSClient, name)).parameters
+        assert list(of_client)[1:] == list(of_dbos), name  # the client's adds only `self`
+        for option, param in of_dbos.items():
+            assert of_client[option].default == param.default, (name, option)
+    listing = inspect.signature(dbos.DBOSClient.list_workflows).parameters
+    assert listing["load_input"].default is True and listing["load_output"].default is True
+
+
 def test_handles_api() -> None:
     for cls in (dbos.WorkflowHandle, dbos.WorkflowHandleAsync):
         for name in ("workflow_id", "get_workflow_id", "get_result", "get_status"):

@@ -11,6 +11,9 @@
 - A real OTLP/HTTP receiver on a loopback port gets spans and log records when
   enable_otlp + otlp_traces_endpoints / otlp_logs_endpoints are set.
 - With OTLP off and no provider: no exporter threads, spans skipped.
+- OTLP setup is all or nothing: a malformed endpoint fails DBOS(config=...), and
+  a logs exporter failing after the trace exporter's thread started fails the
+  launch naming the setting, with no thread, handler or tracer left behind.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from otlp_receiver import OTLPReceiver
 
 from dbos import DBOS, Queue, SetEnqueueOptions, SetWorkflowID
 from dbos._telemetry.tracing import TRACERS
+from dbos.error import DBOSConfigError, DBOSInitializationError
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
@@ -393,6 +397,58 @@ def test_only_traces_or_only_logs_endpoint(dbos: Harness) -> None:
         DBOS.destroy()
         rx.wait_for_logs(lambda found: any("otlp-log" in str(r.body) for r in found))
         assert rx.spans == []
+
+
+# -- OTLP setup failures -------------------------------------------------------------------------
+
+
+def _new_threads(before: set[int]) -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.ident not in before)
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["http://collector:notaport/v1/logs", "http://[::1/v1/logs", "http://collector :4318/v1/logs", "http:///v1/logs"],
+)
+def test_malformed_otlp_logs_endpoint_fails_construction(harness: Harness, endpoint: str) -> None:
+    before = {t.ident for t in threading.enumerate()}
+    config = harness.config(
+        enable_otlp=True, otlp_traces_endpoints=["http://127.0.0.1:9/v1/traces"], otlp_logs_endpoints=[endpoint]
+    )
+    with pytest.raises(DBOSConfigError, match="otlp_logs_endpoints") as raised:
+        DBOS(config=config)
+    assert repr(endpoint) in str(raised.value)
+    assert _new_threads(before) == []
+    assert TRACERS.active is TRACERS.default
+
+
+def test_otlp_logs_setup_failure_shuts_down_the_trace_exporter(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.exporter.otlp.proto.http import _log_exporter
+
+    def broken_exporter(**_kwargs: Any) -> Any:
+        raise ValueError("cannot build the logs exporter")
+
+    # Fails after the trace exporter (and its thread) exists: what setup started must go.
+    monkeypatch.setattr(_log_exporter, "OTLPLogExporter", broken_exporter)
+    before = {t.ident for t in threading.enumerate()}
+    handlers = list(DBOS.logger.handlers)
+    DBOS(config=harness.config(
+        enable_otlp=True,
+        otlp_traces_endpoints=["http://127.0.0.1:9/v1/traces"],
+        otlp_logs_endpoints=["http://127.0.0.1:9/v1/logs"],
+    ))
+    with pytest.raises(DBOSInitializationError, match="otlp_logs_endpoints") as raised:
+        DBOS.launch()
+    assert "cannot build the logs exporter" in str(raised.value)
+    assert _new_threads(before) == []
+    assert TRACERS.active is TRACERS.default
+    assert DBOS.logger.handlers == handlers
+    # Nothing half-launched stays behind: the same process launches fine afterwards.
+    monkeypatch.undo()
+    harness.launch()
+    assert trace_queue.enqueue(t_child, 1).get_result() == 2
 
 
 # -- OTLP off ----------------------------------------------------------------------------------

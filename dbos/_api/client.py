@@ -9,8 +9,10 @@ what it can (ranges and types) and the executors run what it enqueued.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from typing import Any, List, Optional, TypedDict
+from typing import Any, Callable, Concatenate, Coroutine, List, Optional, ParamSpec, TypedDict, TypeVar, Union
 
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -46,6 +48,26 @@ class EnqueueOptions(TypedDict, total=False):
 
 def _noop() -> None:
     return None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _in_thread(
+    sync: Callable[Concatenate["DBOSClient", P], R],
+) -> Callable[Concatenate["DBOSClient", P], Coroutine[Any, Any, R]]:
+    """The ``_async`` variant of a client method: the sync body, run by ``Runtime.to_thread``
+    (the blocking pool, with the caller's context), under the same typed parameters."""
+
+    async def variant(self: "DBOSClient", /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self._rt.to_thread(functools.partial(sync, self, *args, **kwargs))
+
+    variant.__name__ = f"{sync.__name__}_async"
+    variant.__qualname__ = f"{sync.__qualname__}_async"
+    variant.__doc__ = f"Coroutine version of DBOSClient.{sync.__name__}."
+    setattr(variant, "__signature__", inspect.signature(sync))  # as `async def` would show it
+    return variant
 
 
 class DBOSClient:
@@ -147,22 +169,58 @@ class DBOSClient:
         with context.updated(run=None):
             messaging.send(self._rt, destination_id, message, topic)
 
-    async def send_async(self, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
-        await self._rt.to_thread(self.send, destination_id, message, topic)
-
     def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         with context.updated(run=None):
             return messaging.get_event(self._rt, workflow_id, key, timeout_seconds)
 
-    async def get_event_async(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
-        return await self._rt.to_thread(self.get_event, workflow_id, key, timeout_seconds)
+    send_async = _in_thread(send)
+    get_event_async = _in_thread(get_event)
 
     # -- management ------------------------------------------------------------------
-    def list_workflows(self, **filters: Any) -> List[WorkflowStatus]:
-        return management.list_workflows(self._rt, management.workflow_filter(**filters))
+    # The same options and rules as DBOS.list_workflows etc.; each ``_async`` variant
+    # runs its sync method on the blocking pool (``_in_thread``).
+    def list_workflows(
+        self,
+        *,
+        workflow_ids: Optional[List[str]] = None,
+        status: Optional[Union[str, List[str]]] = None,
+        start_time: Optional[str] = None,
+        end_time: Optional[str] = None,
+        name: Optional[str] = None,
+        app_version: Optional[str] = None,
+        user: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+        sort_desc: bool = False,
+        workflow_id_prefix: Optional[str] = None,
+        load_input: bool = True,
+        load_output: bool = True,
+    ) -> List[WorkflowStatus]:
+        f = management.workflow_filter(
+            workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
+            app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
+            workflow_id_prefix=workflow_id_prefix,
+        )
+        return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
-    def list_queued_workflows(self, **filters: Any) -> List[WorkflowStatus]:
-        return management.list_workflows(self._rt, management.workflow_filter(queued_only=True, **filters))
+    def list_queued_workflows(
+        self,
+        *,
+        queue_name: Optional[str] = None,
+        status: Optional[Union[str, List[str]]] = None,
+        start_time: Optional[str] = None,
+        end_time: Optional[str] = None,
+        name: Optional[str] = None,
+        limit: Optional[int] = None,
+        offset: Optional[int] = None,
+        sort_desc: bool = False,
+        load_input: bool = True,
+    ) -> List[WorkflowStatus]:
+        f = management.workflow_filter(
+            queue_name=queue_name, status=status, start_time=start_time, end_time=end_time, name=name,
+            limit=limit, offset=offset, sort_desc=sort_desc, queued_only=True,
+        )
+        return management.list_workflows(self._rt, f, load_input=load_input)
 
     def list_workflow_steps(self, workflow_id: str) -> List[StepInfo]:
         return management.list_steps(self._rt, workflow_id)
@@ -173,16 +231,31 @@ class DBOSClient:
     def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id))
 
+    async def resume_workflow_async(self, workflow_id: str) -> WorkflowHandleAsync[Any]:
+        return WorkflowHandleAsync(self._rt, await self._rt.to_thread(management.resume, self._rt, workflow_id))
+
     def fork_workflow(
         self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
     ) -> WorkflowHandle[Any]:
         new_id = management.fork(self._rt, workflow_id, start_step, application_version)
         return WorkflowHandle(self._rt, new_id)
 
+    async def fork_workflow_async(
+        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+    ) -> WorkflowHandleAsync[Any]:
+        new_id = await self._rt.to_thread(management.fork, self._rt, workflow_id, start_step, application_version)
+        return WorkflowHandleAsync(self._rt, new_id)
+
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowStatus]:
         from dbos._api.handles import get_status
 
         return get_status(self._rt, workflow_id)
+
+    list_workflows_async = _in_thread(list_workflows)
+    list_queued_workflows_async = _in_thread(list_queued_workflows)
+    list_workflow_steps_async = _in_thread(list_workflow_steps)
+    cancel_workflow_async = _in_thread(cancel_workflow)
+    get_workflow_async = _in_thread(get_workflow)
 
     @property
     def runtime(self) -> Runtime:

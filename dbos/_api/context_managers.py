@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, List, Optional
+from typing import Any, List, Optional, TypeVar
 
 from dbos._execution import context
 from dbos._execution.context import Auth, EnqueueOptions, IdBox
 from dbos.error import DBOSException
 
 _MAX_PRIORITY = 2_147_483_647
+
+# typing.Self needs Python 3.11 (3.10 is supported): a TypeVar bound to the base does the same.
+_B = TypeVar("_B", bound="_Block")
 
 
 class _Block:
@@ -23,7 +26,7 @@ class _Block:
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
         raise NotImplementedError
 
-    def __enter__(self) -> "_Block":
+    def __enter__(self: _B) -> _B:
         ctx = context.current()
         stack = contextlib.ExitStack()
         stack.enter_context(context.using(replace(ctx, **self._changes(ctx))))

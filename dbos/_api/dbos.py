@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable, ClassVar, Coroutine, List, Optional, TypeVar, Union
+from typing import Any, Callable, ClassVar, Coroutine, List, Optional, ParamSpec, TypeVar, Union
 
 from dbos._api import classes, decorators
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -23,6 +23,7 @@ from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus
 from dbos._services.base import Service
 from dbos._services.canceller import Canceller
 from dbos._services.heartbeat import Heartbeat
+from dbos._services.outcome_retrier import OutcomeRetrier
 from dbos._services.pool import WorkflowPool
 from dbos._services.queue_poller import QueuePoller
 from dbos._storage import queues, workflows
@@ -34,6 +35,7 @@ from dbos._wakeups.hub import Hub
 from dbos._wakeups.local import queue_ready, workflow_created
 from dbos.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
 
+P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,6 +160,16 @@ class DBOS(metaclass=_DBOSMeta):
                 db.dispose()
             self._dbs.clear()
             raise DBOSInitializationError(f"could not prepare the database: {e}") from e
+        try:
+            self._start(sys_db, app_db)
+        except BaseException:
+            # All or nothing: a failed launch leaves no thread, exporter or connection behind.
+            HOLDER.runtime = None
+            self._release(wait=False)
+            raise
+
+    def _start(self, sys_db: Database, app_db: Database) -> None:
+        s = self.settings
         app_version = s.app_version or REGISTRY.source_hash()
         self._stop_otlp = otlp.setup(s, self.logger)
         self._pool = WorkflowPool(s.max_executor_threads)
@@ -178,11 +190,13 @@ class DBOS(metaclass=_DBOSMeta):
         hub.add_listener("queue:", lambda key: poller.wake_queue(key[len("queue:"):]))
         canceller = Canceller(rt, s.polling_interval_sec, self.logger)
         hub.add_listener("cancel:", lambda _key: canceller.wake())
-        self._services += [poller, canceller]
+        # Writes workflows owe the database after an outage (their outcome, or a resume).
+        retrier = OutcomeRetrier(rt, s.polling_interval_sec, self.logger)
+        self._services += [poller, canceller, retrier]
         self._heartbeat.start()
         HOLDER.runtime = rt
         self._launched = True
-        recovered = cls._recover_pending()
+        recovered = type(self)._recover_pending()
         for service in self._services[1:]:
             service.start()
         self.logger.info(
@@ -215,8 +229,12 @@ class DBOS(metaclass=_DBOSMeta):
             cls._instance = None
         if self is None:
             return
-        rt = self._runtime
         HOLDER.runtime = None
+        self._release(wait=workflow_completion_timeout_sec > 0)
+
+    def _release(self, *, wait: bool) -> None:
+        """Stop what this instance started: services, workflows, pool, connections, exporters."""
+        rt = self._runtime
         for service in reversed(self._services):
             service.stop()
         if rt is not None:
@@ -228,10 +246,13 @@ class DBOS(metaclass=_DBOSMeta):
             except Exception:
                 pass
         if self._pool is not None:
-            self._pool.stop(wait=workflow_completion_timeout_sec > 0)
+            self._pool.stop(wait=wait)
         for db in self._dbs:
             db.dispose()
         self._stop_otlp()
+        self._services, self._heartbeat, self._pool, self._runtime = [], None, None, None
+        self._dbs.clear()
+        self._stop_otlp = lambda: None
         self._launched = False
 
     # -- decorators -----------------------------------------------------------
@@ -272,7 +293,7 @@ class DBOS(metaclass=_DBOSMeta):
 
     # -- starting and finding workflows ---------------------------------------
     @classmethod
-    def start_workflow(cls, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+    def start_workflow(cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         rt = runtime()
         info, instance = decorators.info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
@@ -282,7 +303,7 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     async def start_workflow_async(
-        cls, func: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any
+        cls, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
         rt = runtime()
         info, instance = decorators.info_of(func)
@@ -369,7 +390,7 @@ class DBOS(metaclass=_DBOSMeta):
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
             workflow_id_prefix=workflow_id_prefix,
         )
-        return management.list_workflows(runtime(), f, load_values=load_input or load_output)
+        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
 
     @classmethod
     async def list_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
@@ -393,7 +414,7 @@ class DBOS(metaclass=_DBOSMeta):
             queue_name=queue_name, status=status, start_time=start_time, end_time=end_time, name=name,
             limit=limit, offset=offset, sort_desc=sort_desc, queued_only=True,
         )
-        return management.list_workflows(runtime(), f, load_values=load_input)
+        return management.list_workflows(runtime(), f, load_input=load_input)
 
     @classmethod
     async def list_queued_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:

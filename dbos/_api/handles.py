@@ -10,7 +10,7 @@ from dbos._execution.status import WorkflowStatus
 from dbos._execution.step import durable_run, lookup, record, replay
 from dbos._execution.workflow import wait_result
 from dbos._storage import workflows
-from dbos.error import DBOSNonExistentWorkflowError
+from dbos.error import DBOSNonExistentWorkflowError, DBOSWorkflowCancelledError
 
 R = TypeVar("R")
 
@@ -31,6 +31,8 @@ def _as_step(rt: Runtime, name: str, workflow_id: str, fn: Callable[[], Any]) ->
     started = now_ms()
     try:
         value = fn()
+    except DBOSWorkflowCancelledError:
+        raise  # the caller was preempted: nothing to record, the wait replays after a resume
     except Exception as e:
         return record(rt, run, fid, name, None, e, started, child_workflow_id=workflow_id)
     return record(rt, run, fid, name, value, None, started, child_workflow_id=workflow_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Coroutine, Optional, TypedDict, TypeVar
+from typing import Any, Callable, Coroutine, Optional, ParamSpec, TypedDict, TypeVar
 
 from dbos._api.decorators import info_of
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -12,6 +12,7 @@ from dbos._execution import workflow as wf
 from dbos._execution.registry import REGISTRY
 from dbos.error import DBOSException
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -76,13 +77,13 @@ class Queue:
         info, instance = info_of(func)
         return wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
 
-    def enqueue(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> WorkflowHandle[R]:
+    def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         rt = runtime()
         workflow_id = q.enqueue(rt, self.spec, self._call(func, args, kwargs))
         return WorkflowHandle(rt, workflow_id)
 
     async def enqueue_async(
-        self, func: Callable[..., Coroutine[Any, Any, R]], *args: Any, **kwargs: Any
+        self, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
         rt = runtime()
         call = self._call(func, args, kwargs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, TypedDict
 
@@ -91,6 +92,26 @@ def _type_name(types: type | tuple[type, ...]) -> str:
     return types.__name__
 
 
+def _check_endpoint(key: str, endpoint: Any) -> None:
+    """An OTLP endpoint must be an http(s) URL with a host (and a numeric port, if any)."""
+    problem = None
+    if not isinstance(endpoint, str):
+        problem = "is not a string"
+    elif any(c.isspace() for c in endpoint):
+        problem = "contains whitespace"
+    else:
+        try:
+            parts = urllib.parse.urlsplit(endpoint)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+        except ValueError as e:
+            problem = f"is not a valid URL ({e})"
+        else:
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problem = "is not an http(s):// URL with a host"
+    if problem is not None:
+        raise DBOSConfigError(f"config key '{key}' must be a list of http(s):// URLs: {endpoint!r} {problem}")
+
+
 def normalize_database_url(url: str, key: str) -> str:
     """Accept the URL spellings users write; return the SQLAlchemy one we use."""
     if url.startswith(("postgresql://", "postgres://")):
@@ -166,8 +187,8 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
     traces = _opt(config, "otlp_traces_endpoints", list) or []
     logs = _opt(config, "otlp_logs_endpoints", list) or []
     for key, endpoints in (("otlp_traces_endpoints", traces), ("otlp_logs_endpoints", logs)):
-        if not all(isinstance(e, str) and e.startswith(("http://", "https://")) for e in endpoints):
-            raise DBOSConfigError(f"config key '{key}' must be a list of http(s):// URLs")
+        for endpoint in endpoints:
+            _check_endpoint(key, endpoint)
     attributes = _opt(config, "otlp_attributes", dict) or {}
     enable_otlp = _opt(config, "enable_otlp", bool)
     _opt(config, "run_admin_server", bool)

@@ -86,9 +86,11 @@ def workflow_filter(
     )
 
 
-def list_workflows(rt: Runtime, f: listing.WorkflowFilter, load_values: bool = True) -> List[WorkflowStatus]:
+def list_workflows(
+    rt: Runtime, f: listing.WorkflowFilter, *, load_input: bool = True, load_output: bool = True
+) -> List[WorkflowStatus]:
     rows = rt.sys_db.query(lambda c: listing.list_rows(c, f))
-    return [WorkflowStatus.from_row(r, load_values=load_values) for r in rows]
+    return [WorkflowStatus.from_row(r, load_input=load_input, load_output=load_output) for r in rows]
 
 
 def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:

@@ -47,6 +47,21 @@ class LocalExecution:
     queue_name: Optional[str] = None
 
 
+@dataclass(frozen=True, eq=False)
+class Deferred:
+    """A write a workflow of this process owes the database, deferred while it was unreachable.
+
+    ``attempt()`` does it (raising while the database is still unreachable);
+    ``abandon(reason)`` gives up (at ``DBOS.destroy()``): local waiters get
+    ``reason`` and the workflow stays PENDING for recovery at the next launch.
+    """
+
+    workflow_id: str
+    what: str  # for logs: "outcome" or "resume"
+    attempt: Callable[[], None]
+    abandon: Callable[[str], None]
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -73,6 +88,7 @@ class Runtime:
         self.wakeups = wakeups
         self.logger = logger
         self._running: dict[str, LocalExecution] = {}
+        self._deferred: list[Deferred] = []
         self._lock = threading.Lock()
 
     # -- workflows running in this process ---------------------------------
@@ -106,6 +122,22 @@ class Runtime:
     def running_ids(self) -> list[str]:
         with self._lock:
             return list(self._running)
+
+    # -- writes owed to the database after an outage ---------------------------
+    def defer(self, work: Deferred) -> None:
+        """Owe a write until the database is reachable (the outcome retrier does it)."""
+        with self._lock:
+            self._deferred.append(work)
+
+    def deferred(self) -> list[Deferred]:
+        """What is owed, oldest first."""
+        with self._lock:
+            return list(self._deferred)
+
+    def drop_deferred(self, work: Deferred) -> None:
+        with self._lock:
+            if work in self._deferred:
+                self._deferred.remove(work)
 
     # -- cancellation -------------------------------------------------------
     def preempt_local(self, workflow_id: str) -> None:

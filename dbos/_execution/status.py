@@ -58,15 +58,18 @@ class WorkflowStatus:
     forked_from: Optional[str] = None
 
     @classmethod
-    def from_row(cls, row: WorkflowRow, *, load_values: bool = True) -> "WorkflowStatus":
+    def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
+        """``load_input``/``load_output`` False leave ``input`` / ``output`` and ``error`` None
+        (listing many workflows then deserializes nothing it was not asked for)."""
         inputs: Optional[WorkflowInputs] = None
         output: Any = None
         error: Optional[BaseException] = None
-        if load_values:
+        if load_input:
             raw = deserialize(row.inputs, "workflow inputs")
             if raw is not None:
                 args, kwargs = raw
                 inputs = {"args": tuple(args), "kwargs": dict(kwargs)}
+        if load_output:
             output = deserialize(row.output, "workflow output")
             error = deserialize_error(row.error)
         return cls(

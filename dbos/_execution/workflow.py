@@ -8,7 +8,10 @@ The order that makes a workflow durable:
 3. an existing row is replayed: its recorded steps are loaded once, and the
    function runs again, returning recorded outputs until the first
    unrecorded step;
-4. the outcome is written when the function returns or raises.
+4. the outcome is written when the function returns or raises. If the
+   database is unreachable then (or at a write inside the workflow), the write
+   is owed, not lost: the outcome retrier writes it (or resumes the workflow)
+   once the database answers (``_finish``; docs/decisions.md).
 
 Sync and async executions share every rule; they differ only in how they
 wait (``_begin``/``_finish`` are the shared bodies).
@@ -16,7 +19,6 @@ wait (``_begin``/``_finish`` are the shared bodies).
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import time
 import uuid
@@ -27,7 +29,7 @@ from dbos._execution import context
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.registry import WorkflowInfo
-from dbos._execution.runtime import LocalExecution, Runtime, now_ms
+from dbos._execution.runtime import Deferred, LocalExecution, Runtime, now_ms
 from dbos._execution.serialization import (
     deserialize,
     deserialize_error,
@@ -38,10 +40,11 @@ from dbos._storage import operations, workflows
 from dbos._storage.operations import StepRow
 from dbos._storage.workflows import TERMINAL, WorkflowRow
 from dbos._telemetry import tracing
-from dbos._wakeups.local import queue_ready, workflow_created, workflow_done
+from dbos._wakeups.local import cancelled, queue_ready, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
+    DBOSDatabaseUnavailableError,
     DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSUnexpectedStepError,
@@ -223,34 +226,127 @@ def _begin(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> 
 
 
 def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, error: Optional[BaseException]) -> None:
-    """Record the outcome and complete the local future (then wake waiters)."""
+    """Record the outcome, then complete the local future and wake waiters (``_settle``).
+
+    While the database is unreachable nothing is lost: what the workflow owes it
+    is handed to the outcome retrier (``_defer_outcome`` / ``_defer_resume``), and
+    the execution stays registered here, its future pending, until that is done.
+    """
     wid = run.workflow_id
+    if isinstance(error, DBOSWorkflowCancelledError) or local.cancel_event.is_set():
+        # Preempted (cancelled, timed out, or DBOS destroyed): record no outcome.
+        _settle(rt, wid, run.queue_name, local, None, DBOSAwaitedWorkflowCancelledError(wid))
+        return
+    if isinstance(error, DBOSDatabaseUnavailableError):
+        # A write inside the workflow (a step's checkpoint, a send...) failed: that is no
+        # outcome of the workflow. It resumes here once the database is back.
+        _defer_resume(rt, wid, run.queue_name, local, error)
+        return
     try:
-        if isinstance(error, DBOSWorkflowCancelledError) or local.cancel_event.is_set():
-            # Preempted (cancelled, timed out, or DBOS destroyed): record no outcome.
-            local.future.set_exception(DBOSAwaitedWorkflowCancelledError(wid))
-            return
+        output: Optional[bytes] = None
         if error is None:
             try:
                 output = serialize(result, f"the result of workflow {wid}")
             except Exception as e:
                 error = e
-        if error is not None:
-            data = serialize_error(error)
-            workflows.finish(rt.sys_db, wid, "ERROR", None, data, now_ms())
-            local.future.set_exception(error)
-        else:
-            workflows.finish(rt.sys_db, wid, "SUCCESS", output, None, now_ms())
-            local.future.set_result(result)
-    except BaseException as e:  # the database failed: the workflow stays PENDING for recovery
-        if not local.future.done():
-            local.future.set_exception(e)
+        status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
+        finished_at = now_ms()
+        try:
+            workflows.finish(rt.sys_db, wid, status, output, data, finished_at)
+        except DBOSDatabaseUnavailableError as e:
+            _defer_outcome(rt, wid, run.queue_name, local, result, error, lambda: workflows.finish(
+                rt.sys_db, wid, status, output, data, finished_at))
+            raise DBOSDatabaseUnavailableError(
+                f"workflow {wid} {'failed' if error is not None else 'completed'}, but its outcome could not "
+                f"be recorded ({e}); this executor records it as soon as the database is reachable again"
+            ) from e
+    except DBOSDatabaseUnavailableError:
         raise
+    except BaseException as e:  # any other failure to record: the workflow stays PENDING for recovery
+        _settle(rt, wid, run.queue_name, local, None, e)
+        raise
+    _settle(rt, wid, run.queue_name, local, result, error)
+
+
+def _settle(
+    rt: Runtime,
+    wid: str,
+    queue_name: Optional[str],
+    local: LocalExecution,
+    result: Any,
+    error: Optional[BaseException],
+) -> None:
+    """Complete the local future (once), release the execution and wake whoever waits for it."""
+    try:
+        if not local.future.done():
+            if error is not None:
+                local.future.set_exception(error)
+            else:
+                local.future.set_result(result)
     finally:
         rt.release_local(wid)
         rt.wakeups.notify(workflow_done(wid))
-        if run.queue_name is not None:
-            rt.wakeups.notify(queue_ready(run.queue_name))  # capacity freed
+        if queue_name is not None:
+            # Capacity freed: this executor's poller may claim more. Other executors
+            # only care where a limit is fleet-wide (a slot of the queue's global
+            # concurrency or of a partition); otherwise their own capacity is unchanged.
+            spec = rt.registry.queues.get(queue_name)
+            fleet_wide = spec is not None and (spec.concurrency is not None or spec.partition_queue)
+            rt.wakeups.notify(queue_ready(queue_name), remote=fleet_wide)
+
+
+def _defer_outcome(
+    rt: Runtime,
+    wid: str,
+    queue_name: Optional[str],
+    local: LocalExecution,
+    result: Any,
+    error: Optional[BaseException],
+    write: Callable[[], Any],
+) -> None:
+    """The workflow ended (every step recorded) but its outcome write failed: owe it.
+
+    Local waiters keep waiting until it is written, so they only ever see an
+    outcome the database holds.
+    """
+
+    def attempt() -> None:
+        write()  # raises while the database is unreachable
+        rt.logger.info("workflow %s: outcome recorded after the database outage", wid)
+        _settle(rt, wid, queue_name, local, result, error)
+
+    def abandon(reason: str) -> None:
+        _settle(rt, wid, queue_name, local, None, DBOSDatabaseUnavailableError(f"workflow {wid}: {reason}"))
+
+    rt.logger.warning("workflow %s: the database is unreachable; its outcome is recorded when it is back", wid)
+    rt.defer(Deferred(wid, "outcome", attempt, abandon))
+
+
+def _defer_resume(
+    rt: Runtime, wid: str, queue_name: Optional[str], local: LocalExecution, cause: BaseException
+) -> None:
+    """A durable write inside the workflow failed: once the database answers, run it
+    again here from its last recorded step (what recovery at launch would do)."""
+
+    def attempt() -> None:
+        row = rt.sys_db.query(lambda c: workflows.get(c, wid))  # raises while the database is unreachable
+        attempts = None
+        if row is not None and row.status == "PENDING" and not local.cancel_event.is_set():
+            attempts = rt.sys_db.run(lambda c: workflows.begin_attempt(c, wid, rt.executor_id, now_ms()))
+        if row is None or attempts is None:
+            # Finished, cancelled or taken over meanwhile: the database says what it is now.
+            _settle(rt, wid, queue_name, local, None, DBOSAwaitedWorkflowCancelledError(wid))
+            return
+        rt.logger.info("workflow %s: resumed after the database outage", wid)
+        launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
+
+    def abandon(reason: str) -> None:
+        _settle(rt, wid, queue_name, local, None, DBOSDatabaseUnavailableError(f"workflow {wid}: {reason}"))
+
+    rt.logger.warning(
+        "workflow %s: the database is unreachable (%s); it resumes here when the database is back", wid, cause
+    )
+    rt.defer(Deferred(wid, "resume", attempt, abandon))
 
 
 def _span(rt: Runtime, created: Created, call: Call) -> Any:
@@ -264,8 +360,21 @@ def _span(rt: Runtime, created: Created, call: Call) -> Any:
     return tracing.span(call.info.name, "workflow", attributes, parent=created.trace_parent)
 
 
+def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> WorkflowRun:
+    """``_begin``; if reading the recorded steps fails the execution is settled (or, while
+    the database is unreachable, resumed later) instead of staying registered forever."""
+    try:
+        return _begin(rt, created, call, local)
+    except DBOSDatabaseUnavailableError as e:
+        _defer_resume(rt, created.workflow_id, created.queue_name, local, e)
+        raise
+    except BaseException as e:
+        _settle(rt, created.workflow_id, created.queue_name, local, None, e)
+        raise
+
+
 def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
-    run = _begin(rt, created, call, local)
+    run = _begin_or_defer(rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
             result = call.invoke()
@@ -277,7 +386,7 @@ def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) ->
 
 
 async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
-    run = await rt.to_thread(_begin, rt, created, call, local)
+    run = await rt.to_thread(_begin_or_defer, rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
             result = await call.invoke()
@@ -429,30 +538,53 @@ def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error:
 
 
 def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) -> Any:
-    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        local = rt.local(workflow_id)
-        if local is not None:
-            try:
-                return local.future.result(timeout=rt.settings.polling_interval_sec)
-            except concurrent.futures.TimeoutError:
-                pass
-            except DBOSAwaitedWorkflowCancelledError:
-                pass  # cancelled here; the database says what it is now
-            except BaseException:
+    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
+
+    Called from a workflow (or one of its steps), the wait is also that workflow's:
+    cancelling it, or its deadline passing, wakes the wait and raises
+    ``DBOSWorkflowCancelledError`` at once, whatever the awaited workflow is doing.
+    """
+    caller = context.current().run
+    end = None if timeout is None else time.monotonic() + timeout
+    watch = [workflow_done(workflow_id)]
+    if caller is not None:
+        watch.append(cancelled(caller.workflow_id))
+        caller.check_cancelled()
+    with rt.wakeups.subscribe(*watch) as waiter:
+        while True:
+            local = rt.local(workflow_id)
+            if local is not None:
+                # Running here: its finish wakes us, so no database read until then.
+                if not local.future.done() and not _pause(rt, waiter, caller, end):
+                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
                 if local.future.done():
-                    raise
-        with rt.wakeups.subscribe(workflow_done(workflow_id)) as waiter:
+                    try:
+                        return local.future.result()
+                    except DBOSAwaitedWorkflowCancelledError:
+                        pass  # cancelled here; the database says what it is now
             found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
             if found is None:
                 raise DBOSNonExistentWorkflowError(workflow_id)
             status, output, error = found
             if status in TERMINAL:
                 return outcome_value(workflow_id, status, output, error)
-            wait = rt.settings.polling_interval_sec
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
-            waiter.wait(wait)
+            if not _pause(rt, waiter, caller, end):
+                raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+
+
+def _pause(rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float]) -> bool:
+    """One bounded wait of ``wait_result``: until a wakeup, the poll interval, the calling
+    workflow's deadline or ``end``, whichever is first; False once ``end`` has passed.
+    A cancelled (or timed-out) caller is preempted here."""
+    wait = rt.settings.polling_interval_sec
+    if end is not None:
+        wait = min(wait, end - time.monotonic())
+        if wait <= 0:
+            return False
+    if caller is not None and caller.deadline_ms is not None:
+        wait = min(wait, max(0.0, caller.deadline_ms / 1000 - time.time()))
+    waiter.wait(wait)
+    waiter.clear()
+    if caller is not None:
+        caller.check_cancelled()
+    return True

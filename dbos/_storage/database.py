@@ -138,8 +138,7 @@ class Database:
                 try:
                     conn, cur = self._raw_free.pop()
                 except IndexError:
-                    conn = self._writer.raw_connection()
-                    conn.detach()  # ours now: closing it closes the driver connection
+                    conn = self._raw_connect()
                     cur = conn.cursor()
                 try:
                     cur.execute(sql, params)
@@ -156,6 +155,27 @@ class Database:
                 self._raw_slots.release()
 
         return retry_on_disconnect(attempt)
+
+    def _raw_connect(self) -> Any:
+        """A new driver connection of our own (closing it closes the driver connection).
+
+        SQLAlchemy's ``raw_connection()`` raises the driver's own error when the
+        server refuses the connection; it is wrapped here as SQLAlchemy wraps it
+        everywhere else, so ``retry_on_disconnect`` retries it (and reports
+        ``DBOSDatabaseUnavailableError`` when it gives up) instead of letting a
+        bare driver error through.
+        """
+        try:
+            conn = self._writer.raw_connection()
+        except exc.DBAPIError:
+            raise
+        except Exception as e:
+            dbapi_error: type[Exception] = self._writer.dialect.loaded_dbapi.Error
+            if not isinstance(e, dbapi_error):
+                raise
+            raise exc.DBAPIError.instance(None, None, e, dbapi_error, dialect=self._writer.dialect) from e
+        conn.detach()
+        return conn
 
     def dispose(self) -> None:
         while self._raw_free:

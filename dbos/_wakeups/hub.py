@@ -33,10 +33,11 @@ class Hub:
         with self.local.subscribe(*keys) as waiter:
             yield waiter
 
-    def notify(self, key: str) -> None:
-        """A change committed: wake local waiters now and other processes via Redis."""
+    def notify(self, key: str, *, remote: bool = True) -> None:
+        """A change committed: wake local waiters now and (unless ``remote`` is
+        False: nobody elsewhere can act on it) other processes via Redis."""
         self._dispatch(key)
-        if self.bridge is not None:
+        if remote and self.bridge is not None:
             self.bridge.publish(key)
 
     def _on_remote(self, key: str) -> None:

@@ -2,11 +2,16 @@
 
 Connection: ``--db-url`` or ``$DBOS_SYSTEM_DATABASE_URL``; ``--redis-url`` or
 ``$DBOS_REDIS_URL`` (optional, for instant wakeups of other processes).
+
+Timestamps: tables and ``workflow get`` print them as RFC 3339 UTC with
+milliseconds (``2026-12-01T10:09:17.123Z``); ``--json`` keeps them as epoch
+milliseconds, exactly as ``WorkflowStatus`` holds them (docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -18,6 +23,8 @@ from dbos._storage.migrations import migrate_application, migrate_system
 from dbos.error import DBOSException
 
 _STATUS_COLUMNS = ("workflow_id", "status", "name", "queue_name", "executor_id", "app_version", "created_at")
+# Fields holding epoch milliseconds: shown as RFC 3339 to people, left as numbers in --json.
+_TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at", "started_at", "workflow_deadline_epoch_ms"})
 
 
 def _db_url(args: argparse.Namespace) -> str:
@@ -53,6 +60,21 @@ def _status_dict(status: Any) -> dict[str, Any]:
     return {k: _jsonable(v) for k, v in vars(status).items()}
 
 
+def rfc3339(epoch_ms: int) -> str:
+    """Epoch milliseconds as RFC 3339 in UTC, to the millisecond: ``2026-12-01T10:09:17.123Z``."""
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def _readable(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as people read it: timestamps in RFC 3339."""
+    return {
+        k: rfc3339(v) if k in _TIMESTAMP_FIELDS and isinstance(v, int) and not isinstance(v, bool) else v
+        for k, v in row.items()
+    }
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     if not rows:
         return "(none)"
@@ -67,10 +89,10 @@ def _emit(args: argparse.Namespace, data: Any, columns: Optional[Sequence[str]] 
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     elif isinstance(data, list) and columns is not None:
-        print(_table(data, columns))
+        print(_table([_readable(row) for row in data], columns))
     elif isinstance(data, dict):
         width = max((len(k) for k in data), default=0)
-        for key, value in data.items():
+        for key, value in _readable(data).items():
             print(f"{key.ljust(width)}  {value}")
     else:
         print(data)
