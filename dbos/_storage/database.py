@@ -64,6 +64,7 @@ class Database:
             self._tx = base.execution_options(isolation_level="READ COMMITTED")
         self._engines = [self._writer, self._reader]
         self._sql: dict[str, str] = {}
+        self._compiled: dict[str, tuple[str, dict[str, Any]]] = {}
         self._raw_free: list[tuple[Any, Any]] = []
         self._raw_slots = threading.BoundedSemaphore(pool_size)
 
@@ -118,6 +119,20 @@ class Database:
             text = self._sql[key] = self.raw_sql(build(self))
         return text
 
+    def compiled(self, key: str, stmt: Any) -> tuple[str, dict[str, Any]]:
+        """A SQLAlchemy statement as final driver SQL for this database, built once:
+        the text and its default parameters (for the driver-level paths)."""
+        found = self._compiled.get(key)
+        if found is None:
+            c = stmt.compile(
+                dialect=self._writer.dialect,
+                schema_translate_map={None: self.schema},  # renders placeholders, replaced below
+                compile_kwargs={"render_postcompile": True},
+            )
+            schema = f'"{self.schema}".' if self.schema else ""
+            found = self._compiled[key] = (str(c).replace("__[SCHEMA__none].", schema), dict(c.params))
+        return found
+
     def raw_sql(self, sql: str) -> str:
         """Adapt hand-written SQL (``%s`` placeholders) to this driver's paramstyle."""
         return sql.replace("%s", "?") if self.dialect.is_sqlite else sql
@@ -132,29 +147,69 @@ class Database:
         discarded and the statement retried; any other error is raised as is.
         """
 
-        def attempt() -> Optional[tuple[Any, ...]]:
-            self._raw_slots.acquire()
-            try:
-                try:
-                    conn, cur = self._raw_free.pop()
-                except IndexError:
-                    conn = self._raw_connect()
-                    cur = conn.cursor()
-                try:
-                    cur.execute(sql, params)
-                    row = cur.fetchone()
-                except Exception as e:
-                    disconnected = self._writer.dialect.is_disconnect(cast(Any, e), conn.dbapi_connection, cur)
-                    _close_quietly(conn)
-                    if disconnected:
-                        raise exc.OperationalError(sql, params, e, connection_invalidated=True) from e
-                    raise
-                self._raw_free.append((conn, cur))
-                return tuple(row) if row is not None else None
-            finally:
-                self._raw_slots.release()
+        def run(_conn: Any, cur: Any) -> Optional[tuple[Any, ...]]:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+            return tuple(row) if row is not None else None
 
-        return retry_on_disconnect(attempt)
+        return retry_on_disconnect(lambda: self._on_raw(sql, params, run))
+
+    def pipelined_transaction(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+        """PostgreSQL: run ``statements`` as one transaction sent in one network
+        flight (psycopg pipeline mode); return the rows of the last one.
+
+        Nothing waits on the client between the statements, so a lock taken by
+        the first is held only for the server's time, not for round trips. An
+        error in any statement rolls the whole transaction back and is raised.
+        """
+
+        def run(conn: Any, cur: Any) -> list[tuple[Any, ...]]:
+            pg = conn.dbapi_connection
+            cursors = [cur] + [pg.cursor() for _ in statements[1:]]
+            try:
+                with pg.pipeline():
+                    pg.execute("BEGIN")
+                    for c, (sql, params) in zip(cursors, statements):
+                        c.execute(sql, params)
+                    pg.execute("COMMIT")
+            except Exception:
+                if not pg.closed and pg.info.transaction_status != _IDLE:
+                    pg.execute("ROLLBACK")
+                raise
+            return [tuple(r) for r in cursors[-1].fetchall()]
+
+        return retry_on_disconnect(lambda: self._on_raw(statements[0][0], None, run))
+
+    def _on_raw(self, sql: str, params: Any, run: Callable[[Any, Any], T]) -> T:
+        """``run(connection, cursor)`` on a driver connection of the free list.
+
+        The connection goes back to the list when ``run`` returns; on an error it
+        is closed, and a lost connection is reported as SQLAlchemy reports one
+        (``connection_invalidated``), which ``retry_on_disconnect`` retries.
+        """
+        self._raw_slots.acquire()
+        try:
+            try:
+                conn, cur = self._raw_free.pop()
+            except IndexError:
+                conn = self._raw_connect()
+                cur = conn.cursor()
+            try:
+                result = run(conn, cur)
+            except Exception as e:
+                disconnected = self._writer.dialect.is_disconnect(cast(Any, e), conn.dbapi_connection, cur)
+                if disconnected:
+                    _close_quietly(conn)
+                    raise exc.OperationalError(sql, params, e, connection_invalidated=True) from e
+                if _reusable(conn):  # the server answered with an error; the session is clean
+                    self._raw_free.append((conn, cur))
+                else:
+                    _close_quietly(conn)
+                raise
+            self._raw_free.append((conn, cur))
+            return result
+        finally:
+            self._raw_slots.release()
 
     def _raw_connect(self) -> Any:
         """A new driver connection of our own (closing it closes the driver connection).
@@ -217,6 +272,16 @@ def _retryable(e: exc.DBAPIError) -> bool:
     if not isinstance(e, exc.OperationalError) or type(orig).__module__.startswith("sqlite3"):
         return False
     return getattr(orig, "sqlstate", None) is None
+
+
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def _reusable(conn: Any) -> bool:
+    """A driver connection that is open and outside any transaction (SQLite: always closed)."""
+    pg = conn.dbapi_connection
+    info = getattr(pg, "info", None)
+    return info is not None and not pg.closed and info.transaction_status == _IDLE
 
 
 def _close_quietly(conn: Any) -> None:

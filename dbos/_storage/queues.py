@@ -27,7 +27,8 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from dbos._storage.dialect import Dialect
+from dbos._storage.database import Database
+from dbos._storage.dialect import POSTGRES, Dialect
 from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 from dbos._storage.workflows import _COLUMNS, WorkflowRow
@@ -62,7 +63,8 @@ _LOCK_NOT_AVAILABLE = "55P03"
 
 def lock_timed_out(e: BaseException) -> bool:
     """The claim gave up waiting for another executor's claim of the same queue."""
-    return getattr(getattr(e, "orig", None), "sqlstate", None) == _LOCK_NOT_AVAILABLE
+    orig = getattr(e, "orig", e)  # SQLAlchemy wraps the driver's error; the pipelined path does not
+    return getattr(orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
 def _lock_key(queue_name: str) -> int:
@@ -244,6 +246,35 @@ def _take(
                 fresh.add(row.workflow_uuid)
     rows.sort(key=lambda r: (r.priority or 0, r.created_at))
     return rows
+
+
+def claim_capped(
+    db: Database, q: QueueLimits, executor_id: str, app_version: str, now: int, free: int
+) -> ClaimResult:
+    """PostgreSQL, a queue whose only fleet-wide limit is its concurrency: the
+    claim above (lock, count, claim) as one pipelined transaction.
+
+    The queue's lock is what serializes claims across the fleet, so how long
+    it is held bounds the queue's claim rate. Sent in one network flight, the
+    lock is released as soon as the server has run the claim and committed,
+    with no client round trip in between.
+    """
+    claim_sql, defaults = db.compiled("queues.claim_capped", _claim_stmt(POSTGRES, False, True))
+    lock_sql, _ = db.compiled("queues.lock", _LOCK)
+    params = {
+        **defaults, "queue": q.name, "version": app_version, "n": free, "cap": q.concurrency,
+        "executor": executor_id, "now": now,
+    }
+    rows: list[WorkflowRow] = []
+    fresh: set[str] = set()
+    width = len(_COLUMNS)
+    for r in db.pipelined_transaction([(lock_sql, {"k": _lock_key(q.name), "wait": _LOCK_WAIT}), (claim_sql, params)]):
+        row = WorkflowRow(*r[:width])
+        rows.append(row)
+        if r[width] is None and r[width + 1] is None:
+            fresh.add(row.workflow_uuid)
+    rows.sort(key=lambda r: (r.priority or 0, r.created_at))
+    return ClaimResult(rows, frozenset(fresh))
 
 
 def requeue_pending(conn: sa.Connection, executor_id: str, app_version: str, now: int) -> int:
