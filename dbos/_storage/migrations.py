@@ -74,6 +74,14 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             postgresql_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
             sqlite_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
         ),
+        # list_queued_workflows(): live queued rows in list order, any queue
+        sa.Index(
+            "ws_queued_created",
+            ws.c.created_at,
+            ws.c.workflow_uuid,
+            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+        ),
         # list_queued_workflows(queue_name=...): live rows of a queue in list order
         sa.Index(
             "ws_queue_created",
