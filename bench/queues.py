@@ -118,8 +118,8 @@ def worker_main(spec: dict[str, Any]) -> int:
         "name": "bench-queues",
         "system_database_url": spec["db"],
         "log_level": "WARNING",
-        # Each executor holds up to 2x this many connections (SQLAlchemy pool + raw
-        # free list); at the default 20, four executors exhaust max_connections=100.
+        # At most this many connections per executor (half for the hot path's driver
+        # connections, half for SQLAlchemy's pool).
         "sys_db_pool_size": spec["pool"],
     }
     if spec.get("redis"):

@@ -24,6 +24,16 @@ def _pg_connections(backend: Backend) -> int:
     )
 
 
+def _dbos_connections(backend: Backend) -> int:
+    """Connections DBOS opened (application_name 'dbos'), not the test's own."""
+    name = backend.url.rsplit("/", 1)[-1].split("?", 1)[0]
+    return int(
+        backend.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND application_name = 'dbos'", d=name
+        )
+    )
+
+
 def test_destroy_stops_threads_and_closes_connections(harness: Harness, backend: Backend) -> None:
     @DBOS.step()
     def step(i: int) -> int:
@@ -126,3 +136,49 @@ def test_launch_migrates_an_empty_database(harness: Harness, backend: Backend) -
     assert wf() == 7
     harness.restart()  # already migrated: launch again is fine
     assert wf() == 7
+
+
+def test_sys_db_pool_size_bounds_the_connections_of_a_busy_process(harness: Harness, backend: Backend) -> None:
+    """sys_db_pool_size is the process's whole connection budget: a fleet of executors
+    must fit the server's max_connections, whatever the process is doing."""
+    if backend.is_sqlite:
+        pytest.skip("SQLite has no server connections to count")
+    harness.launch(sys_db_pool_size=4)
+    gate = threading.Event()
+
+    @DBOS.step()
+    def step(i: int) -> int:
+        return i
+
+    @DBOS.workflow()
+    def wf(i: int) -> int:
+        gate.wait(10)
+        total = 0
+        for _ in range(5):
+            total += step(i)
+            DBOS.set_event("progress", total)
+        return total
+
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _dbos_connections(backend))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        handles = [DBOS.start_workflow(wf, i) for i in range(40)]
+        gate.set()
+        listings = [threading.Thread(target=lambda: DBOS.list_workflows(limit=10)) for _ in range(8)]
+        for t in listings:
+            t.start()
+        assert [h.get_result() for h in handles] == [5 * i for i in range(40)]
+        for t in listings:
+            t.join()
+    finally:
+        stop.set()
+        sampler.join()
+    assert 2 <= peak <= 4, f"{peak} connections open at once with sys_db_pool_size=4"

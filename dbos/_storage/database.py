@@ -41,12 +41,17 @@ class Database:
         self.dialect: Dialect = SQLITE if url.startswith("sqlite") else POSTGRES
         self.schema: Optional[str] = None if self.dialect.is_sqlite else schema
         kwargs = dict(engine_kwargs or {})
+        # ``pool_size`` is this process's whole budget of connections to the database
+        # (a fleet of executors must fit max_connections): the hot path's driver
+        # connections get half of it, SQLAlchemy's pool the rest (at least one each).
+        raw_slots = max(1, (pool_size + 1) // 2)
+        self.max_connections = raw_slots + max(1, pool_size - raw_slots)
         if self.dialect.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True, **kwargs)
             self._reader = _sqlite_engine(url, immediate=False, **kwargs)
             self._tx = self._writer
         else:
-            kwargs.setdefault("pool_size", pool_size)
+            kwargs.setdefault("pool_size", max(1, pool_size - raw_slots))
             kwargs.setdefault("max_overflow", 0)  # connections are opened lazily, at most pool_size
             kwargs.setdefault("pool_timeout", 30)
             # Connections are autocommit by default (a single statement is one round
@@ -66,7 +71,7 @@ class Database:
         self._sql: dict[str, str] = {}
         self._compiled: dict[str, tuple[str, dict[str, Any]]] = {}
         self._raw_free: list[tuple[Any, Any]] = []
-        self._raw_slots = threading.BoundedSemaphore(pool_size)
+        self._raw_slots = threading.BoundedSemaphore(raw_slots)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
