@@ -87,18 +87,17 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
     local_running = rt.local_count(limits.name)
     if not limits.partitioned and local_running >= limits.worker_concurrency:
         return ClaimResult([])  # no free capacity here: no query at all
-    # Without a fleet-wide limit the claim is one statement (autocommit on PostgreSQL);
-    # with only a global concurrency, one pipelined transaction.
-    as_tx = limits.fleet_wide or dialect.is_sqlite
-    capped_only = limits.concurrency is not None and limits.limit is None and not limits.partitioned
+    # On PostgreSQL a queue without partitions or a rate limit is claimed in one
+    # pipelined transaction (one round trip); the others in a transaction of a few.
+    pipelined = not dialect.is_sqlite and limits.limit is None and not limits.partitioned
     try:
-        if capped_only and not dialect.is_sqlite:
+        if pipelined:
             free = limits.worker_concurrency - local_running
-            result = queues.claim_capped(rt.sys_db, limits, rt.executor_id, rt.app_version, now_ms(), free)
+            result = queues.claim_pipelined(rt.sys_db, limits, rt.executor_id, rt.app_version, now_ms(), free)
         else:
             result = rt.sys_db.run(
                 lambda c: queues.claim(c, dialect, limits, rt.executor_id, rt.app_version, now_ms(), local_running),
-                tx=as_tx,
+                tx=True,
             )
     except Exception as e:
         if not queues.lock_timed_out(e):

@@ -56,6 +56,13 @@ class ClaimResult:
     rate_limited_until_ms: Optional[int] = None  # no start allowed before this time
 
 
+# The claim reads a queue's ENQUEUED rows in claim order, which only ws_queue_ready
+# gives without a sort. Statistics are often stale for live rows (a burst enqueued
+# since the last ANALYZE looks like one row), and then any index whose predicate the
+# claim implies looks as cheap, followed by a sort of the whole backlog. Within
+# the claim's transaction the planner is told to avoid sorts, so it takes the
+# ordered index whatever the statistics say.
+_ORDERED_PLAN = "SET LOCAL enable_sort = off"
 _LOCK = sa.text("SELECT set_config('lock_timeout', :wait, true), pg_advisory_xact_lock(:k)")
 _LOCK_WAIT = "250ms"
 _LOCK_NOT_AVAILABLE = "55P03"
@@ -82,6 +89,8 @@ def claim(
 ) -> ClaimResult:
     """Claim what this executor may start now. ``local_running``: how many of this
     queue's workflows run here (the caller knows; no query needed)."""
+    if not dialect.is_sqlite:
+        conn.execute(sa.text(_ORDERED_PLAN))
     if q.fleet_wide and not dialect.is_sqlite:
         # Executors claiming the same queue take turns: each waits for the lock
         # (a claim holds it for a few milliseconds) instead of retrying later.
@@ -248,27 +257,33 @@ def _take(
     return rows
 
 
-def claim_capped(
+def claim_pipelined(
     db: Database, q: QueueLimits, executor_id: str, app_version: str, now: int, free: int
 ) -> ClaimResult:
-    """PostgreSQL, a queue whose only fleet-wide limit is its concurrency: the
-    claim above (lock, count, claim) as one pipelined transaction.
+    """PostgreSQL, a queue without partitions or a rate limit: the claim above as
+    one transaction sent in one network flight (psycopg pipeline mode).
 
-    The queue's lock is what serializes claims across the fleet, so how long
-    it is held bounds the queue's claim rate. Sent in one network flight, the
-    lock is released as soon as the server has run the claim and committed,
-    with no client round trip in between.
+    With a global concurrency the queue's lock is what serializes claims across
+    the fleet, so how long it is held bounds the queue's claim rate; pipelined,
+    it is released as soon as the server has run the claim and committed, with
+    no client round trip in between. Without one it is the claim alone (plus
+    the planner setting, which costs no round trip).
     """
-    claim_sql, defaults = db.compiled("queues.claim_capped", _claim_stmt(POSTGRES, False, True))
-    lock_sql, _ = db.compiled("queues.lock", _LOCK)
+    capped = q.concurrency is not None
+    claim_sql, defaults = db.compiled(f"queues.claim.{capped}", _claim_stmt(POSTGRES, False, capped))
     params = {
         **defaults, "queue": q.name, "version": app_version, "n": free, "cap": q.concurrency,
         "executor": executor_id, "now": now,
     }
+    statements: list[tuple[str, Any]] = [(_ORDERED_PLAN, None)]
+    if capped:
+        lock_sql, _ = db.compiled("queues.lock", _LOCK)
+        statements.append((lock_sql, {"k": _lock_key(q.name), "wait": _LOCK_WAIT}))
+    statements.append((claim_sql, params))
     rows: list[WorkflowRow] = []
     fresh: set[str] = set()
     width = len(_COLUMNS)
-    for r in db.pipelined_transaction([(lock_sql, {"k": _lock_key(q.name), "wait": _LOCK_WAIT}), (claim_sql, params)]):
+    for r in db.pipelined_transaction(statements):
         row = WorkflowRow(*r[:width])
         rows.append(row)
         if r[width] is None and r[width + 1] is None:
