@@ -52,7 +52,6 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             sqlite_where=sa.text(f"NOT ({_ACTIVE})"),
         ),
         sa.Index("ws_parent", ws.c.parent_workflow_id, **_not_null("parent_workflow_id")),
-        sa.Index("ws_prefix", ws.c.workflow_uuid, postgresql_ops={"workflow_uuid": "text_pattern_ops"}),
         # rate limiter: starts of a queue within its window
         sa.Index("ws_queue_started", ws.c.queue_name, ws.c.started_at, **_not_null("queue_name")),
         # The claim: a queue's ENQUEUED rows in claim order. Only rows waiting to

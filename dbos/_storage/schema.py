@@ -9,6 +9,7 @@ pickled bytes for values.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 system = sa.MetaData()
 
@@ -36,7 +37,11 @@ def status_in(*values: str) -> sa.ColumnElement[bool]:
 workflow_status = sa.Table(
     "workflow_status",
     system,
-    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    # Byte order ("C") on PostgreSQL, so the primary key also serves
+    # workflow_id_prefix (LIKE 'p%' becomes a range scan of it) and no second
+    # index over the random-keyed IDs is needed. Compared with other text
+    # columns, a non-default collation wins over the default one.
+    sa.Column("workflow_uuid", sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql"), primary_key=True),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("class_name", sa.Text),
