@@ -31,7 +31,7 @@ import pytest
 from conftest import Backend, Harness, eventually
 from pg_server import PgServer
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, DBOSClient, Queue, SetWorkflowID
 from dbos._api.instance import runtime
 from dbos._telemetry.logs import LOGGER_NAME
 from dbos.error import DBOSDatabaseUnavailableError
@@ -87,6 +87,16 @@ async def server_stops_after_last_step_async(x: int) -> int:
     return a
 
 
+# Polled by the launched DBOS (declared at import, like any queue).
+ORPHANS_Q = Queue("outage_orphans", polling_interval_sec=0.2)
+
+
+@DBOS.workflow(name="outage.orphan")
+def orphan_wf(x: int) -> int:
+    RUNS["orphan"] += 1
+    return x + 1
+
+
 class Logs(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -97,6 +107,9 @@ class Logs(logging.Handler):
 
     def retrier_failed(self) -> bool:
         return any(m.startswith("outcome-retrier failed") for m in self.messages)
+
+    def poller_failed(self) -> bool:
+        return any(m.startswith("queue-poller failed") for m in self.messages)
 
 
 class Outage:
@@ -216,3 +229,36 @@ def test_destroy_while_the_database_is_down_is_bounded(outage: Outage) -> None:
     eventually(lambda: outage.backend.status(workflow_id) == "SUCCESS", timeout=30, what="(SUCCESS)")
     assert DBOS.retrieve_workflow(workflow_id).get_result() == 12
     assert RUNS["body"] == 2 and RUNS["double"] == 1  # the body replayed; its step did not re-run
+
+
+def test_a_claim_lost_with_its_connection_goes_back_to_its_queue(outage: Outage) -> None:
+    """A claim can commit while its connection drops: the rows are PENDING under this
+    live executor, which never received them. After the outage the poller puts them
+    back on their queue, and they run (once) instead of staying PENDING for ever."""
+    backend = outage.backend
+    client = DBOSClient(outage.pg.url())
+    try:
+        # An ENQUEUED row on a queue nobody polls, then made into what a lost claim
+        # leaves behind: PENDING, owned by this executor, on a queue it polls.
+        handle = client.enqueue({"queue_name": "outage_parked", "workflow_name": "outage.orphan"}, 41)
+    finally:
+        client.destroy()
+    wid = handle.workflow_id
+    backend.execute(
+        f"UPDATE {backend.table('workflow_status')} SET status = 'PENDING', executor_id = :e,"
+        " queue_name = 'outage_orphans', started_at = :t, application_version = :v WHERE workflow_uuid = :w",
+        e=runtime().executor_id, t=int(time.time() * 1000), v=runtime().app_version, w=wid,
+    )
+    time.sleep(0.5)  # a few polls: nothing claims a PENDING row
+    assert backend.status(wid) == "PENDING" and RUNS["orphan"] == 0
+
+    outage.pg.stop()
+    eventually(outage.logs.poller_failed, timeout=30, interval=0.05, what="(the poller to fail while down)")
+    outage.pg.start()
+
+    eventually(lambda: backend.status(wid) == "SUCCESS", timeout=30, interval=0.1, what="(the orphan to run)")
+    assert RUNS["orphan"] == 1
+    assert DBOS.retrieve_workflow(wid).get_result() == 42
+    assert backend.scalar(
+        f"SELECT executor_id FROM {backend.table('workflow_status')} WHERE workflow_uuid = :w", w=wid
+    ) == runtime().executor_id

@@ -108,3 +108,17 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
         if is_new:
             wf.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
     return result
+
+
+def requeue_orphans(rt: Runtime) -> list[str]:
+    """Put back on their queues the rows this executor holds as PENDING but does not
+    run (a claim that committed while its connection was lost); return those queues.
+
+    Called by the poller's own thread, between claims, so every row it claimed
+    and received is registered here by then.
+    """
+    running = rt.running_ids()
+    back = rt.sys_db.run(lambda c: queues.requeue_orphans(c, rt.executor_id, running, now_ms()), tx=True)
+    if back:
+        rt.logger.warning("claimed workflows that never started here went back to queues %s", back)
+    return back

@@ -15,7 +15,7 @@ import random
 import time
 from typing import Callable
 
-from dbos._execution.queues import QueueSpec, claim_and_start
+from dbos._execution.queues import QueueSpec, claim_and_start, requeue_orphans
 from dbos._execution.runtime import Runtime
 from dbos._services.base import Service
 
@@ -41,6 +41,11 @@ class QueuePoller(Service):
         self._delay = 0.0
 
     def run_once(self) -> None:
+        if self._failing:
+            # The last tick failed (typically the database went away). A claim may
+            # have committed without its rows reaching us: they are PENDING under
+            # this executor but run nowhere. Put them back before claiming again.
+            self._requeue_orphans()
         now = time.monotonic()
         next_due = now + 3600.0
         for spec in self._queues():
@@ -54,6 +59,10 @@ class QueuePoller(Service):
                 self._due[spec.name] = due
             next_due = min(next_due, due)
         self._delay = max(0.0, next_due - time.monotonic())
+
+    def _requeue_orphans(self) -> None:
+        for name in requeue_orphans(self.rt):
+            self._due[name] = 0.0
 
     def wake_queue(self, queue_name: str) -> None:
         """A hint: this queue may have work (an enqueue, or capacity freed)."""

@@ -292,6 +292,24 @@ def claim_pipelined(
     return ClaimResult(rows, frozenset(fresh))
 
 
+def requeue_orphans(conn: sa.Connection, executor_id: str, running_here: list[str], now: int) -> list[str]:
+    """Put back on their queues the rows this live executor holds as PENDING but does
+    not run: a claim whose COMMIT went through while its connection was lost.
+    Returns the queues that got work back."""
+    stmt = (
+        sa.update(ws)
+        .where(
+            ws.c.executor_id == executor_id,
+            status_in("PENDING"),
+            ws.c.queue_name.is_not(None),
+            ws.c.workflow_uuid.not_in(running_here),
+        )
+        .values(status="ENQUEUED", executor_id=None, updated_at=now)
+        .returning(ws.c.queue_name)
+    )
+    return sorted({str(r[0]) for r in conn.execute(stmt)})
+
+
 def requeue_pending(conn: sa.Connection, executor_id: str, app_version: str, now: int) -> int:
     """Put this executor's PENDING queued workflows back on their queues (after a crash)."""
     stmt = (
