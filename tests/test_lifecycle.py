@@ -140,9 +140,8 @@ def test_launch_migrates_an_empty_database(harness: Harness, backend: Backend) -
 
 def test_sys_db_pool_size_bounds_the_connections_of_a_busy_process(harness: Harness, backend: Backend) -> None:
     """sys_db_pool_size is the process's whole connection budget: a fleet of executors
-    must fit the server's max_connections, whatever the process is doing."""
-    if backend.is_sqlite:
-        pytest.skip("SQLite has no server connections to count")
+    must fit the server's max_connections, whatever the process is doing. On SQLite
+    (no server connections to count) the same load must finish within the budget."""
     harness.launch(sys_db_pool_size=4)
     gate = threading.Event()
 
@@ -164,7 +163,7 @@ def test_sys_db_pool_size_bounds_the_connections_of_a_busy_process(harness: Harn
 
     def sample() -> None:
         nonlocal peak
-        while not stop.is_set():
+        while not stop.is_set() and not backend.is_sqlite:
             peak = max(peak, _dbos_connections(backend))
 
     sampler = threading.Thread(target=sample)
@@ -181,4 +180,5 @@ def test_sys_db_pool_size_bounds_the_connections_of_a_busy_process(harness: Harn
     finally:
         stop.set()
         sampler.join()
-    assert 2 <= peak <= 4, f"{peak} connections open at once with sys_db_pool_size=4"
+    if not backend.is_sqlite:
+        assert 2 <= peak <= 4, f"{peak} connections open at once with sys_db_pool_size=4"
