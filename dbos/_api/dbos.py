@@ -208,10 +208,11 @@ class DBOS(metaclass=_DBOSMeta):
     def _recover_pending(cls) -> int:
         rt = runtime()
         # Queued work this executor held goes back on its queue, under the queue's limits.
-        requeued = rt.sys_db.run(lambda c: queues.requeue_pending(c, rt.executor_id, rt.app_version, now_ms()))
-        if requeued:
-            for spec in REGISTRY.queues.values():
-                rt.wakeups.notify(queue_ready(spec.name))
+        requeued = rt.sys_db.run(
+            lambda c: queues.requeue_pending(c, rt.executor_id, now_ms(), app_version=rt.app_version)
+        )
+        for name in requeued:
+            rt.wakeups.notify(queue_ready(name))
         rows = rt.sys_db.query(lambda c: workflows.list_pending(c, rt.executor_id, rt.app_version))
         count = 0
         for row in rows:

@@ -118,7 +118,7 @@ def requeue_orphans(rt: Runtime) -> list[str]:
     and received is registered here by then.
     """
     running = rt.running_ids()
-    back = rt.sys_db.run(lambda c: queues.requeue_orphans(c, rt.executor_id, running, now_ms()), tx=True)
+    back = rt.sys_db.run(lambda c: queues.requeue_pending(c, rt.executor_id, now_ms(), except_ids=running), tx=True)
     if back:
         rt.logger.warning("claimed workflows that never started here went back to queues %s", back)
     return back

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import zlib
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
 
@@ -292,34 +292,30 @@ def claim_pipelined(
     return ClaimResult(rows, frozenset(fresh))
 
 
-def requeue_orphans(conn: sa.Connection, executor_id: str, running_here: list[str], now: int) -> list[str]:
-    """Put back on their queues the rows this live executor holds as PENDING but does
-    not run: a claim whose COMMIT went through while its connection was lost.
-    Returns the queues that got work back."""
+def requeue_pending(
+    conn: sa.Connection,
+    executor_id: str,
+    now: int,
+    *,
+    app_version: Optional[str] = None,
+    except_ids: Sequence[str] = (),
+) -> list[str]:
+    """Put this executor's PENDING queued workflows back on their queues; return
+    the queues that got work back.
+
+    At launch (``app_version``: the rows this version may run) they are what a
+    crash left; on a live executor (``except_ids``: what runs here) they are
+    what a claim left when its COMMIT went through but its connection was lost.
+    """
+    conditions = [ws.c.executor_id == executor_id, status_in("PENDING"), ws.c.queue_name.is_not(None)]
+    if app_version is not None:
+        conditions.append(sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)))
+    if except_ids:
+        conditions.append(ws.c.workflow_uuid.not_in(list(except_ids)))
     stmt = (
         sa.update(ws)
-        .where(
-            ws.c.executor_id == executor_id,
-            status_in("PENDING"),
-            ws.c.queue_name.is_not(None),
-            ws.c.workflow_uuid.not_in(running_here),
-        )
+        .where(*conditions)
         .values(status="ENQUEUED", executor_id=None, updated_at=now)
         .returning(ws.c.queue_name)
     )
     return sorted({str(r[0]) for r in conn.execute(stmt)})
-
-
-def requeue_pending(conn: sa.Connection, executor_id: str, app_version: str, now: int) -> int:
-    """Put this executor's PENDING queued workflows back on their queues (after a crash)."""
-    stmt = (
-        sa.update(ws)
-        .where(
-            ws.c.executor_id == executor_id,
-            status_in("PENDING"),
-            ws.c.queue_name.is_not(None),
-            sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)),
-        )
-        .values(status="ENQUEUED", executor_id=None, updated_at=now)
-    )
-    return int(conn.execute(stmt).rowcount)
