@@ -11,8 +11,9 @@ from dbos._execution import context
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, deserialize_error
-from dbos._execution.status import STATUSES, StepInfo, WorkflowStatus
+from dbos._execution.status import StepInfo, WorkflowStatus
 from dbos._storage import listing, operations, workflows
+from dbos._storage.schema import STATUSES
 from dbos._wakeups import local as keys
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 

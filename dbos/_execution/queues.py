@@ -27,6 +27,12 @@ class QueueSpec:
     partition_queue: bool
     polling_interval_sec: float
 
+    @property
+    def shares_slots_fleet_wide(self) -> bool:
+        """A slot freed here is one every executor competes for (global concurrency, or
+        a partition's); a rate limit's window frees nothing when a workflow ends."""
+        return self.concurrency is not None or self.partition_queue
+
     def limits(self, default_worker_concurrency: int) -> QueueLimits:
         worker = self.worker_concurrency
         if worker is None:

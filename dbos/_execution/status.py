@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any, Optional, TypedDict
 
 from dbos._execution.serialization import deserialize, deserialize_error
+from dbos._storage.schema import STATUSES
 from dbos._storage.workflows import WorkflowRow
 
 
@@ -20,7 +21,7 @@ class WorkflowStatusString(str, Enum):
     RETRIES_EXCEEDED = "RETRIES_EXCEEDED"
 
 
-STATUSES = tuple(s.value for s in WorkflowStatusString)
+assert tuple(s.value for s in WorkflowStatusString) == STATUSES  # one list: the storage layer's
 
 
 class WorkflowInputs(TypedDict):

@@ -19,6 +19,7 @@ wait (``_begin``/``_finish`` are the shared bodies).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -38,7 +39,8 @@ from dbos._execution.serialization import (
 )
 from dbos._storage import operations, workflows
 from dbos._storage.operations import StepRow
-from dbos._storage.workflows import TERMINAL, WorkflowRow
+from dbos._storage.schema import TERMINAL
+from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
 from dbos._wakeups.local import cancelled, queue_ready, workflow_created, workflow_done
 from dbos.error import (
@@ -242,7 +244,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
         # outcome of the workflow. It resumes here once the database is back.
         _defer_resume(rt, wid, run.queue_name, local, error)
         return
-    try:
+    try:  # only the outcome write can raise DBOSDatabaseUnavailableError
         output: Optional[bytes] = None
         if error is None:
             try:
@@ -250,18 +252,14 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
             except Exception as e:
                 error = e
         status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
-        finished_at = now_ms()
-        try:
-            workflows.finish(rt.sys_db, wid, status, output, data, finished_at)
-        except DBOSDatabaseUnavailableError as e:
-            _defer_outcome(rt, wid, run.queue_name, local, result, error, lambda: workflows.finish(
-                rt.sys_db, wid, status, output, data, finished_at))
-            raise DBOSDatabaseUnavailableError(
-                f"workflow {wid} {'failed' if error is not None else 'completed'}, but its outcome could not "
-                f"be recorded ({e}); this executor records it as soon as the database is reachable again"
-            ) from e
-    except DBOSDatabaseUnavailableError:
-        raise
+        write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms())
+        write()
+    except DBOSDatabaseUnavailableError as e:
+        _defer_outcome(rt, wid, run.queue_name, local, result, error, write)
+        raise DBOSDatabaseUnavailableError(
+            f"workflow {wid} {'failed' if error is not None else 'completed'}, but its outcome could not "
+            f"be recorded ({e}); this executor records it as soon as the database is reachable again"
+        ) from e
     except BaseException as e:  # any other failure to record: the workflow stays PENDING for recovery
         _settle(rt, wid, run.queue_name, local, None, e)
         raise
@@ -287,12 +285,22 @@ def _settle(
         rt.release_local(wid)
         rt.wakeups.notify(workflow_done(wid))
         if queue_name is not None:
-            # Capacity freed: this executor's poller may claim more. Other executors
-            # only care where a limit is fleet-wide (a slot of the queue's global
-            # concurrency or of a partition); otherwise their own capacity is unchanged.
+            # Capacity freed: this executor's poller may claim more; other executors
+            # only where the slot freed is one they share.
             spec = rt.registry.queues.get(queue_name)
-            fleet_wide = spec is not None and (spec.concurrency is not None or spec.partition_queue)
-            rt.wakeups.notify(queue_ready(queue_name), remote=fleet_wide)
+            shared = spec is not None and spec.shares_slots_fleet_wide
+            rt.wakeups.notify(queue_ready(queue_name), remote=shared)
+
+
+def _owe(rt: Runtime, what: str, wid: str, queue_name: Optional[str], local: LocalExecution,
+         attempt: Callable[[], None]) -> None:
+    """Hand the outcome retrier a write this workflow owes the database. Given up
+    (at destroy), local waiters are told and the workflow stays PENDING."""
+
+    def abandon(reason: str) -> None:
+        _settle(rt, wid, queue_name, local, None, DBOSDatabaseUnavailableError(f"workflow {wid}: {reason}"))
+
+    rt.defer(Deferred(wid, what, attempt, abandon))
 
 
 def _defer_outcome(
@@ -315,11 +323,8 @@ def _defer_outcome(
         rt.logger.info("workflow %s: outcome recorded after the database outage", wid)
         _settle(rt, wid, queue_name, local, result, error)
 
-    def abandon(reason: str) -> None:
-        _settle(rt, wid, queue_name, local, None, DBOSDatabaseUnavailableError(f"workflow {wid}: {reason}"))
-
     rt.logger.warning("workflow %s: the database is unreachable; its outcome is recorded when it is back", wid)
-    rt.defer(Deferred(wid, "outcome", attempt, abandon))
+    _owe(rt, "outcome", wid, queue_name, local, attempt)
 
 
 def _defer_resume(
@@ -340,13 +345,10 @@ def _defer_resume(
         rt.logger.info("workflow %s: resumed after the database outage", wid)
         launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
 
-    def abandon(reason: str) -> None:
-        _settle(rt, wid, queue_name, local, None, DBOSDatabaseUnavailableError(f"workflow {wid}: {reason}"))
-
     rt.logger.warning(
         "workflow %s: the database is unreachable (%s); it resumes here when the database is back", wid, cause
     )
-    rt.defer(Deferred(wid, "resume", attempt, abandon))
+    _owe(rt, "resume", wid, queue_name, local, attempt)
 
 
 def _span(rt: Runtime, created: Created, call: Call) -> Any:

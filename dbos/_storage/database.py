@@ -45,7 +45,6 @@ class Database:
         # (a fleet of executors must fit max_connections): the hot path's driver
         # connections get half of it, SQLAlchemy's pool the rest (at least one each).
         raw_slots = max(1, (pool_size + 1) // 2)
-        self.max_connections = raw_slots + max(1, pool_size - raw_slots)
         if self.dialect.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True, **kwargs)
             self._reader = _sqlite_engine(url, immediate=False, **kwargs)

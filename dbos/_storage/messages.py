@@ -157,7 +157,7 @@ def _set_event_recorded_sql(db: Database) -> str:
         " DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at)"
         f" INSERT INTO {db.qualify('operation_outputs')}"
         " (workflow_uuid, function_id, function_name, started_at, completed_at)"
-         " VALUES (%s, %s, 'DBOS.setEvent', %s, %s) ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
+        " VALUES (%s, %s, 'DBOS.setEvent', %s, %s) ON CONFLICT (workflow_uuid, function_id) DO NOTHING"
         " RETURNING function_id"
     )
 

@@ -23,9 +23,14 @@ Migration = Callable[[sa.Connection, Dialect], None]
 _ACTIVE = "status IN ('ENQUEUED', 'PENDING')"
 
 
+def _where(predicate: str) -> dict[str, Any]:
+    """Partial-index options, the same predicate on both databases."""
+    return {"postgresql_where": sa.text(predicate), "sqlite_where": sa.text(predicate)}
+
+
 def _not_null(column: str) -> dict[str, Any]:
-    """Partial-index options: only rows where ``column`` is set (most rows skip the index)."""
-    return {"postgresql_where": sa.text(f"{column} IS NOT NULL"), "sqlite_where": sa.text(f"{column} IS NOT NULL")}
+    """Only rows where ``column`` is set (most rows skip the index)."""
+    return _where(f"{column} IS NOT NULL")
 
 
 def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
@@ -33,10 +38,9 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
         if table is not s.migrations:
             table.create(conn, checkfirst=True)
     ws = s.workflow_status
-    where: dict[str, Any] = {"postgresql_where": sa.text(_ACTIVE), "sqlite_where": sa.text(_ACTIVE)}
     indexes = [
         # recovery: this executor's PENDING workflows
-        sa.Index("ws_executor_status", ws.c.executor_id, ws.c.status, **where),
+        sa.Index("ws_executor_status", ws.c.executor_id, ws.c.status, **_where(_ACTIVE)),
         sa.Index("ws_created_at", ws.c.created_at, ws.c.workflow_uuid),  # list order: (created_at, id)
         sa.Index("ws_name_created", ws.c.name, ws.c.created_at),
         sa.Index("ws_user_created", ws.c.authenticated_user, ws.c.created_at, **_not_null("authenticated_user")),
@@ -48,8 +52,7 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             "ws_status_created",
             ws.c.status,
             ws.c.created_at,
-            postgresql_where=sa.text(f"NOT ({_ACTIVE})"),
-            sqlite_where=sa.text(f"NOT ({_ACTIVE})"),
+            **_where(f"NOT ({_ACTIVE})"),
         ),
         sa.Index("ws_parent", ws.c.parent_workflow_id, **_not_null("parent_workflow_id")),
         # rate limiter: starts of a queue within its window
@@ -62,24 +65,21 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             ws.c.queue_name,
             ws.c.priority,
             ws.c.created_at,
-            postgresql_where=sa.text("queue_name IS NOT NULL AND status = 'ENQUEUED'"),
-            sqlite_where=sa.text("queue_name IS NOT NULL AND status = 'ENQUEUED'"),
+            **_where("queue_name IS NOT NULL AND status = 'ENQUEUED'"),
         ),
         # Limits: what runs now, fleet-wide and per executor.
         sa.Index(
             "ws_queue_running",
             ws.c.queue_name,
             ws.c.executor_id,
-            postgresql_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
-            sqlite_where=sa.text("queue_name IS NOT NULL AND status = 'PENDING'"),
+            **_where("queue_name IS NOT NULL AND status = 'PENDING'"),
         ),
         # list_queued_workflows(): live queued rows in list order, any queue
         sa.Index(
             "ws_queued_created",
             ws.c.created_at,
             ws.c.workflow_uuid,
-            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
-            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            **_where(f"queue_name IS NOT NULL AND {_ACTIVE}"),
         ),
         # list_queued_workflows(queue_name=...): live rows of a queue in list order
         sa.Index(
@@ -87,22 +87,19 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
             ws.c.queue_name,
             ws.c.created_at,
             ws.c.workflow_uuid,
-            postgresql_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
-            sqlite_where=sa.text(f"queue_name IS NOT NULL AND {_ACTIVE}"),
+            **_where(f"queue_name IS NOT NULL AND {_ACTIVE}"),
         ),
         sa.Index(
             "ws_queue_dedup",
             ws.c.queue_name,
             ws.c.deduplication_id,
             unique=True,
-            postgresql_where=sa.text(f"deduplication_id IS NOT NULL AND {_ACTIVE}"),
-            sqlite_where=sa.text(f"deduplication_id IS NOT NULL AND {_ACTIVE}"),
+            **_where(f"deduplication_id IS NOT NULL AND {_ACTIVE}"),
         ),
         sa.Index(
             "ws_deadline",
             ws.c.deadline_ms,
-            postgresql_where=sa.text(f"deadline_ms IS NOT NULL AND {_ACTIVE}"),
-            sqlite_where=sa.text(f"deadline_ms IS NOT NULL AND {_ACTIVE}"),
+            **_where(f"deadline_ms IS NOT NULL AND {_ACTIVE}"),
         ),
         sa.Index(
             "notifications_dest_topic",

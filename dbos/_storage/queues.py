@@ -91,12 +91,12 @@ def claim(
     queue's workflows run here (the caller knows; no query needed)."""
     if not dialect.is_sqlite:
         conn.execute(sa.text(_ORDERED_PLAN))
-    if q.fleet_wide and not dialect.is_sqlite:
-        # Executors claiming the same queue take turns: each waits for the lock
-        # (a claim holds it for a few milliseconds) instead of retrying later.
-        # The bounded wait keeps a stuck holder from stalling this poller.
-        # A wait that times out raises (see ``lock_timed_out``), rolling the claim back.
-        conn.execute(_LOCK, {"k": _lock_key(q.name), "wait": _LOCK_WAIT})
+        if q.fleet_wide:
+            # Executors claiming the same queue take turns: each waits for the lock
+            # (a claim holds it for a few milliseconds) instead of retrying later.
+            # The bounded wait keeps a stuck holder from stalling this poller.
+            # A wait that times out raises (see ``lock_timed_out``), rolling the claim back.
+            conn.execute(_LOCK, {"k": _lock_key(q.name), "wait": _LOCK_WAIT})
     budget: Optional[int] = None
     retry_at: Optional[int] = None
     if q.limit is not None and q.period_sec is not None:

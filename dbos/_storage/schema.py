@@ -13,7 +13,9 @@ from sqlalchemy.dialects import postgresql
 
 system = sa.MetaData()
 
-STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
+LIVE = ("ENQUEUED", "PENDING")
+TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
+STATUSES = LIVE + TERMINAL
 
 
 def status_in(*values: str) -> sa.ColumnElement[bool]:

@@ -13,8 +13,6 @@ from dbos._storage.dialect import Dialect
 from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 
-TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
-
 
 @dataclass(frozen=True)
 class WorkflowRow:
