@@ -23,7 +23,6 @@ from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, replay
 from dbos._storage import messages, operations
-from dbos._storage.operations import StepRow
 from dbos._wakeups import local as keys
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
@@ -96,23 +95,9 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
         if recorded is not None:
             return
         message_id = f"{run.workflow_id}-{fid}"
-        if not dialect.is_sqlite:
-            if not messages.send_recorded(
-                rt.sys_db, run.workflow_id, fid, message_id, destination_id, topic_key, payload, now_ms()
-            ):
-                raise DBOSNonExistentWorkflowError(destination_id)
-            rt.wakeups.notify(keys.message(destination_id, topic_key))
-            return
-
-        def in_tx(conn: Any) -> bool:
-            stored = messages.send(conn, dialect, message_id, destination_id, topic_key, payload, now_ms())
-            if not stored and not messages.workflow_exists(conn, destination_id):
-                return False
-            step = StepRow(fid, "DBOS.send", None, None, None, now_ms(), now_ms())
-            operations.insert(conn, dialect, run.workflow_id, step)
-            return True
-
-        if not rt.sys_db.run(in_tx, tx=True):
+        if not messages.send_recorded(
+            rt.sys_db, run.workflow_id, fid, message_id, destination_id, topic_key, payload, now_ms()
+        ):
             raise DBOSNonExistentWorkflowError(destination_id)
     rt.wakeups.notify(keys.message(destination_id, topic_key))
 
@@ -129,24 +114,12 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
         _skip_deadline(run)
         return replay(recorded)
     end = _durable_deadline(rt, run, seconds)
-    dialect = rt.sys_db.dialect
     wid = run.workflow_id
-
-    def consume(conn: Any) -> Optional[bytes]:
-        payload = messages.consume(conn, dialect, wid, topic_key)
-        if payload is not None:
-            step = StepRow(fid, "DBOS.recv", payload, None, None, now_ms(), now_ms())
-            if not operations.insert(conn, dialect, wid, step):
-                raise messages.StepAlreadyRecorded  # roll back: the message stays queued
-        return payload
 
     with rt.wakeups.subscribe(keys.message(wid, topic_key), keys.cancelled(wid)) as waiter:
         while True:
             try:
-                if dialect.is_sqlite:
-                    payload = rt.sys_db.run(consume, tx=True)
-                else:
-                    payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, now_ms())
+                payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, now_ms())
             except messages.StepAlreadyRecorded:
                 # Another execution of this workflow recorded this recv first: its message wins.
                 existing = rt.sys_db.query(lambda c: operations.get(c, wid, fid))
@@ -174,17 +147,7 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     fid, recorded = lookup(run, "DBOS.setEvent")
     if recorded is not None:
         return
-    dialect = rt.sys_db.dialect
-    if dialect.is_sqlite:
-
-        def in_tx(conn: Any) -> None:
-            messages.set_event(conn, dialect, run.workflow_id, key, payload, now_ms())
-            step = StepRow(fid, "DBOS.setEvent", None, None, None, now_ms(), now_ms())
-            operations.insert(conn, dialect, run.workflow_id, step)
-
-        rt.sys_db.run(in_tx, tx=True)
-    else:
-        messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
+    messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
     rt.wakeups.notify(keys.event(run.workflow_id, key))
 
 

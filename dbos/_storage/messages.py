@@ -7,8 +7,10 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
+from dbos._storage import operations
 from dbos._storage.database import Database
 from dbos._storage.dialect import Dialect
+from dbos._storage.operations import StepRow
 from dbos._storage.schema import notifications as n
 from dbos._storage.schema import workflow_events as ev
 from dbos._storage.schema import workflow_status as ws
@@ -87,11 +89,11 @@ def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
     return conn.execute(sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == workflow_id)).first() is not None
 
 
-# -- PostgreSQL hot paths: one autocommit statement each ------------------------
+# -- a message or event and the step that records it, written together ------------
 #
-# A data-modifying CTE runs exactly once whether or not the outer query reads
-# it, and the whole statement commits or fails as one: the message and the step
-# that records it are written together in a single round trip.
+# On PostgreSQL one autocommit statement: a data-modifying CTE runs exactly once
+# whether or not the outer query reads it, and the whole statement commits or
+# fails as one. SQLite has no data-modifying CTEs: a transaction there.
 
 
 def _send_recorded_sql(db: Database) -> str:
@@ -112,8 +114,19 @@ def send_recorded(
     db: Database, workflow_id: str, function_id: int, message_id: str,
     destination: str, topic: str, message: bytes, now: int,
 ) -> bool:
-    """PostgreSQL: store a message and record the sending step in one statement.
-    False (nothing written) if the destination workflow does not exist."""
+    """Store a message and record the sending step together (on PostgreSQL one
+    statement, on SQLite one transaction). False (nothing written) if the
+    destination workflow does not exist."""
+    if db.dialect.is_sqlite:
+
+        def in_tx(conn: sa.Connection) -> bool:
+            stored = send(conn, db.dialect, message_id, destination, topic, message, now)
+            if not stored and not workflow_exists(conn, destination):
+                return False
+            operations.insert(conn, db.dialect, workflow_id, StepRow(function_id, "DBOS.send", None, None, None, now, now))
+            return True
+
+        return db.run(in_tx, tx=True)
     params = (destination, message_id, destination, topic, message, now, workflow_id, function_id, now, now)
     row = db.execute_raw(db.sql("messages.send_recorded", _send_recorded_sql), params)
     return row is not None and row[0] > 0
@@ -137,9 +150,21 @@ class StepAlreadyRecorded(Exception):
 
 
 def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: str, now: int) -> Optional[bytes]:
-    """PostgreSQL: delete the oldest message and record it as the recv step, in one
-    statement. None if there is no message. If the step is already recorded the
-    statement fails as a whole (the message stays) and StepAlreadyRecorded is raised."""
+    """Delete the oldest message and record it as the recv step, together (on
+    PostgreSQL one statement, on SQLite one transaction). None if there is no
+    message. If the step is already recorded nothing is consumed (the message
+    stays) and StepAlreadyRecorded is raised."""
+    if db.dialect.is_sqlite:
+
+        def in_tx(conn: sa.Connection) -> Optional[bytes]:
+            payload = consume(conn, db.dialect, workflow_id, topic)
+            if payload is not None:
+                step = StepRow(function_id, "DBOS.recv", payload, None, None, now, now)
+                if not operations.insert(conn, db.dialect, workflow_id, step):
+                    raise StepAlreadyRecorded  # rolls the transaction back
+            return payload
+
+        return db.run(in_tx, tx=True)
     params = (workflow_id, topic, workflow_id, function_id, now, now)
     try:
         row = db.execute_raw(db.sql("messages.consume_recorded", _consume_recorded_sql), params)
@@ -163,6 +188,15 @@ def _set_event_recorded_sql(db: Database) -> str:
 
 
 def set_event_recorded(db: Database, workflow_id: str, function_id: int, key: str, value: bytes, now: int) -> None:
-    """PostgreSQL: upsert an event and record the step in one statement."""
+    """Upsert an event and record the step together (on PostgreSQL one statement,
+    on SQLite one transaction)."""
+    if db.dialect.is_sqlite:
+
+        def in_tx(conn: sa.Connection) -> None:
+            set_event(conn, db.dialect, workflow_id, key, value, now)
+            operations.insert(conn, db.dialect, workflow_id, StepRow(function_id, "DBOS.setEvent", None, None, None, now, now))
+
+        db.run(in_tx, tx=True)
+        return
     params = (workflow_id, key, value, now, workflow_id, function_id, now, now)
     db.execute_raw(db.sql("messages.set_event_recorded", _set_event_recorded_sql), params)
