@@ -22,6 +22,12 @@ that runs an ``echo`` workflow looping on ``recv("ping")``. Figures, per mode:
   inside a workflow (its transaction), a recv that finds its message already
   stored (its deadline checkpoint + the consume transaction), and a raw redis-py
   PUBLISH to a pattern subscriber on another connection.
+- the raw wake: what a cross-process wake costs with no library at all, timed
+  like send -> recv (same 10 ms idle before each): one INSERT+COMMIT on the
+  floor's connection, one PUBLISH, a bare subscriber in another process.
+- the floor after the same 10 ms idle: an idle machine wakes slowly (CPU idle
+  states, the VM's scheduler), and every sample of a wake starts idle, while
+  the floor is measured back to back. This row shows how much of a wake that is.
 
 With polling only, each sender waits a random 0-1 s before sending, so the send
 falls at a random point of the receiver's 1 s polling cycle.
@@ -51,6 +57,8 @@ from dbos import DBOS, SetWorkflowID
 
 TARGET_X_FLOOR = 3.0
 FLOOR_SAMPLES = 1000  # before the runs, and again after them
+GAP = 0.01  # idle time before each send, so the receiver is waiting (a wake, not a find)
+IDLE_FLOOR_SAMPLES = 200  # the floor again, each insert after the same idle GAP
 CHILD_VMID = "bench-wakeups-child"
 PAYLOAD = b"\x80\x05K\x01."
 
@@ -161,6 +169,53 @@ def redis_hop(url: str, n: int) -> list[float]:
     return out
 
 
+def raw_wake_subscriber(url: str) -> int:
+    """``--raw-wake-sub``: a bare redis-py subscriber in its own process. Prints READY,
+    then, for each message (a ``time.time()`` stamp), the delay since that stamp."""
+    import redis
+
+    ps = redis.Redis.from_url(url).pubsub()
+    ps.subscribe("bench-wakeups-raw")
+    ps.get_message(timeout=2)
+    print("READY", flush=True)
+    while True:
+        m = ps.get_message(timeout=30)
+        if m is None or m["data"] == b"stop":
+            return 0
+        if m["type"] == "message":
+            print(time.time() - float(m["data"]), flush=True)
+
+
+def raw_wake(floor: "Floor", url: str, n: int, gap: float) -> list[float]:
+    """The least a cross-process wake can cost here, with no library at all: after the
+    same idle gap as the library's samples, one INSERT+COMMIT on the floor's connection,
+    then one PUBLISH, received by a bare subscriber in another process."""
+    import redis
+
+    sub = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--raw-wake-sub", url], stdout=subprocess.PIPE, text=True
+    )
+    pub = redis.Redis.from_url(url)
+    try:
+        assert sub.stdout is not None
+        if sub.stdout.readline().strip() != "READY":
+            raise RuntimeError("the raw subscriber did not start")
+        for _ in range(n):
+            time.sleep(gap)
+            floor.n += 1
+            stamp = time.time()
+            floor.conn.execute("INSERT INTO floor (k, n, v) VALUES (%s, %s, %s)", ("w", floor.n, PAYLOAD))
+            pub.publish("bench-wakeups-raw", repr(stamp))
+        pub.publish("bench-wakeups-raw", "stop")
+        out, _ = sub.communicate(timeout=60)
+        return [float(line) for line in out.split()]
+    finally:
+        pub.close()
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(30)
+
+
 # -- the child process ---------------------------------------------------------------
 
 
@@ -197,19 +252,27 @@ class Floor:
         self.n = 0
         self.samples: list[float] = []
 
-    def measure(self, count: int) -> None:
+        self.idle_samples: list[float] = []
+
+    def measure(self, count: int, idle: float = 0.0) -> None:
+        """``count`` inserts back to back, or (``idle`` > 0) each after sleeping ``idle``
+        seconds, as a waiter's work follows an idle wait (kept apart: not the floor)."""
+        into = self.idle_samples if idle else self.samples
         for _ in range(count):
+            if idle:
+                time.sleep(idle)
             self.n += 1
             t0 = time.perf_counter()
             self.conn.execute("INSERT INTO floor (k, n, v) VALUES (%s, %s, %s)", ("f", self.n, PAYLOAD))
-            self.samples.append(time.perf_counter() - t0)
+            into.append(time.perf_counter() - t0)
 
     def close(self) -> None:
         self.conn.close()
 
 
 def run_mode(
-    label: str, db_url: str, redis_url: Optional[str], sizes: dict[str, int], gap: float, jitter: float
+    label: str, db_url: str, redis_url: Optional[str], sizes: dict[str, int], gap: float, jitter: float,
+    floor: "Floor",
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
         "name": "bench-wakeups",
@@ -258,6 +321,7 @@ def run_mode(
         out["recv_find"] = handle.get_result()
         if redis_url:
             out["redis_hop"] = redis_hop(redis_url, 200)
+            out["raw_wake"] = raw_wake(floor, redis_url, 200, gap)
 
         # set_event -> get_event
         log(f"[{label}] set_event->get_event: {sizes['events']} samples")
@@ -301,16 +365,19 @@ def run_mode(
         DBOS.destroy()
 
 
-def summarize(results: list[dict[str, Any]], floor: list[float]) -> dict[str, Any]:
+def summarize(results: list[dict[str, Any]], floor: list[float], idle_floor: list[float]) -> dict[str, Any]:
     fl = statistics.median(floor)
     summary: dict[str, Any] = {
         "floor_ms": {"p50": fl * 1e3, "p99": pct(floor, 99) * 1e3, "mean": statistics.mean(floor) * 1e3,
                      "samples": len(floor)},
         "modes": {},
     }
+    if idle_floor:
+        summary["idle_floor_ms"] = {"p50": pct(idle_floor, 50) * 1e3, "p99": pct(idle_floor, 99) * 1e3,
+                                    "x_floor": pct(idle_floor, 50) / fl, "samples": len(idle_floor)}
     for r in results:
         m: dict[str, Any] = {}
-        for key in ("send_recv", "event", "result", "pingpong_rtt", "send_call", "recv_find", "redis_hop"):
+        for key in ("send_recv", "event", "result", "pingpong_rtt", "send_call", "recv_find", "redis_hop", "raw_wake"):
             if key not in r:
                 continue
             s = r[key]
@@ -329,7 +396,8 @@ def print_table(s: dict[str, Any]) -> None:
     names = {"send_recv": "send -> recv (one way)", "event": "set_event -> get_event",
              "result": "get_result after completion", "pingpong_rtt": "ping-pong round trip",
              "send_call": "· DBOS.send call (in a wf)", "recv_find": "· recv, message already there",
-             "redis_hop": "· raw Redis publish -> sub"}
+             "redis_hop": "· raw Redis publish -> sub",
+             "raw_wake": "· raw wake (no library)"}
     for mode, m in s["modes"].items():
         print(f"\n{mode}")
         print(f"  {'figure':<32}{'p50 ms':>10}{'p99 ms':>10}{'x floor':>10}{'n':>6}")
@@ -340,11 +408,19 @@ def print_table(s: dict[str, Any]) -> None:
             print(f"  {name:<32}{f['p50_ms']:>10.3f}{f['p99_ms']:>10.3f}{f['x_floor']:>10.2f}{f['samples']:>6}")
         print(f"  ping-pong rate: {m['pingpong_round_trips_per_s']:.1f} round trips/s "
               f"= {m['pingpong_messages_per_s']:.1f} messages/s")
+    idle = s.get("idle_floor_ms")
+    if idle is not None:
+        print(f"\nthe floor after the same {GAP * 1e3:.0f} ms idle as each send: p50 {idle['p50']:.3f} ms "
+              f"= {idle['x_floor']:.2f}x the floor (n={idle['samples']})")
     redis = s["modes"].get("redis")
     if redis is not None:
         x = redis["send_recv"]["x_floor"]
         verdict = "met" if x <= TARGET_X_FLOOR else "MISSED"
-        print(f"\ntarget: Redis send -> recv p50 <= {TARGET_X_FLOOR:.0f}x floor: {x:.2f}x ({verdict})")
+        print(f"target: Redis send -> recv p50 <= {TARGET_X_FLOOR:.0f}x floor: {x:.2f}x ({verdict})")
+        raw = redis.get("raw_wake")
+        if raw is not None:
+            print(f"  the raw wake (commit + publish -> another process, no library) is {raw['x_floor']:.2f}x; "
+                  f"send -> recv is {redis['send_recv']['p50_ms'] / raw['p50_ms']:.2f}x the raw wake")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -355,9 +431,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=200, help="ping-pongs for send->recv with Redis (2 samples each)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--raw-wake-sub", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child_main(json.loads(args.child))
+    if args.raw_wake_sub:
+        return raw_wake_subscriber(args.raw_wake_sub)
 
     base = args.pg_url.replace("postgresql+psycopg://", "postgresql://")
     name = f"bench_wakeups_{uuid.uuid4().hex[:10]}"
@@ -371,14 +450,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         floor.measure(FLOOR_SAMPLES)
         results = []
         redis_sizes = {"finds": 200, "warmup": 20, "rounds": args.rounds, "events": 100, "results": 100, "pingpong": 500}
-        results.append(run_mode("redis", db_url, args.redis_url, redis_sizes, gap=0.01, jitter=0.0))
+        results.append(run_mode("redis", db_url, args.redis_url, redis_sizes, gap=GAP, jitter=0.0, floor=floor))
+        floor.measure(IDLE_FLOOR_SAMPLES, idle=GAP)
         if not args.no_polling:
             # Random send times against the 1 s polling phase (a fixed gap phase-locks the two
             # pollers and makes the figure meaningless).
             polling_sizes = {"finds": 200, "warmup": 1, "rounds": 15, "events": 15, "results": 8, "pingpong": 6}
-            results.append(run_mode("polling", db_url, None, polling_sizes, gap=0.01, jitter=1.0))
+            results.append(run_mode("polling", db_url, None, polling_sizes, gap=GAP, jitter=1.0, floor=floor))
         floor.measure(FLOOR_SAMPLES)
-        summary = summarize(results, floor.samples)
+        summary = summarize(results, floor.samples, floor.idle_samples)
         print_table(summary)
         if args.json:
             with open(args.json, "w") as f:

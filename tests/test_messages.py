@@ -313,6 +313,87 @@ def test_recv_recorded_by_another_execution_leaves_the_message(launched: App, ba
     assert launched.messages(wid) == [(wid, "t")]  # "mine" is still there for the next recv
 
 
+# -- hand-off: a send to a waiting recv records the message as its step (PostgreSQL) ----
+
+
+def _waiting_receiver(app: App, prefix: str, timeout: float = 20) -> tuple[str, Any]:
+    """A workflow waiting in recv("t") (step 1; its deadline is step 2)."""
+
+    @DBOS.workflow()
+    def receiver() -> Any:
+        return DBOS.recv("t", timeout_seconds=timeout)
+
+    wid = _wid(prefix)
+    with SetWorkflowID(wid):
+        handle = DBOS.start_workflow(receiver)
+    _wait_for_steps(app, wid, ["DBOS.sleep"])
+    return wid, handle
+
+
+def test_a_send_to_a_waiting_recv_hands_the_message_over(launched: App, backend: Backend) -> None:
+    wid, handle = _waiting_receiver(launched, "handoff")
+    DBOS.send(wid, {"big": "x" * 100_000}, "t")  # larger than a wakeup carries: read back
+    assert handle.get_result() == {"big": "x" * 100_000}
+    assert launched.steps(wid) == ["DBOS.recv", "DBOS.sleep"]
+    assert launched.messages(wid) == []
+    if not backend.is_sqlite:
+        # Handed over, not queued: the sender wrote the recv step, so nothing was ever
+        # stored in notifications (whose seq would have advanced).
+        assert backend.scalar(f"SELECT count(*) FROM {backend.table('recv_waits')} WHERE workflow_uuid = :w",
+                              w=wid) == 0
+        assert backend.scalar(f"SELECT count(*) FROM {backend.table('notifications')}") == 0
+
+
+def test_a_queued_message_is_received_before_a_later_one_is_handed_over(launched: App, backend: Backend) -> None:
+    """FIFO: while an older message waits in the queue (here planted while the recv
+    waits, as a send racing the recv's own check would leave it), a new send queues
+    behind it instead of jumping ahead into the waiting recv."""
+    from dbos._execution.serialization import serialize
+
+    wid, handle = _waiting_receiver(launched, "fifo-handoff")
+    backend.execute(
+        f"INSERT INTO {backend.table('notifications')} (message_id, destination_uuid, topic, message, created_at)"
+        " VALUES (:m, :w, 't', :p, 0)",
+        m=str(uuid.uuid4()), w=wid, p=serialize("older", "a test message"),
+    )
+    DBOS.send(wid, "newer", "t")
+    assert handle.get_result() == "older"
+    assert launched.messages(wid) == [(wid, "t")]  # "newer" waits for the next recv
+
+
+def test_a_send_recorded_by_another_execution_delivers_nothing(launched: App, backend: Backend) -> None:
+    """Two executions of a sending workflow race on its send step: the one that
+    records it second must deliver nothing, neither handed over nor queued."""
+    wid, handle = _waiting_receiver(launched, "dup-send", timeout=2)
+    gate = threading.Event()
+
+    @DBOS.step()
+    def hold() -> None:
+        assert gate.wait(20)
+
+    @DBOS.workflow()
+    def sender(dest: str) -> str:
+        hold()
+        DBOS.send(dest, "duplicate", "t")
+        return "sent"
+
+    sid = _wid("dup-sender")
+    with SetWorkflowID(sid):
+        sent = DBOS.start_workflow(sender, wid)
+    _wait_for_steps(launched, sid, [])
+    eventually(lambda: backend.status(sid) == "PENDING", timeout=10, what="(sender running)")
+    # The other execution already recorded send (step 2) and delivered its message.
+    backend.execute(
+        f"INSERT INTO {backend.table('operation_outputs')} (workflow_uuid, function_id, function_name)"
+        " VALUES (:w, 2, 'DBOS.send')",
+        w=sid,
+    )
+    gate.set()
+    assert sent.get_result() == "sent"
+    assert handle.get_result() is None  # timed out: nothing arrived
+    assert launched.messages(wid) == []
+
+
 def test_many_concurrent_receivers_each_get_their_messages(launched: App) -> None:
     @DBOS.workflow()
     def receiver(n: int) -> list[Any]:

@@ -4,6 +4,9 @@
   ``<workflow_id>-<function_id>``: replay never stores it twice.
 - ``recv`` consumes the oldest message and records it as its step in one
   transaction: exactly-once delivery; a replayed recv returns the same message.
+  On PostgreSQL a recv that waits is registered, and a send finding it records
+  the message as the recv's step directly (a hand-off; see
+  ``_storage/messages.py``); the message rides along with the wakeup.
 - ``recv``/``get_event`` in a workflow record their deadline first (a
   ``DBOS.sleep`` step), so a recovered wait only waits what is left, and a
   timeout is recorded, so it replays as a timeout.
@@ -82,24 +85,40 @@ def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> b
 def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -> None:
     topic_key = _topic(topic)
     payload = serialize(message, "the message")
-    dialect = rt.sys_db.dialect
     run = durable_run(context.current())
     if run is None:
-        stored = rt.sys_db.run(
-            lambda c: messages.send(c, dialect, str(uuid.uuid4()), destination_id, topic_key, payload, now_ms())
-        )
-        if not stored:
-            raise DBOSNonExistentWorkflowError(destination_id)
+        sender, message_id = None, str(uuid.uuid4())
     else:
         fid, recorded = lookup(run, "DBOS.send")
         if recorded is not None:
             return
-        message_id = f"{run.workflow_id}-{fid}"
-        if not messages.send_recorded(
-            rt.sys_db, run.workflow_id, fid, message_id, destination_id, topic_key, payload, now_ms()
-        ):
-            raise DBOSNonExistentWorkflowError(destination_id)
-    rt.wakeups.notify(keys.message(destination_id, topic_key))
+        sender, message_id = (run.workflow_id, fid), f"{run.workflow_id}-{fid}"
+    sent = messages.send_message(rt.sys_db, sender, message_id, destination_id, topic_key, payload, now_ms())
+    if not sent.exists:
+        raise DBOSNonExistentWorkflowError(destination_id)
+    data = _handoff_hint(sent.handed_to, payload) if sent.handed_to is not None else b""
+    rt.wakeups.notify(keys.message(destination_id, topic_key), data=data)
+
+
+# A message handed to a waiting recv travels with its wakeup, so the receiver
+# returns it without reading the database: the recv step's function ID (8 bytes)
+# then the serialized message, for messages up to this size (larger ones: the
+# receiver reads its recorded step).
+_HANDOFF_HINT_MAX = 16 * 1024
+
+
+def _handoff_hint(function_id: int, payload: bytes) -> bytes:
+    if len(payload) > _HANDOFF_HINT_MAX:
+        return b""
+    return function_id.to_bytes(8, "big") + payload
+
+
+def _handed_off(waiter: Any, key: str, function_id: int) -> Optional[bytes]:
+    """The message a sender recorded as recv step ``function_id``, if a wakeup carried it."""
+    data = waiter.take(key)
+    if data is None or len(data) < 8 or int.from_bytes(data[:8], "big") != function_id:
+        return None
+    return bytes(data[8:])
 
 
 # -- recv ---------------------------------------------------------------------
@@ -113,15 +132,25 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
     if recorded is not None:
         _skip_deadline(run)
         return replay(recorded)
-    end = _durable_deadline(rt, run, seconds)
+    if rt.sys_db.dialect.is_sqlite:
+        end = _durable_deadline(rt, run, seconds)
+    else:
+        end = _recv_deadline(rt, run, fid, topic_key, seconds)
     wid = run.workflow_id
+    key = keys.message(wid, topic_key)
 
-    with rt.wakeups.subscribe(keys.message(wid, topic_key), keys.cancelled(wid)) as waiter:
+    with rt.wakeups.subscribe(key, keys.cancelled(wid)) as waiter:
         while True:
+            handed = _handed_off(waiter, key, fid)
+            if handed is not None:
+                return deserialize(handed, "the received message")
             try:
                 payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, now_ms())
-            except messages.StepAlreadyRecorded:
-                # Another execution of this workflow recorded this recv first: its message wins.
+            except messages.StepAlreadyRecorded as e:
+                # Another execution recorded this recv first, or a sender handed it a
+                # message: the recorded output wins.
+                if e.output is not None:
+                    return deserialize(e.output, "the received message")
                 existing = rt.sys_db.query(lambda c: operations.get(c, wid, fid))
                 assert existing is not None
                 return replay(existing)
@@ -129,6 +158,22 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
                 return deserialize(payload, "the received message")
             if not _wait(rt, waiter, run, end):
                 return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
+
+
+def _recv_deadline(rt: Runtime, run: WorkflowRun, recv_fid: int, topic: str, seconds: float) -> float:
+    """PostgreSQL: the recv's deadline (recorded or replayed, as ``_durable_deadline``),
+    and its wait registered in the same statement, so senders can hand it a message."""
+    dfid, recorded = lookup(run, "DBOS.sleep")
+    if recorded is not None:
+        messages.register_recv(rt.sys_db, run.workflow_id, topic, recv_fid, None, now_ms())
+        return float(replay(recorded))
+    end = time.time() + seconds
+    output = serialize(end, "the deadline")
+    if messages.register_recv(rt.sys_db, run.workflow_id, topic, recv_fid, (dfid, output), now_ms()):
+        return end
+    existing = rt.sys_db.query(lambda c: operations.get(c, run.workflow_id, dfid))
+    assert existing is not None
+    return float(replay(existing))
 
 
 def _skip_deadline(run: WorkflowRun) -> None:

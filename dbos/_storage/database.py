@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, cast
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -141,11 +141,14 @@ class Database:
         """Adapt hand-written SQL (``%s`` placeholders) to this driver's paramstyle."""
         return sql.replace("%s", "?") if self.dialect.is_sqlite else sql
 
-    def execute_raw(self, sql: str, params: Sequence[Any]) -> Optional[tuple[Any, ...]]:
+    def execute_raw(
+        self, sql: str, params: Union[Sequence[Any], Mapping[str, Any]]
+    ) -> Optional[tuple[Any, ...]]:
         """One autocommit statement with RETURNING, through the driver: the hot path.
 
         The statement is final SQL for this database (see ``raw_sql``) and
-        returns its first row, if any. Connections come from a small LIFO
+        returns its first row, if any; ``params`` are positional (``%s``) or, on
+        PostgreSQL only, named (``%(name)s``). Connections come from a small LIFO
         free list of driver connections kept apart from SQLAlchemy's pool (a
         checkout is a list pop), each with its cursor. A dropped connection is
         discarded and the statement retried; any other error is raised as is.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
 
@@ -94,66 +94,144 @@ def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
 # On PostgreSQL one autocommit statement: a data-modifying CTE runs exactly once
 # whether or not the outer query reads it, and the whole statement commits or
 # fails as one. SQLite has no data-modifying CTEs: a transaction there.
+#
+# Hand-off (PostgreSQL): a recv that waits first registers its step in
+# ``recv_waits`` (in the statement that records its deadline). A send to that
+# workflow and topic, when no older message is queued for it, records the
+# message as that recv step's output instead of queueing it: the receiver is
+# then done without a database round trip of its own once it learns the
+# message from the wakeup (or it finds the recorded step when it next looks).
+# Races resolve on the step's primary key: whoever records the recv step
+# first wins, and a send that loses queues its message as usual.
 
 
-def _send_recorded_sql(db: Database) -> str:
+class Sent(NamedTuple):
+    exists: bool  # the destination workflow exists (else nothing was written)
+    handed_to: Optional[int]  # the waiting recv step the message was recorded as, if any
+
+
+def _send_sql(db: Database, recorded: bool) -> str:
+    """Store (or hand off) a message; ``recorded``: a send from a workflow, also
+    recording its step, and delivering only if this execution recorded it."""
+    oo_, n_ = db.qualify("operation_outputs"), db.qualify("notifications")
+    gate = "o" if recorded else "d"
+    step = (
+        f" o AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, started_at, completed_at)"
+        " SELECT %(wid)s, %(fid)s, 'DBOS.send', %(now)s, %(now)s FROM d"
+        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1),"
+        if recorded else ""
+    )
     return (
-        f"WITH d AS (SELECT 1 FROM {db.qualify('workflow_status')} WHERE workflow_uuid = %s),"
-        f" m AS (INSERT INTO {db.qualify('notifications')}"
-        " (message_id, destination_uuid, topic, message, created_at)"
-        " SELECT %s, %s, %s, %s, %s FROM d ON CONFLICT (message_id) DO NOTHING),"
-        f" o AS (INSERT INTO {db.qualify('operation_outputs')}"
-        " (workflow_uuid, function_id, function_name, started_at, completed_at)"
-        " SELECT %s, %s, 'DBOS.send', %s, %s FROM d"
-        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING)"
-        " SELECT count(*) FROM d"
+        f"WITH d AS (SELECT 1 FROM {db.qualify('workflow_status')} WHERE workflow_uuid = %(dest)s),"
+        + step
+        + f" w AS (DELETE FROM {db.qualify('recv_waits')} WHERE workflow_uuid = %(dest)s AND topic = %(topic)s"
+        f" AND EXISTS (SELECT 1 FROM {gate})"
+        f" AND NOT EXISTS (SELECT 1 FROM {n_} WHERE destination_uuid = %(dest)s AND topic = %(topic)s)"
+        " RETURNING function_id),"
+        f" h AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
+        " SELECT %(dest)s, function_id, 'DBOS.recv', %(msg)s, %(now)s, %(now)s FROM w"
+        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING function_id),"
+        f" m AS (INSERT INTO {n_} (message_id, destination_uuid, topic, message, created_at)"
+        f" SELECT %(mid)s, %(dest)s, %(topic)s, %(msg)s, %(now)s FROM {gate}"
+        " WHERE NOT EXISTS (SELECT 1 FROM h) ON CONFLICT (message_id) DO NOTHING)"
+        " SELECT (SELECT count(*) FROM d), (SELECT function_id FROM h)"
     )
 
 
-def send_recorded(
-    db: Database, workflow_id: str, function_id: int, message_id: str,
+def send_message(
+    db: Database, sender: Optional[tuple[str, int]], message_id: str,
     destination: str, topic: str, message: bytes, now: int,
-) -> bool:
-    """Store a message and record the sending step together (on PostgreSQL one
-    statement, on SQLite one transaction). False (nothing written) if the
-    destination workflow does not exist."""
+) -> Sent:
+    """Deliver a message: handed to the destination's waiting recv, or queued.
+
+    ``sender`` is (workflow_id, function_id) for a send from a workflow: its step
+    is recorded in the same statement (transaction on SQLite), and a replayed
+    send delivers nothing twice. Nothing is written if the destination does not
+    exist. SQLite always queues.
+    """
     if db.dialect.is_sqlite:
 
         def in_tx(conn: sa.Connection) -> bool:
-            stored = send(conn, db.dialect, message_id, destination, topic, message, now)
-            if not stored and not workflow_exists(conn, destination):
+            if not workflow_exists(conn, destination):
                 return False
-            operations.insert(conn, db.dialect, workflow_id, StepRow(function_id, "DBOS.send", None, None, None, now, now))
+            if sender is not None:
+                step = StepRow(sender[1], "DBOS.send", None, None, None, now, now)
+                if not operations.insert(conn, db.dialect, sender[0], step):
+                    return True  # another execution recorded this send and delivered it
+            send(conn, db.dialect, message_id, destination, topic, message, now)
             return True
 
-        return db.run(in_tx, tx=True)
-    params = (destination, message_id, destination, topic, message, now, workflow_id, function_id, now, now)
-    row = db.execute_raw(db.sql("messages.send_recorded", _send_recorded_sql), params)
-    return row is not None and row[0] > 0
+        return Sent(db.run(in_tx, tx=True), None)
+    recorded = sender is not None
+    params = {
+        "dest": destination, "topic": topic, "msg": message, "mid": message_id, "now": now,
+        "wid": sender[0] if sender else None, "fid": sender[1] if sender else None,
+    }
+    sql = db.sql(f"messages.send.{int(recorded)}", lambda d: _send_sql(d, recorded))
+    row = db.execute_raw(sql, params)
+    assert row is not None
+    return Sent(row[0] > 0, row[1])
+
+
+def _recv_deadline_sql(db: Database) -> str:
+    return (
+        f"WITH w AS (INSERT INTO {db.qualify('recv_waits')} (workflow_uuid, topic, function_id)"
+        " VALUES (%(wid)s, %(topic)s, %(rfid)s) ON CONFLICT (workflow_uuid, topic)"
+        " DO UPDATE SET function_id = EXCLUDED.function_id)"
+        f" INSERT INTO {db.qualify('operation_outputs')}"
+        " (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
+        " SELECT %(wid)s, %(dfid)s, 'DBOS.sleep', %(end)s, %(now)s, %(now)s WHERE %(record)s"
+        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING function_id"
+    )
+
+
+def register_recv(
+    db: Database, workflow_id: str, topic: str, recv_fid: int, deadline: Optional[tuple[int, bytes]], now: int,
+) -> bool:
+    """PostgreSQL: register recv step ``recv_fid`` as waiting on ``topic`` and, given
+    ``deadline`` = (function_id, output), record its deadline step in the same
+    statement. False if the deadline step was already recorded (by another
+    execution); the wait is registered either way."""
+    dfid, end = deadline if deadline is not None else (0, b"")
+    params = {
+        "wid": workflow_id, "topic": topic, "rfid": recv_fid, "dfid": dfid, "end": end,
+        "now": now, "record": deadline is not None,
+    }
+    row = db.execute_raw(db.sql("messages.register_recv", _recv_deadline_sql), params)
+    return row is not None
 
 
 def _consume_recorded_sql(db: Database) -> str:
-    n_ = db.qualify("notifications")
+    n_, oo_ = db.qualify("notifications"), db.qualify("operation_outputs")
     return (
-        f"WITH m AS (DELETE FROM {n_} WHERE seq = (SELECT seq FROM {n_}"
-        " WHERE destination_uuid = %s AND topic = %s ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING message),"
-        f" o AS (INSERT INTO {db.qualify('operation_outputs')}"
-        " (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
-        " SELECT %s, %s, 'DBOS.recv', message, %s, %s FROM m)"
-        " SELECT message FROM m"
+        f"WITH r AS (SELECT output FROM {oo_} WHERE workflow_uuid = %(wid)s AND function_id = %(fid)s),"
+        f" m AS (DELETE FROM {n_} WHERE seq = (SELECT seq FROM {n_}"
+        " WHERE destination_uuid = %(wid)s AND topic = %(topic)s ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " AND NOT EXISTS (SELECT 1 FROM r) RETURNING message),"
+        f" o AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
+        " SELECT %(wid)s, %(fid)s, 'DBOS.recv', message, %(now)s, %(now)s FROM m),"
+        f" x AS (DELETE FROM {db.qualify('recv_waits')} WHERE workflow_uuid = %(wid)s AND topic = %(topic)s"
+        " AND function_id = %(fid)s AND EXISTS (SELECT 1 FROM m))"
+        " SELECT false, message FROM m UNION ALL SELECT true, output FROM r"
     )
 
 
 class StepAlreadyRecorded(Exception):
-    """The consuming step was recorded by another execution; nothing was consumed."""
+    """The consuming step was recorded by another execution (or a message was
+    handed to it); nothing was consumed. ``output`` is the recorded output when
+    the statement read it, else None (read it)."""
+
+    def __init__(self, output: Optional[bytes] = None) -> None:
+        super().__init__("the recv step is already recorded")
+        self.output = output
 
 
 def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: str, now: int) -> Optional[bytes]:
     """Delete the oldest message and record it as the recv step, together (on
     PostgreSQL one statement, on SQLite one transaction). None if there is no
-    message. If the step is already recorded nothing is consumed (the message
-    stays) and StepAlreadyRecorded is raised."""
+    message. If the step is already recorded (by another execution, or by a
+    sender that handed it a message) nothing is consumed (the message stays)
+    and StepAlreadyRecorded is raised."""
     if db.dialect.is_sqlite:
 
         def in_tx(conn: sa.Connection) -> Optional[bytes]:
@@ -165,14 +243,18 @@ def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: st
             return payload
 
         return db.run(in_tx, tx=True)
-    params = (workflow_id, topic, workflow_id, function_id, now, now)
+    params = {"wid": workflow_id, "fid": function_id, "topic": topic, "now": now}
     try:
         row = db.execute_raw(db.sql("messages.consume_recorded", _consume_recorded_sql), params)
     except Exception as e:
         if Dialect.is_unique_violation(e):
             raise StepAlreadyRecorded() from e
         raise
-    return bytes(row[0]) if row is not None else None
+    if row is None:
+        return None
+    if row[0]:
+        raise StepAlreadyRecorded(bytes(row[1]) if row[1] is not None else None)
+    return bytes(row[1])
 
 
 def _set_event_recorded_sql(db: Database) -> str:

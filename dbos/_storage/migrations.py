@@ -120,11 +120,16 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
         index.table.indexes.discard(index)  # type: ignore[union-attr]
 
 
+def _v2_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Messages handed straight to a waiting recv (``recv_waits``)."""
+    s.recv_waits.create(conn, checkfirst=True)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

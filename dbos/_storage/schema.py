@@ -103,6 +103,17 @@ notifications = sa.Table(
     sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
+# A workflow waiting in recv: which step (function_id) a message for this topic
+# may be handed to directly (PostgreSQL; see messages.py). A row outlives its
+# wait harmlessly: a hand-off to a step already recorded does not happen.
+recv_waits = sa.Table(
+    "recv_waits",
+    system,
+    sa.Column("workflow_uuid", sa.Text, primary_key=True),
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("function_id", sa.Integer, nullable=False),
+)
+
 workflow_events = sa.Table(
     "workflow_events",
     system,

@@ -33,18 +33,19 @@ class Hub:
         with self.local.subscribe(*keys) as waiter:
             yield waiter
 
-    def notify(self, key: str, *, remote: bool = True) -> None:
+    def notify(self, key: str, *, remote: bool = True, data: bytes = b"") -> None:
         """A change committed: wake local waiters now and (unless ``remote`` is
-        False: nobody elsewhere can act on it) other processes via Redis."""
-        self._dispatch(key)
+        False: nobody elsewhere can act on it) other processes via Redis.
+        ``data`` rides along to the waiters of ``key`` (see ``Waiter.take``)."""
+        self._dispatch(key, data)
         if remote and self.bridge is not None:
-            self.bridge.publish(key)
+            self.bridge.publish(key, data)
 
-    def _on_remote(self, key: str) -> None:
-        self._dispatch(key)
+    def _on_remote(self, key: str, data: bytes) -> None:
+        self._dispatch(key, data)
 
-    def _dispatch(self, key: str) -> None:
-        self.local.notify(key)
+    def _dispatch(self, key: str, data: bytes = b"") -> None:
+        self.local.notify(key, data)
         for prefix, fn in self._listeners:
             if key.startswith(prefix):
                 fn(key)

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 class Waiter:
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_data")
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._data: dict[str, bytes] = {}
 
     def wait(self, timeout: float) -> bool:
         """Block until woken or ``timeout`` seconds pass; True if woken."""
         return self._event.wait(timeout)
 
-    def wake(self) -> None:
+    def wake(self, key: Optional[str] = None, data: bytes = b"") -> None:
+        if key is not None and data:
+            self._data[key] = data  # the latest wins; it is a hint, the database decides
         self._event.set()
+
+    def take(self, key: str) -> Optional[bytes]:
+        """The data the last notify of ``key`` carried, once (None if none)."""
+        return self._data.pop(key, None)
 
     def clear(self) -> None:
         self._event.clear()
@@ -53,11 +60,11 @@ class LocalWakeups:
                         if not group:
                             del self._waiters[key]
 
-    def notify(self, key: str) -> None:
+    def notify(self, key: str, data: bytes = b"") -> None:
         with self._lock:
             group = list(self._waiters.get(key, ()))
         for waiter in group:
-            waiter.wake()
+            waiter.wake(key, data)
 
     def notify_all(self) -> None:
         """Wake every waiter (e.g. after hints may have been lost): each re-checks the database."""

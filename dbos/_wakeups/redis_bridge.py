@@ -30,7 +30,7 @@ class RedisBridge(Service):
         self,
         url: str,
         namespace: str,
-        on_hint: Callable[[str], None],
+        on_hint: Callable[[str, bytes], None],
         on_connect: Callable[[], None],
         logger: logging.Logger,
     ) -> None:
@@ -39,14 +39,14 @@ class RedisBridge(Service):
         self.namespace = namespace
         self._on_hint = on_hint
         self._on_connect = on_connect
-        self._outbox: "queue.SimpleQueue[Optional[str]]" = queue.SimpleQueue()
+        self._outbox: "queue.SimpleQueue[Optional[tuple[str, bytes]]]" = queue.SimpleQueue()
         self._publisher: Optional[threading.Thread] = None
         self._pub_down = False
         self.connected = threading.Event()
 
     # -- publishing ---------------------------------------------------------
-    def publish(self, key: str) -> None:
-        self._outbox.put(key)
+    def publish(self, key: str, data: bytes = b"") -> None:
+        self._outbox.put((key, data))
 
     def start(self) -> None:
         super().start()
@@ -64,10 +64,10 @@ class RedisBridge(Service):
         client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
         try:
             while True:
-                key = self._outbox.get()
-                if key is None:
+                hint = self._outbox.get()
+                if hint is None:
                     return
-                batch = [key]
+                batch = [hint]
                 while True:
                     try:
                         more = self._outbox.get_nowait()
@@ -81,14 +81,15 @@ class RedisBridge(Service):
         finally:
             client.close()
 
-    def _flush(self, client: "redis.Redis", keys: list[str]) -> None:
+    def _flush(self, client: "redis.Redis", hints: list[tuple[str, bytes]]) -> None:
         try:
-            if len(keys) == 1:
-                client.publish(self.namespace + keys[0], b"")
+            if len(hints) == 1:
+                key, data = hints[0]
+                client.publish(self.namespace + key, data)
             else:
                 pipe = client.pipeline(transaction=False)
-                for key in dict.fromkeys(keys):
-                    pipe.publish(self.namespace + key, b"")
+                for key, data in dict.fromkeys(hints):  # the same bare hint once
+                    pipe.publish(self.namespace + key, data)
                 pipe.execute()
             if self._pub_down:
                 self.logger.info("redis publishing restored")
@@ -119,8 +120,9 @@ class RedisBridge(Service):
                 message = pubsub.get_message(timeout=0.5)
                 if message is None or message.get("type") != "pmessage":
                     continue
-                channel = message["channel"]
-                self._on_hint((channel.decode() if isinstance(channel, bytes) else channel)[prefix:])
+                channel, data = message["channel"], message["data"]
+                key = (channel.decode() if isinstance(channel, bytes) else channel)[prefix:]
+                self._on_hint(key, data if isinstance(data, bytes) else data.encode())
         except redis.RedisError:
             self.connected.clear()
             self.interval_sec = min(max(self.interval_sec * 2, 0.2), _MAX_BACKOFF)
