@@ -430,30 +430,35 @@ def test_events_are_overwritten_latest_wins(launched: App, backend: Backend) -> 
 
 
 def test_get_event_waits_for_a_key_set_later_and_times_out(launched: App) -> None:
+    big = "x" * 100_000  # too large to ride along with the wakeup: read back
+
     @DBOS.workflow()
     def publisher() -> None:
         DBOS.recv("go", timeout_seconds=20)
         DBOS.set_event("late", "here")
+        DBOS.set_event("big", big)
 
     wid = _wid("later")
     with SetWorkflowID(wid):
         handle = DBOS.start_workflow(publisher)
     result: dict[str, Any] = {}
 
-    def getter() -> None:
+    def getter(key: str) -> None:
         start = time.monotonic()
-        result["value"] = DBOS.get_event(wid, "late", timeout_seconds=20)
-        result["elapsed"] = time.monotonic() - start
+        result[key] = DBOS.get_event(wid, key, timeout_seconds=20)
+        result[key + "-elapsed"] = time.monotonic() - start
 
-    thread = threading.Thread(target=getter)
-    thread.start()
-    time.sleep(0.3)  # the getter is now waiting
-    assert thread.is_alive()
+    threads = [threading.Thread(target=getter, args=(key,)) for key in ("late", "big")]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # the getters are now waiting
+    assert all(thread.is_alive() for thread in threads)
     DBOS.send(wid, "go", "go")
-    thread.join(20)
+    for thread in threads:
+        thread.join(20)
     handle.get_result()
-    assert result["value"] == "here"
-    assert 0.3 <= result["elapsed"] < 10
+    assert result["late"] == "here" and result["big"] == big
+    assert 0.3 <= result["late-elapsed"] < 10
 
     start = time.monotonic()
     assert DBOS.get_event(wid, "never", timeout_seconds=0.3) is None

@@ -104,11 +104,11 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
 # returns it without reading the database: the recv step's function ID (8 bytes)
 # then the serialized message, for messages up to this size (larger ones: the
 # receiver reads its recorded step).
-_HANDOFF_HINT_MAX = 16 * 1024
+_HINT_MAX = 16 * 1024
 
 
 def _handoff_hint(function_id: int, payload: bytes) -> bytes:
-    if len(payload) > _HANDOFF_HINT_MAX:
+    if len(payload) > _HINT_MAX:
         return b""
     return function_id.to_bytes(8, "big") + payload
 
@@ -193,7 +193,9 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     if recorded is not None:
         return
     messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
-    rt.wakeups.notify(keys.event(run.workflow_id, key))
+    # The value rides along: a waiting get_event returns it without reading it back.
+    data = payload if len(payload) <= _HINT_MAX else b""
+    rt.wakeups.notify(keys.event(run.workflow_id, key), data=data)
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
@@ -208,12 +210,13 @@ def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -
         end = _durable_deadline(rt, run, seconds)
     else:
         end = time.time() + seconds
-    watch = [keys.event(workflow_id, key)] + ([keys.cancelled(run.workflow_id)] if run is not None else [])
+    event_key = keys.event(workflow_id, key)
+    watch = [event_key] + ([keys.cancelled(run.workflow_id)] if run is not None else [])
     with rt.wakeups.subscribe(*watch) as waiter:
-        while True:
-            payload = rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
-            if payload is not None or not _wait(rt, waiter, run, end):
-                break
+        payload = rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
+        while payload is None and _wait(rt, waiter, run, end):
+            # A set_event committed after we subscribed carries its value (if small).
+            payload = waiter.take(event_key) or rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
     value = deserialize(payload, f"the value of event {key!r}") if payload is not None else None
     if run is not None and fid is not None:
         return record(rt, run, fid, "DBOS.getEvent", value, None, now_ms())

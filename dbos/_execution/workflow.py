@@ -253,7 +253,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
                 error = e
         status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
         write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms())
-        write()
+        recorded = write()
     except DBOSDatabaseUnavailableError as e:
         _defer_outcome(rt, wid, run.queue_name, local, result, error, write)
         raise DBOSDatabaseUnavailableError(
@@ -263,7 +263,34 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
     except BaseException as e:  # any other failure to record: the workflow stays PENDING for recovery
         _settle(rt, wid, run.queue_name, local, None, e)
         raise
-    _settle(rt, wid, run.queue_name, local, result, error)
+    hint = outcome_hint(status, output if error is None else data) if recorded else b""
+    _settle(rt, wid, run.queue_name, local, result, error, hint)
+
+
+# A recorded outcome rides along with its wakeup, so a waiter in another process
+# returns it without reading it back: one status byte, then the serialized output
+# (or error), for outcomes up to this size.
+_OUTCOME_HINT_MAX = 16 * 1024
+_HINT_STATUS = {"SUCCESS": b"S", "ERROR": b"E"}
+
+
+def outcome_hint(status: str, payload: Optional[bytes]) -> bytes:
+    code = _HINT_STATUS.get(status)
+    if code is None or payload is None or len(payload) > _OUTCOME_HINT_MAX:
+        return b""
+    return code + payload
+
+
+def _hinted_outcome(data: Optional[bytes]) -> Optional[tuple[str, Optional[bytes], Optional[bytes]]]:
+    """(status, output, error) from an outcome hint, or None."""
+    if not data:
+        return None
+    payload = bytes(data[1:])
+    if data[:1] == b"S":
+        return "SUCCESS", payload, None
+    if data[:1] == b"E":
+        return "ERROR", None, payload
+    return None
 
 
 def _settle(
@@ -273,8 +300,10 @@ def _settle(
     local: LocalExecution,
     result: Any,
     error: Optional[BaseException],
+    hint: bytes = b"",
 ) -> None:
-    """Complete the local future (once), release the execution and wake whoever waits for it."""
+    """Complete the local future (once), release the execution and wake whoever waits
+    for it (``hint``: the recorded outcome, for waiters elsewhere; see ``outcome_hint``)."""
     try:
         if not local.future.done():
             if error is not None:
@@ -283,7 +312,7 @@ def _settle(
                 local.future.set_result(result)
     finally:
         rt.release_local(wid)
-        rt.wakeups.notify(workflow_done(wid))
+        rt.wakeups.notify(workflow_done(wid), data=hint)
         if queue_name is not None:
             # Capacity freed: this executor's poller may claim more; other executors
             # only where the slot freed is one they share.
@@ -552,6 +581,7 @@ def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) 
     if caller is not None:
         watch.append(cancelled(caller.workflow_id))
         caller.check_cancelled()
+    done_key = watch[0]
     with rt.wakeups.subscribe(*watch) as waiter:
         while True:
             local = rt.local(workflow_id)
@@ -564,7 +594,10 @@ def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) 
                         return local.future.result()
                     except DBOSAwaitedWorkflowCancelledError:
                         pass  # cancelled here; the database says what it is now
-            found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
+            # An outcome recorded after we subscribed may have come with its wakeup.
+            found = _hinted_outcome(waiter.take(done_key))
+            if found is None:
+                found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
             if found is None:
                 raise DBOSNonExistentWorkflowError(workflow_id)
             status, output, error = found
