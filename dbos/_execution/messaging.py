@@ -27,6 +27,7 @@ from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, replay
 from dbos._storage import messages, operations
 from dbos._wakeups import local as keys
+from dbos._wakeups.hub import HINT_DATA_MAX
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
 _TOPIC_NONE = ""
@@ -102,13 +103,12 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
 
 # A message handed to a waiting recv travels with its wakeup, so the receiver
 # returns it without reading the database: the recv step's function ID (8 bytes)
-# then the serialized message, for messages up to this size (larger ones: the
-# receiver reads its recorded step).
-_HINT_MAX = 16 * 1024
+# then the serialized message, if it fits HINT_DATA_MAX (else the receiver
+# reads its recorded step).
 
 
 def _handoff_hint(function_id: int, payload: bytes) -> bytes:
-    if len(payload) > _HINT_MAX:
+    if 8 + len(payload) > HINT_DATA_MAX:
         return b""
     return function_id.to_bytes(8, "big") + payload
 
@@ -194,7 +194,7 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
         return
     messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
     # The value rides along: a waiting get_event returns it without reading it back.
-    data = payload if len(payload) <= _HINT_MAX else b""
+    data = payload if len(payload) <= HINT_DATA_MAX else b""
     rt.wakeups.notify(keys.event(run.workflow_id, key), data=data)
 
 

@@ -42,6 +42,7 @@ from dbos._storage.operations import StepRow
 from dbos._storage.schema import TERMINAL
 from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
+from dbos._wakeups.hub import HINT_DATA_MAX
 from dbos._wakeups.local import cancelled, queue_ready, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -269,14 +270,13 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
 
 # A recorded outcome rides along with its wakeup, so a waiter in another process
 # returns it without reading it back: one status byte, then the serialized output
-# (or error), for outcomes up to this size.
-_OUTCOME_HINT_MAX = 16 * 1024
+# (or error), if it fits HINT_DATA_MAX.
 _HINT_STATUS = {"SUCCESS": b"S", "ERROR": b"E"}
 
 
 def outcome_hint(status: str, payload: Optional[bytes]) -> bytes:
     code = _HINT_STATUS.get(status)
-    if code is None or payload is None or len(payload) > _OUTCOME_HINT_MAX:
+    if code is None or payload is None or 1 + len(payload) > HINT_DATA_MAX:
         return b""
     return code + payload
 

@@ -14,6 +14,11 @@ from typing import Callable, Iterator, Optional
 from dbos._wakeups.local import LocalWakeups, Waiter
 from dbos._wakeups.redis_bridge import RedisBridge
 
+# The most data a hint carries. Every process of the namespace receives every
+# remote hint (one pattern subscription each), so a hint's size is paid once per
+# executor: large values are read from the database by the waiter instead.
+HINT_DATA_MAX = 1024
+
 
 class Hub:
     def __init__(self) -> None:
