@@ -111,30 +111,37 @@ class Sent(NamedTuple):
 
 
 def _send_sql(db: Database, recorded: bool) -> str:
-    """Store (or hand off) a message; ``recorded``: a send from a workflow, also
-    recording its step, and delivering only if this execution recorded it."""
+    """Hand off or queue a message. ``recorded``: a send from a workflow, which also
+    records its step and delivers only if this execution recorded it. A send from
+    outside a workflow only queues: its message ID is what makes a retried
+    statement (after a lost connection) store it once, and a hand-off leaves no
+    message row for that ID to find."""
     oo_, n_ = db.qualify("operation_outputs"), db.qualify("notifications")
-    gate = "o" if recorded else "d"
-    step = (
-        f" o AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, started_at, completed_at)"
+    exists = f"WITH d AS (SELECT 1 FROM {db.qualify('workflow_status')} WHERE workflow_uuid = %(dest)s),"
+
+    def queue(source: str) -> str:
+        return (
+            f" m AS (INSERT INTO {n_} (message_id, destination_uuid, topic, message, created_at)"
+            f" SELECT %(mid)s, %(dest)s, %(topic)s, %(msg)s, %(now)s FROM {source}"
+            " ON CONFLICT (message_id) DO NOTHING)"
+        )
+
+    if not recorded:
+        return exists + queue("d") + " SELECT (SELECT count(*) FROM d), NULL::integer"
+    return (
+        exists
+        + f" o AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, started_at, completed_at)"
         " SELECT %(wid)s, %(fid)s, 'DBOS.send', %(now)s, %(now)s FROM d"
         " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING 1),"
-        if recorded else ""
-    )
-    return (
-        f"WITH d AS (SELECT 1 FROM {db.qualify('workflow_status')} WHERE workflow_uuid = %(dest)s),"
-        + step
-        + f" w AS (DELETE FROM {db.qualify('recv_waits')} WHERE workflow_uuid = %(dest)s AND topic = %(topic)s"
-        f" AND EXISTS (SELECT 1 FROM {gate})"
+        f" w AS (DELETE FROM {db.qualify('recv_waits')} WHERE workflow_uuid = %(dest)s AND topic = %(topic)s"
+        " AND EXISTS (SELECT 1 FROM o)"
         f" AND NOT EXISTS (SELECT 1 FROM {n_} WHERE destination_uuid = %(dest)s AND topic = %(topic)s)"
         " RETURNING function_id),"
         f" h AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
         " SELECT %(dest)s, function_id, 'DBOS.recv', %(msg)s, %(now)s, %(now)s FROM w"
         " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING function_id),"
-        f" m AS (INSERT INTO {n_} (message_id, destination_uuid, topic, message, created_at)"
-        f" SELECT %(mid)s, %(dest)s, %(topic)s, %(msg)s, %(now)s FROM {gate}"
-        " WHERE NOT EXISTS (SELECT 1 FROM h) ON CONFLICT (message_id) DO NOTHING)"
-        " SELECT (SELECT count(*) FROM d), (SELECT function_id FROM h)"
+        + queue("o WHERE NOT EXISTS (SELECT 1 FROM h)")
+        + " SELECT (SELECT count(*) FROM d), (SELECT function_id FROM h)"
     )
 
 
@@ -146,8 +153,9 @@ def send_message(
 
     ``sender`` is (workflow_id, function_id) for a send from a workflow: its step
     is recorded in the same statement (transaction on SQLite), and a replayed
-    send delivers nothing twice. Nothing is written if the destination does not
-    exist. SQLite always queues.
+    send delivers nothing twice. Only such a send can hand off, and only on
+    PostgreSQL; the others queue. Nothing is written if the destination does
+    not exist.
     """
     if db.dialect.is_sqlite:
 
@@ -163,10 +171,9 @@ def send_message(
 
         return Sent(db.run(in_tx, tx=True), None)
     recorded = sender is not None
-    params = {
-        "dest": destination, "topic": topic, "msg": message, "mid": message_id, "now": now,
-        "wid": sender[0] if sender else None, "fid": sender[1] if sender else None,
-    }
+    params: dict[str, Any] = {"dest": destination, "topic": topic, "msg": message, "mid": message_id, "now": now}
+    if sender is not None:
+        params.update(wid=sender[0], fid=sender[1])
     sql = db.sql(f"messages.send.{int(recorded)}", lambda d: _send_sql(d, recorded))
     row = db.execute_raw(sql, params)
     assert row is not None
