@@ -211,3 +211,43 @@ def test_wakeups_return_to_redis_speed_after_redis_restarts(
 
     DBOS.send(child.workflow_id, {"seq": 999, "sent": time.time(), "stop": True}, "ping")
     child.finish()
+
+
+def test_a_process_hears_waiter_hints_only_while_it_has_such_a_waiter(
+    harness: Harness, backend: Backend, redis_server: RedisServer,
+) -> None:
+    """Executors hear every queue and cancel hint, but a completion, message, event or
+    creation hint only while a waiter here wants that kind (and for a linger after),
+    so a fleet does not pay for every completion in every process."""
+    from dbos._api.instance import runtime
+
+    app = App(harness, backend, redis_server.url)
+    app.launch(polling_interval_sec=30)
+    rt = runtime()
+    bridge = rt.wakeups.bridge
+    assert bridge is not None
+    namespace = bridge.namespace
+    raw = redis.Redis.from_url(redis_server.url)
+
+    def heard_after(channel: str) -> bool:
+        before = bridge.hints_received
+        marker = f"{namespace}queue:marker-{uuid.uuid4().hex[:6]}"
+        raw.publish(namespace + channel, b"")
+        raw.publish(marker, b"")  # always heard: once it is, the first one was heard or not
+        eventually(lambda: bridge.hints_received > before, timeout=10, what="(the marker hint)")
+        time.sleep(0.05)
+        return bridge.hints_received - before == 2
+
+    assert heard_after("queue:q") and heard_after("cancel:w")
+    for kind in ("done:", "msg:", "event:", "created:"):
+        assert not heard_after(kind + "x"), f"{kind} heard with no waiter"
+
+    # A waiter on a completion: "done:" hints are heard (the subscription is confirmed
+    # before subscribe() returns, i.e. before the waiter reads the database) ...
+    with rt.wakeups.subscribe("done:some-workflow") as waiter:
+        assert heard_after("done:another-workflow")
+        raw.publish(namespace + "done:some-workflow", b"S\x80\x05K\x07.")
+        assert waiter.wait(10) and waiter.take("done:some-workflow") == b"S\x80\x05K\x07."
+    assert not heard_after("msg:x")  # ... and only that kind
+    # The wakeups still reach a waiter in another process: see the tests above and
+    # tests/test_messages.py::test_waits_across_two_processes (5 s polling, < 0.5 s wakes).

@@ -12,7 +12,9 @@ import logging
 from typing import Callable, Iterator, Optional
 
 from dbos._wakeups.local import LocalWakeups, Waiter
-from dbos._wakeups.redis_bridge import RedisBridge
+from dbos._wakeups.redis_bridge import ON_DEMAND, RedisBridge
+
+_ON_DEMAND = frozenset(ON_DEMAND)
 
 # The most data a hint carries. Every process of the namespace receives every
 # remote hint (one pattern subscription each), so a hint's size is paid once per
@@ -35,8 +37,18 @@ class Hub:
 
     @contextlib.contextmanager
     def subscribe(self, *keys: str) -> Iterator[Waiter]:
-        with self.local.subscribe(*keys) as waiter:
-            yield waiter
+        """A waiter for ``keys``. Subscribe before reading the database: hints of
+        the keys' kinds from other processes are heard from here on."""
+        bridge = self.bridge
+        kinds = {k[: k.find(":") + 1] for k in keys} & _ON_DEMAND if bridge is not None else set()
+        for kind in kinds:
+            bridge.want(kind)  # type: ignore[union-attr]
+        try:
+            with self.local.subscribe(*keys) as waiter:
+                yield waiter
+        finally:
+            for kind in kinds:
+                bridge.release(kind)  # type: ignore[union-attr]
 
     def notify(self, key: str, *, remote: bool = True, data: bytes = b"") -> None:
         """A change committed: wake local waiters now and (unless ``remote`` is

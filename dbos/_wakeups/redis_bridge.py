@@ -1,12 +1,19 @@
 """Redis pub/sub carrying wakeup hints between processes.
 
-One subscriber connection per process, pattern-subscribed to this database's
-namespace, multiplexes every waiter: a hint received is turned into a local
-notify. Publishes go through one publisher thread that pipelines whatever is
-pending, so the workflow thread never waits on Redis. When Redis is down,
-hints are dropped (waiters poll the database) and both sides reconnect with
-backoff, logging the state change once. After every (re)connect all local
-waiters are woken to re-check the database, since hints may have been lost.
+One subscriber connection per process multiplexes every waiter: a hint
+received is turned into a local notify. It is pattern-subscribed, per kind of
+hint, to this database's namespace: always to the kinds every executor acts on
+(``queue:``, ``cancel:``), and to the kinds only a waiter wants (``done:``,
+``created:``, ``msg:``, ``event:``) only while this process has such a waiter,
+plus a linger. An executor that waits for nothing then does not pay for every
+completion in the fleet. A waiter's kind is subscribed, and confirmed, before
+the waiter reads the database, so no hint it needs can slip past.
+
+Publishes go through one publisher thread that pipelines whatever is pending,
+so the workflow thread never waits on Redis. When Redis is down, hints are
+dropped (waiters poll the database) and both sides reconnect with backoff,
+logging the state change once. After every (re)connect all local waiters are
+woken to re-check the database, since hints may have been lost.
 """
 
 from __future__ import annotations
@@ -14,13 +21,18 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable, Optional
+import time
+from typing import Any, Callable, Optional
 
 import redis
 
 from dbos._services.base import Service
 
 _MAX_BACKOFF = 5.0
+ALWAYS = ("queue:", "cancel:")  # kinds of hint every process hears
+ON_DEMAND = ("done:", "created:", "msg:", "event:")  # kinds heard only while someone here waits
+_LINGER_SEC = 30.0  # an on-demand kind stays subscribed this long after its last waiter
+_CONFIRM_SEC = 1.0  # how long a waiter waits for its kind's subscription (then it polls)
 
 
 class RedisBridge(Service):
@@ -43,6 +55,14 @@ class RedisBridge(Service):
         self._publisher: Optional[threading.Thread] = None
         self._pub_down = False
         self.connected = threading.Event()
+        # On-demand kinds: waiters per kind, when the last one left, and (for the
+        # current connection) one event per kind subscribed or being subscribed.
+        self._lock = threading.Lock()
+        self._waiting: dict[str, int] = {}
+        self._idle_since: dict[str, float] = {}
+        self._subscribed: dict[str, threading.Event] = {}
+        self._pubsub: Any = None
+        self.hints_received = 0
 
     # -- publishing ---------------------------------------------------------
     def publish(self, key: str, data: bytes = b"") -> None:
@@ -99,38 +119,110 @@ class RedisBridge(Service):
                 self.logger.warning("redis publish failed, falling back to polling: %s", e)
                 self._pub_down = True
 
+    # -- interest ---------------------------------------------------------------
+    def want(self, kind: str) -> None:
+        """A waiter for hints of ``kind`` (one of ON_DEMAND) starts: subscribe to the
+        kind if it is not yet, and return once that is confirmed (or at once while
+        Redis is down, or after _CONFIRM_SEC: the waiter polls either way)."""
+        with self._lock:
+            self._waiting[kind] = self._waiting.get(kind, 0) + 1
+            confirmed = self._subscribed.get(kind)
+            if confirmed is None:
+                confirmed = self._subscribed[kind] = threading.Event()
+                if self._pubsub is not None:
+                    try:
+                        self._pubsub.psubscribe(self._pattern(kind))
+                    except redis.RedisError:
+                        pass  # the subscriber loop reconnects and subscribes it again
+        if not confirmed.is_set() and self.connected.is_set():
+            confirmed.wait(_CONFIRM_SEC)
+
+    def release(self, kind: str) -> None:
+        with self._lock:
+            left = self._waiting.get(kind, 1) - 1
+            self._waiting[kind] = left
+            if left == 0:
+                self._idle_since[kind] = time.monotonic()
+
+    def _pattern(self, kind: str) -> str:
+        return self.namespace + kind + "*"
+
+    def _expire_idle_kinds(self, pubsub: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [
+                kind for kind in self._subscribed
+                if self._waiting.get(kind, 0) == 0 and now - self._idle_since.get(kind, now) > _LINGER_SEC
+            ]
+            for kind in idle:
+                del self._subscribed[kind]
+                pubsub.punsubscribe(self._pattern(kind))
+
     # -- subscribing (the Service loop) --------------------------------------
     def run_once(self) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=2)
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        prefix = len(self.namespace)
         try:
-            pubsub.psubscribe(self.namespace + "*")
-            # Wait for the subscription to be confirmed before telling waiters we are live.
-            confirmed = pubsub.get_message(timeout=2.0)
-            if confirmed is None or confirmed.get("type") != "psubscribe":
-                raise redis.ConnectionError("no subscribe confirmation from redis")
+            with self._lock:
+                # Kinds wanted now (or lingering) are subscribed again on this connection.
+                now = time.monotonic()
+                for kind in list(self._subscribed):
+                    if self._waiting.get(kind, 0) == 0 and now - self._idle_since.get(kind, now) > _LINGER_SEC:
+                        del self._subscribed[kind]
+                for kind in self._subscribed:
+                    self._subscribed[kind].clear()
+                pubsub.psubscribe(*[self._pattern(k) for k in ALWAYS + tuple(self._subscribed)])
+                self._pubsub = pubsub
+            # Wait for the subscriptions every process needs before telling waiters we are live.
+            pending = {self._pattern(k) for k in ALWAYS}
+            deadline = time.monotonic() + 2.0
+            while pending:
+                message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is None:
+                    raise redis.ConnectionError("no subscribe confirmation from redis")
+                pending.discard(self._handle(message, prefix))
             self.interval_sec = 0.1
             if self._failing:  # run_once never returns while connected: log the recovery here
                 self.logger.info("redis subscription restored")
                 self._failing = False
             self.connected.set()
             self._on_connect()
-            prefix = len(self.namespace)
+            next_expiry = time.monotonic() + _LINGER_SEC / 6
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=0.5)
-                if message is None or message.get("type") != "pmessage":
-                    continue
-                channel, data = message["channel"], message["data"]
-                key = (channel.decode() if isinstance(channel, bytes) else channel)[prefix:]
-                self._on_hint(key, data if isinstance(data, bytes) else data.encode())
+                if message is not None:
+                    self._handle(message, prefix)
+                if time.monotonic() >= next_expiry:
+                    next_expiry = time.monotonic() + _LINGER_SEC / 6
+                    self._expire_idle_kinds(pubsub)
         except redis.RedisError:
             self.connected.clear()
             self.interval_sec = min(max(self.interval_sec * 2, 0.2), _MAX_BACKOFF)
             raise
         finally:
             self.connected.clear()
+            with self._lock:
+                self._pubsub = None
             try:
                 pubsub.close()
                 client.close()
             except Exception:
                 pass
+
+    def _handle(self, message: dict[str, Any], prefix: int) -> Optional[str]:
+        """Dispatch a hint, or note a confirmed subscription (returning its pattern)."""
+        kind = message.get("type")
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        if kind == "pmessage":
+            self.hints_received += 1
+            data = message["data"]
+            self._on_hint(channel[prefix:], data if isinstance(data, bytes) else data.encode())
+        elif kind == "psubscribe":
+            with self._lock:
+                confirmed = self._subscribed.get(channel[prefix:-1])
+            if confirmed is not None:
+                confirmed.set()
+            return str(channel)
+        return None
