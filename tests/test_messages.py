@@ -855,6 +855,32 @@ def test_waits_across_two_processes(launched: App, tmp_path: Path, children: lis
     assert child.finish() == finished
 
 
+def test_a_workflow_failing_in_another_process_wakes_get_result_with_its_error(
+    launched: App, tmp_path: Path, children: list[Child]
+) -> None:
+    """The recorded error reaches a waiter in another process (with Redis it rides
+    along with the wakeup: under 0.5 s with a 5 s polling interval)."""
+    use_redis = launched.use_redis
+    polling = 5.0 if use_redis else 0.2
+    if use_redis:
+        launched.launch(polling_interval_sec=polling)
+    wid = _wid("failing")
+    child = Child(launched, tmp_path, "echo", wid, polling_interval_sec=polling)
+    children.append(child)
+    child.start("start")
+    child.wait_ready()
+    _wait_status(launched, wid, "PENDING")
+    handle = DBOS.retrieve_workflow(wid)
+    DBOS.send(wid, {"seq": 0, "sent": time.time(), "delay": 0.5, "fail": "boom"}, "ping")
+    with pytest.raises(ValueError, match="boom"):
+        handle.get_result()
+    failed_at = time.time()
+    assert launched.backend.status(wid) == "ERROR"
+    ended = eventually(lambda: child.marks_of("ended"), timeout=30, what="(child saw the error)")
+    assert ended[0]["error"] == "ValueError"
+    assert failed_at - ended[0]["t"] < (0.5 if use_redis else polling + 1.0)
+
+
 @pytest.mark.slow
 def test_cancel_from_another_process_wakes_a_waiting_recv(
     launched: App, tmp_path: Path, children: list[Child]

@@ -82,6 +82,8 @@ def echo() -> Optional[float]:
             DBOS.send(message["reply_to"], {"seq": message["seq"], "sent": time.time()}, "pong")
         if message.get("stop"):
             return time.time()
+        if message.get("fail"):
+            raise ValueError(message["fail"])
 
 
 WORKFLOWS = {"consumer": consumer, "sleeper": sleeper, "echo": echo}
