@@ -16,9 +16,9 @@ from dbos._wakeups.redis_bridge import ON_DEMAND, RedisBridge
 
 _ON_DEMAND = frozenset(ON_DEMAND)
 
-# The most data a hint carries. Every process of the namespace receives every
-# remote hint (one pattern subscription each), so a hint's size is paid once per
-# executor: large values are read from the database by the waiter instead.
+# The most data a hint carries. Every process with a waiter of a kind receives
+# every hint of that kind in the fleet, so a hint's size is paid once per such
+# process: larger values are read from the database by the waiter instead.
 HINT_DATA_MAX = 1024
 
 

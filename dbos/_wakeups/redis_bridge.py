@@ -120,20 +120,24 @@ class RedisBridge(Service):
                 self._pub_down = True
 
     # -- interest ---------------------------------------------------------------
+    # Subscribing is done outside ``_lock``: a waiter must never wait on a
+    # connection attempt to a Redis that is down.
     def want(self, kind: str) -> None:
         """A waiter for hints of ``kind`` (one of ON_DEMAND) starts: subscribe to the
         kind if it is not yet, and return once that is confirmed (or at once while
         Redis is down, or after _CONFIRM_SEC: the waiter polls either way)."""
+        pubsub = None
         with self._lock:
             self._waiting[kind] = self._waiting.get(kind, 0) + 1
             confirmed = self._subscribed.get(kind)
             if confirmed is None:
                 confirmed = self._subscribed[kind] = threading.Event()
-                if self._pubsub is not None:
-                    try:
-                        self._pubsub.psubscribe(self._pattern(kind))
-                    except redis.RedisError:
-                        pass  # the subscriber loop reconnects and subscribes it again
+                pubsub = self._pubsub  # None while (re)connecting: run_once subscribes it then
+        if pubsub is not None:
+            try:
+                pubsub.psubscribe(self._pattern(kind))
+            except redis.RedisError:
+                pass  # the subscriber loop reconnects and subscribes it again
         if not confirmed.is_set() and self.connected.is_set():
             confirmed.wait(_CONFIRM_SEC)
 
@@ -147,16 +151,16 @@ class RedisBridge(Service):
     def _pattern(self, kind: str) -> str:
         return self.namespace + kind + "*"
 
-    def _expire_idle_kinds(self, pubsub: Any) -> None:
+    def _drop_idle_kinds(self) -> list[str]:
+        """Forget the kinds no waiter has wanted for _LINGER_SEC (call with ``_lock``)."""
         now = time.monotonic()
-        with self._lock:
-            idle = [
-                kind for kind in self._subscribed
-                if self._waiting.get(kind, 0) == 0 and now - self._idle_since.get(kind, now) > _LINGER_SEC
-            ]
-            for kind in idle:
-                del self._subscribed[kind]
-                pubsub.punsubscribe(self._pattern(kind))
+        idle = [
+            kind for kind in self._subscribed
+            if self._waiting.get(kind, 0) == 0 and now - self._idle_since.get(kind, now) > _LINGER_SEC
+        ]
+        for kind in idle:
+            del self._subscribed[kind]
+        return idle
 
     # -- subscribing (the Service loop) --------------------------------------
     def run_once(self) -> None:
@@ -164,16 +168,16 @@ class RedisBridge(Service):
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         prefix = len(self.namespace)
         try:
+            pubsub.psubscribe(*[self._pattern(k) for k in ALWAYS])  # connects
             with self._lock:
-                # Kinds wanted now (or lingering) are subscribed again on this connection.
-                now = time.monotonic()
-                for kind in list(self._subscribed):
-                    if self._waiting.get(kind, 0) == 0 and now - self._idle_since.get(kind, now) > _LINGER_SEC:
-                        del self._subscribed[kind]
-                for kind in self._subscribed:
-                    self._subscribed[kind].clear()
-                pubsub.psubscribe(*[self._pattern(k) for k in ALWAYS + tuple(self._subscribed)])
-                self._pubsub = pubsub
+                # The kinds wanted now (or lingering) are subscribed again on this connection.
+                self._drop_idle_kinds()
+                for confirmed in self._subscribed.values():
+                    confirmed.clear()
+                wanted = [self._pattern(k) for k in self._subscribed]
+                self._pubsub = pubsub  # from here on, want() subscribes new kinds itself
+            if wanted:
+                pubsub.psubscribe(*wanted)
             # Wait for the subscriptions every process needs before telling waiters we are live.
             pending = {self._pattern(k) for k in ALWAYS}
             deadline = time.monotonic() + 2.0
@@ -195,7 +199,10 @@ class RedisBridge(Service):
                     self._handle(message, prefix)
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + _LINGER_SEC / 6
-                    self._expire_idle_kinds(pubsub)
+                    with self._lock:  # held, so a want() of the kind now subscribes after this
+                        idle = self._drop_idle_kinds()
+                        if idle:
+                            pubsub.punsubscribe(*[self._pattern(k) for k in idle])
         except redis.RedisError:
             self.connected.clear()
             self.interval_sec = min(max(self.interval_sec * 2, 0.2), _MAX_BACKOFF)
