@@ -251,7 +251,6 @@ class Floor:
         self.conn.execute("CREATE TABLE floor (k text NOT NULL, n integer NOT NULL, v bytea, PRIMARY KEY (k, n))")
         self.n = 0
         self.samples: list[float] = []
-
         self.idle_samples: list[float] = []
 
     def measure(self, count: int, idle: float = 0.0) -> None:

@@ -249,5 +249,6 @@ def test_a_process_hears_waiter_hints_only_while_it_has_such_a_waiter(
         raw.publish(namespace + "done:some-workflow", b"S\x80\x05K\x07.")
         assert waiter.wait(10) and waiter.take("done:some-workflow") == b"S\x80\x05K\x07."
     assert not heard_after("msg:x")  # ... and only that kind
+    raw.close()
     # The wakeups still reach a waiter in another process: see the tests above and
     # tests/test_messages.py::test_waits_across_two_processes (5 s polling, < 0.5 s wakes).
