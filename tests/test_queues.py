@@ -36,6 +36,7 @@ PLAIN_Q = Queue("tq_plain", polling_interval_sec=0.1)
 PART_Q = Queue("tq_part", partition_queue=True, concurrency=1, polling_interval_sec=0.1)
 # Polled every 30 s: only a wakeup (enqueue, freed capacity) starts its work in time.
 SLOW_POLL_Q = Queue("tq_slow_poll", worker_concurrency=1, polling_interval_sec=30)
+GLOBAL_Q = Queue("tq_global", concurrency=2, polling_interval_sec=30)
 
 GATES = Gates()
 ORDER: list[Any] = []
@@ -176,6 +177,45 @@ def test_an_enqueue_wakes_the_poller_and_freed_capacity_starts_the_next(dbos: Ha
     handles = [SLOW_POLL_Q.enqueue(q4_record, i) for i in range(4)]  # worker_concurrency=1
     assert [h.get_result() for h in handles] == [0, 1, 2, 3]
     assert time.monotonic() - started < 5, "waited for a poll instead of a wakeup"
+
+
+def test_a_finish_on_a_globally_limited_queue_hands_its_slot_to_the_next(dbos: Harness, backend: Backend) -> None:
+    """On PostgreSQL a workflow of a queue with a global concurrency records its
+    outcome and claims the queue's next row in the same statement: the successor's
+    started_at is its predecessor's updated_at, on the same executor. The limit
+    holds throughout, and every workflow runs once, in order."""
+    time.sleep(0.2)  # the poller's first look (at launch) is over: the queue polls every 30 s
+    intervals: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    @DBOS.workflow()
+    def timed(i: int) -> int:
+        start = time.monotonic()
+        time.sleep(0.02)
+        with lock:
+            intervals.append((start, time.monotonic()))
+        return i
+
+    started = time.monotonic()
+    handles = [GLOBAL_Q.enqueue(timed, i) for i in range(12)]
+    assert [h.get_result() for h in handles] == list(range(12))
+    assert time.monotonic() - started < 10, "waited for a poll"
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak <= 2, "more than concurrency=2 ran at once"
+
+    sql = f"SELECT started_at, updated_at, executor_id FROM {backend.table('workflow_status')} WHERE workflow_uuid = :w"
+    rows = [backend.rows(sql, w=h.workflow_id)[0] for h in handles]
+    finished_at = {(int(r[1]), r[2]) for r in rows}
+    handed = sum(1 for r in rows if (int(r[0]), r[2]) in finished_at)
+    if backend.is_sqlite:
+        return  # claims there are the poller's, one transaction each
+    # The first two start from the enqueue's wakeup; each of the other ten starts in its
+    # predecessor's finishing statement (the same millisecond, the same executor).
+    assert handed == 10, f"{handed} of 10 successors were handed their slot"
 
 
 # -- priorities and FIFO ------------------------------------------------------------
@@ -440,6 +480,7 @@ def test_a_wakeup_that_arrives_during_a_claim_is_not_lost(monkeypatch: pytest.Mo
     """A workflow that finishes (or an enqueue) while the poller is claiming must make it
     claim again at once, not at the next polling interval (here 30 s)."""
     import logging
+    import types
 
     from dbos._execution.queues import QueueSpec
     from dbos._services import queue_poller
@@ -457,7 +498,8 @@ def test_a_wakeup_that_arrives_during_a_claim_is_not_lost(monkeypatch: pytest.Mo
         return ClaimResult([])
 
     monkeypatch.setattr(queue_poller, "claim_and_start", claim)
-    poller = queue_poller.QueuePoller(None, lambda: [spec], 16, logging.getLogger("test"))  # type: ignore[arg-type]
+    rt = types.SimpleNamespace(take_orphan_sweep=lambda: False)  # the claim is replaced: no database
+    poller = queue_poller.QueuePoller(rt, lambda: [spec], 16, logging.getLogger("test"))  # type: ignore[arg-type]
     poller.run_once()
     assert poller.next_delay() == 0.0, "the wakeup during the claim was dropped"
     poller.run_once()

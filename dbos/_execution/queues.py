@@ -121,10 +121,14 @@ def requeue_orphans(rt: Runtime) -> list[str]:
     run (a claim that committed while its connection was lost); return those queues.
 
     Called by the poller's own thread, between claims, so every row it claimed
-    and received is registered here by then.
+    and received is registered here by then; a finishing workflow handing its
+    slot on registers its claim inside ``rt.claim_gate``, which the sweep holds.
     """
-    running = rt.running_ids()
-    back = rt.sys_db.run(lambda c: queues.requeue_pending(c, rt.executor_id, now_ms(), except_ids=running), tx=True)
+    with rt.claim_gate.exclusive():  # no slot handover is between its claim and its registration
+        running = rt.running_ids()
+        back = rt.sys_db.run(
+            lambda c: queues.requeue_pending(c, rt.executor_id, now_ms(), except_ids=running), tx=True
+        )
     if back:
         rt.logger.warning("claimed workflows that never started here went back to queues %s", back)
     return back

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Coroutine, Optional, Protocol, TypeVar
+from typing import Any, Callable, Coroutine, Iterator, Optional, Protocol, TypeVar
 
 from dbos._config.settings import Settings
 from dbos._execution.registry import Registry
@@ -66,6 +67,46 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class ClaimGate:
+    """Claims made off the poller's thread (a finishing workflow handing its queue
+    slot on) against the poller's sweep of orphaned claims: a sweep must not see a
+    row claimed here before it is registered, or it would put it back on its queue
+    while it starts here. Handovers share the gate; a sweep holds it alone."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._sharing = 0
+        self._sweeping = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._sweeping:
+                self._cond.wait()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sharing -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._sweeping:
+                self._cond.wait()
+            self._sweeping = True  # no new handover starts from here on
+            while self._sharing:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sweeping = False
+                self._cond.notify_all()
+
+
 class Runtime:
     def __init__(
         self,
@@ -90,6 +131,19 @@ class Runtime:
         self._running: dict[str, LocalExecution] = {}
         self._deferred: list[Deferred] = []
         self._lock = threading.Lock()
+        # Queue claims: the poller opens them while it runs (a finishing workflow
+        # hands its slot on only then), and a handover whose outcome is unknown
+        # asks the poller to sweep for orphaned claims.
+        self.claims_open = False
+        self.claim_gate = ClaimGate()
+        self._sweep_requested = False
+
+    def request_orphan_sweep(self) -> None:
+        self._sweep_requested = True
+
+    def take_orphan_sweep(self) -> bool:
+        requested, self._sweep_requested = self._sweep_requested, False
+        return requested
 
     # -- workflows running in this process ---------------------------------
     def claim_local(self, workflow_id: str, queue_name: Optional[str] = None) -> tuple[LocalExecution, bool]:

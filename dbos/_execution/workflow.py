@@ -37,8 +37,9 @@ from dbos._execution.serialization import (
     serialize,
     serialize_error,
 )
-from dbos._storage import operations, workflows
+from dbos._storage import operations, queues, workflows
 from dbos._storage.operations import StepRow
+from dbos._storage.queues import QueueLimits
 from dbos._storage.schema import TERMINAL
 from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
@@ -254,7 +255,12 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
                 error = e
         status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
         write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms())
-        recorded = write()
+        limits = _slot_handover(rt, run.queue_name)
+        successors: list[tuple[WorkflowRow, LocalExecution, bool]] = []
+        if limits is None:
+            recorded = write()
+        else:
+            recorded, successors = _finish_and_hand_over(rt, wid, status, output, data, limits)
     except DBOSDatabaseUnavailableError as e:
         _defer_outcome(rt, wid, run.queue_name, local, result, error, write)
         raise DBOSDatabaseUnavailableError(
@@ -265,7 +271,52 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
         _settle(rt, wid, run.queue_name, local, None, e)
         raise
     hint = outcome_hint(status, output if error is None else data) if recorded else b""
-    _settle(rt, wid, run.queue_name, local, result, error, hint)
+    _settle(rt, wid, run.queue_name, local, result, error, hint, slot_handed_on=bool(successors))
+    for row, successor, fresh in successors:
+        launch(rt, row, successor, fresh=fresh)
+
+
+def _slot_handover(rt: Runtime, queue_name: Optional[str]) -> Optional[QueueLimits]:
+    """The limits of this workflow's queue if its finish hands the slot it frees to
+    the queue's next row (``queues.finish_and_claim``): PostgreSQL, a queue with a
+    global concurrency and neither partitions nor a rate limit, while this
+    executor claims work (its poller runs)."""
+    if queue_name is None or not rt.claims_open or rt.sys_db.dialect.is_sqlite:
+        return None
+    spec = rt.registry.queues.get(queue_name)
+    if spec is None or spec.concurrency is None or spec.partition_queue or spec.limit is not None:
+        return None
+    limits: QueueLimits = spec.limits(rt.settings.default_worker_concurrency)
+    return limits
+
+
+def _finish_and_hand_over(
+    rt: Runtime, wid: str, status: str, output: Optional[bytes], error: Optional[bytes], limits: QueueLimits
+) -> tuple[bool, list[tuple[WorkflowRow, LocalExecution, bool]]]:
+    """Record the outcome and claim the next row into the freed slot, in one
+    statement; register what was claimed. Returns (recorded, what to launch).
+
+    On a fleet-wide limited queue a completion otherwise frees a slot that every
+    executor then competes for, one at a time, under the queue's lock. If the
+    statement's outcome is unknown (an error, or a retry that found the outcome
+    already recorded) its claim may have committed unseen: the poller sweeps.
+    """
+    successors: list[tuple[WorkflowRow, LocalExecution, bool]] = []
+    try:
+        with rt.claim_gate.shared():  # the poller's orphan sweep waits for the registration
+            recorded, claim = queues.finish_and_claim(
+                rt.sys_db, wid, status, output, error, now_ms(), limits, rt.executor_id, rt.app_version
+            )
+            for row in claim.rows:
+                successor, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
+                if is_new:
+                    successors.append((row, successor, row.workflow_uuid in claim.fresh))
+    except BaseException:
+        rt.request_orphan_sweep()
+        raise
+    if not recorded:
+        rt.request_orphan_sweep()
+    return recorded, successors
 
 
 # A recorded outcome rides along with its wakeup, so a waiter in another process
@@ -301,9 +352,12 @@ def _settle(
     result: Any,
     error: Optional[BaseException],
     hint: bytes = b"",
+    *,
+    slot_handed_on: bool = False,
 ) -> None:
     """Complete the local future (once), release the execution and wake whoever waits
-    for it (``hint``: the recorded outcome, for waiters elsewhere; see ``outcome_hint``)."""
+    for it (``hint``: the recorded outcome, for waiters elsewhere; see ``outcome_hint``).
+    A queue slot handed on to the next row frees no capacity: no queue wakeup then."""
     try:
         if not local.future.done():
             if error is not None:
@@ -313,7 +367,7 @@ def _settle(
     finally:
         rt.release_local(wid)
         rt.wakeups.notify(workflow_done(wid), data=hint)
-        if queue_name is not None:
+        if queue_name is not None and not slot_handed_on:
             # Capacity freed: this executor's poller may claim more; other executors
             # only where the slot freed is one they share.
             spec = rt.registry.queues.get(queue_name)

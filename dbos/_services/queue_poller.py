@@ -40,11 +40,20 @@ class QueuePoller(Service):
         self._woken: set[str] = set()  # queues woken since their poll began
         self._delay = 0.0
 
+    def start(self) -> None:
+        self.rt.claims_open = True
+        super().start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.rt.claims_open = False
+        super().stop(timeout)
+
     def run_once(self) -> None:
-        if self._failing:
-            # The last tick failed (typically the database went away). A claim may
-            # have committed without its rows reaching us: they are PENDING under
-            # this executor but run nowhere. Put them back before claiming again.
+        if self.rt.take_orphan_sweep() or self._failing:
+            # The last tick failed (typically the database went away), or a slot
+            # handover's outcome is unknown. A claim may have committed without its
+            # rows reaching us: they are PENDING under this executor but run
+            # nowhere. Put them back before claiming again.
             self._requeue_orphans()
         now = time.monotonic()
         next_due = now + 3600.0

@@ -292,6 +292,58 @@ def claim_pipelined(
     return ClaimResult(rows, frozenset(fresh))
 
 
+@functools.cache
+def _transfer_claim_stmt() -> Any:
+    """The claim of ``finish_and_claim``: one row, only if the finish (CTE ``f``) happened."""
+    pick = _pick(False, capped=True).where(sa.text("EXISTS (SELECT 1 FROM f)"))
+    sub = POSTGRES.lock_for_claim(pick).subquery("picked")
+    return (
+        sa.update(ws)
+        .where(ws.c.workflow_uuid == sub.c.workflow_uuid)
+        .values(**_CLAIM_VALUES)
+        .returning(*_COLUMNS, sub.c.old_started, sub.c.old_forked)
+    )
+
+
+def finish_and_claim(
+    db: Database, workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes], now: int,
+    q: QueueLimits, executor_id: str, app_version: str,
+) -> tuple[bool, ClaimResult]:
+    """PostgreSQL, a queue with a global concurrency and neither partitions nor a
+    rate limit: record a PENDING workflow's outcome and, in the same statement,
+    claim the queue's next row for this executor into the slot it frees.
+
+    A slot handed over is exact without the queue's lock: the finish and the
+    claim commit together, so every count of what runs fleet-wide, taken before
+    or after, is the same, and the worker count here is unchanged too. The
+    statement's count still sees the finishing row as running, so ``cap`` is
+    one more than the limit: nothing is claimed while the queue is over its
+    limit (e.g. lowered by a deploy). Returns (the outcome was recorded, the
+    claim); nothing is claimed unless the outcome was recorded.
+    """
+    claim_sql, defaults = db.compiled("queues.transfer_claim", _transfer_claim_stmt())
+    sql = db.sql("queues.finish_and_claim", lambda d: (
+        f"WITH f AS (UPDATE {d.qualify('workflow_status')} SET status = %(fstatus)s, output = %(foutput)s,"
+        " error = %(ferror)s, updated_at = %(now)s WHERE workflow_uuid = %(wid)s AND status = 'PENDING'"
+        " RETURNING 1),"
+        f" c AS ({claim_sql})"
+        " SELECT (SELECT count(*) FROM f), c.* FROM (SELECT 1) AS one LEFT JOIN c ON true"
+    ))
+    assert q.concurrency is not None
+    params = {
+        **defaults, "queue": q.name, "version": app_version, "n": 1, "cap": q.concurrency + 1,
+        "executor": executor_id, "now": now, "wid": workflow_id, "fstatus": status, "foutput": output,
+        "ferror": error,
+    }
+    r = db.pipelined_transaction([(_ORDERED_PLAN, None), (sql, params)])[0]
+    if r[1] is None:
+        return r[0] > 0, ClaimResult([])
+    width = len(_COLUMNS)
+    row = WorkflowRow(*r[1:1 + width])
+    fresh = frozenset([row.workflow_uuid]) if r[1 + width] is None and r[2 + width] is None else frozenset()
+    return r[0] > 0, ClaimResult([row], fresh)
+
+
 def requeue_pending(
     conn: sa.Connection,
     executor_id: str,
