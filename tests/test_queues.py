@@ -217,6 +217,18 @@ def test_a_finish_on_a_globally_limited_queue_hands_its_slot_to_the_next(dbos: H
     # predecessor's finishing statement (the same millisecond, the same executor).
     assert handed == 10, f"{handed} of 10 successors were handed their slot"
 
+    # A row pinned to another app version is next: a finish does not take it (nor
+    # skip it for a later row); the slot goes back to the queue, where only an
+    # executor of that version will claim it.
+    gate, held = hold_slot(GLOBAL_Q)
+    with SetEnqueueOptions(app_version="other"):
+        pinned = GLOBAL_Q.enqueue(q4_record, "pinned")
+    mine = [GLOBAL_Q.enqueue(q4_record, f"mine-{i}") for i in range(3)]
+    GATES.release(gate)
+    assert held.get_result() == gate
+    assert [h.get_result() for h in mine] == ["mine-0", "mine-1", "mine-2"]
+    assert pinned.get_status().status == "ENQUEUED" and "pinned" not in ORDER
+
 
 # -- priorities and FIFO ------------------------------------------------------------
 

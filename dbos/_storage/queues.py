@@ -155,9 +155,11 @@ def _running(conn: sa.Connection, q: QueueLimits, key: Optional[str], executor_i
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def _pick(partitioned: bool, capped: bool = False) -> sa.Select[Any]:
+def _pick(partitioned: bool, capped: bool = False, any_version: bool = False) -> sa.Select[Any]:
     """The rows to claim. ``capped``: at most ``cap`` minus what runs fleet-wide now
-    (counted in the same statement, after the queue's lock was taken)."""
+    (counted in the same statement, after the queue's lock was taken).
+    ``any_version``: the next rows whatever their app version (with it, as
+    ``version``); the caller claims only those it may run."""
     limit: Any = sa.bindparam("n", type_=sa.Integer)
     if capped:
         running = (
@@ -167,16 +169,15 @@ def _pick(partitioned: bool, capped: bool = False) -> sa.Select[Any]:
             .scalar_subquery()
         )
         limit = sa.func.greatest(0, sa.func.least(limit, sa.bindparam("cap", type_=sa.Integer) - running))
-    pick = (
-        sa.select(ws.c.workflow_uuid, ws.c.started_at.label("old_started"), ws.c.forked_from.label("old_forked"))
-        .where(
-            ws.c.queue_name == sa.bindparam("queue"),
-            status_in("ENQUEUED"),
-            sa.or_(ws.c.application_version == sa.bindparam("version"), ws.c.application_version.is_(None)),
+    columns = [ws.c.workflow_uuid, ws.c.started_at.label("old_started"), ws.c.forked_from.label("old_forked")]
+    conditions = [ws.c.queue_name == sa.bindparam("queue"), status_in("ENQUEUED")]
+    if any_version:
+        columns.append(ws.c.application_version.label("version"))
+    else:
+        conditions.append(
+            sa.or_(ws.c.application_version == sa.bindparam("version"), ws.c.application_version.is_(None))
         )
-        .order_by(ws.c.priority, ws.c.created_at)
-        .limit(limit)
-    )
+    pick = sa.select(*columns).where(*conditions).order_by(ws.c.priority, ws.c.created_at).limit(limit)
     if partitioned:
         pick = pick.where(ws.c.queue_partition_key == sa.bindparam("key"))
     return pick
@@ -294,12 +295,16 @@ def claim_pipelined(
 
 @functools.cache
 def _transfer_claim_stmt() -> Any:
-    """The claim of ``finish_and_claim``: one row, only if the finish (CTE ``f``) happened."""
-    pick = _pick(False, capped=True).where(sa.text("EXISTS (SELECT 1 FROM f)"))
+    """The claim of ``finish_and_claim``: the queue's next row, if this executor's app
+    version may run it, and only if the finish (CTE ``f``) happened."""
+    pick = _pick(False, capped=True, any_version=True).where(sa.text("EXISTS (SELECT 1 FROM f)"))
     sub = POSTGRES.lock_for_claim(pick).subquery("picked")
     return (
         sa.update(ws)
-        .where(ws.c.workflow_uuid == sub.c.workflow_uuid)
+        .where(
+            ws.c.workflow_uuid == sub.c.workflow_uuid,
+            sa.or_(sub.c.version == sa.bindparam("version"), sub.c.version.is_(None)),
+        )
         .values(**_CLAIM_VALUES)
         .returning(*_COLUMNS, sub.c.old_started, sub.c.old_forked)
     )
@@ -318,8 +323,12 @@ def finish_and_claim(
     or after, is the same, and the worker count here is unchanged too. The
     statement's count still sees the finishing row as running, so ``cap`` is
     one more than the limit: nothing is claimed while the queue is over its
-    limit (e.g. lowered by a deploy). Returns (the outcome was recorded, the
-    claim); nothing is claimed unless the outcome was recorded.
+    limit (e.g. lowered by a deploy). The next row in claim order is taken only
+    if this executor's version may run it: a row pinned to another version is
+    left for the executors of that version, which the freed slot then wakes,
+    so a backlog of one version cannot keep the slots from another. Returns
+    (the outcome was recorded, the claim); nothing is claimed unless the
+    outcome was recorded.
     """
     claim_sql, defaults = db.compiled("queues.transfer_claim", _transfer_claim_stmt())
     sql = db.sql("queues.finish_and_claim", lambda d: (
