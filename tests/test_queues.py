@@ -179,11 +179,11 @@ def test_an_enqueue_wakes_the_poller_and_freed_capacity_starts_the_next(dbos: Ha
     assert time.monotonic() - started < 5, "waited for a poll instead of a wakeup"
 
 
-def test_a_finish_hands_its_slot_to_the_queues_next_row(dbos: Harness, backend: Backend) -> None:
-    """On PostgreSQL a queued workflow (no partitions, no rate limit) records its
+def test_a_finish_on_a_globally_limited_queue_hands_its_slot_to_the_next(dbos: Harness, backend: Backend) -> None:
+    """On PostgreSQL a workflow of a queue with a global concurrency records its
     outcome and claims the queue's next row in the same statement: the successor's
-    started_at is its predecessor's updated_at, on the same executor. A global
-    limit holds throughout, and every workflow runs once, in order."""
+    started_at is its predecessor's updated_at, on the same executor. The limit
+    holds throughout, and every workflow runs once, in order."""
     time.sleep(0.2)  # the poller's first look (at launch) is over: the queue polls every 30 s
     intervals: list[tuple[float, float]] = []
     lock = threading.Lock()
@@ -216,14 +216,6 @@ def test_a_finish_hands_its_slot_to_the_queues_next_row(dbos: Harness, backend: 
     # The first two start from the enqueue's wakeup; each of the other ten starts in its
     # predecessor's finishing statement (the same millisecond, the same executor).
     assert handed == 10, f"{handed} of 10 successors were handed their slot"
-
-    # The same on a queue limited only per worker (worker_concurrency=1).
-    serial = [SLOW_POLL_Q.enqueue(timed, i) for i in range(6)]
-    assert [h.get_result() for h in serial] == list(range(6))
-    rows = [backend.rows(sql, w=h.workflow_id)[0] for h in serial]
-    finished_at = {(int(r[1]), r[2]) for r in rows}
-    handed = sum(1 for r in rows if (int(r[0]), r[2]) in finished_at)
-    assert handed == 5, f"{handed} of 5 successors were handed their slot (worker limit only)"
 
     # A row pinned to another app version is next: a finish does not take it (nor
     # skip it for a later row); the slot goes back to the queue, where only an

@@ -278,13 +278,13 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
 
 def _slot_handover(rt: Runtime, queue_name: Optional[str]) -> Optional[QueueLimits]:
     """The limits of this workflow's queue if its finish hands the slot it frees to
-    the queue's next row (``queues.finish_and_claim``): PostgreSQL, a queue
-    without partitions or a rate limit, while this executor claims work (its
-    poller runs)."""
+    the queue's next row (``queues.finish_and_claim``): PostgreSQL, a queue with a
+    global concurrency and neither partitions nor a rate limit, while this
+    executor claims work (its poller runs)."""
     if queue_name is None or not rt.claims_open or rt.sys_db.dialect.is_sqlite:
         return None
     spec = rt.registry.queues.get(queue_name)
-    if spec is None or spec.partition_queue or spec.limit is not None:
+    if spec is None or spec.concurrency is None or spec.partition_queue or spec.limit is not None:
         return None
     limits: QueueLimits = spec.limits(rt.settings.default_worker_concurrency)
     return limits
@@ -296,9 +296,8 @@ def _finish_and_hand_over(
     """Record the outcome and claim the next row into the freed slot, in one
     statement; register what was claimed. Returns (recorded, what to launch).
 
-    Otherwise a completion frees a slot that the poller must notice and claim
-    again (on a fleet-wide limited queue: every executor, one at a time, under
-    the queue's lock), one more transaction per workflow. If the
+    On a fleet-wide limited queue a completion otherwise frees a slot that every
+    executor then competes for, one at a time, under the queue's lock. If the
     statement's outcome is unknown (an error, or a retry that found the outcome
     already recorded) its claim may have committed unseen: the poller sweeps.
     """

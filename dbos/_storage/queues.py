@@ -294,10 +294,10 @@ def claim_pipelined(
 
 
 @functools.cache
-def _transfer_claim_stmt(capped: bool) -> Any:
+def _transfer_claim_stmt() -> Any:
     """The claim of ``finish_and_claim``: the queue's next row, if this executor's app
     version may run it, and only if the finish (CTE ``f``) happened."""
-    pick = _pick(False, capped=capped, any_version=True).where(sa.text("EXISTS (SELECT 1 FROM f)"))
+    pick = _pick(False, capped=True, any_version=True).where(sa.text("EXISTS (SELECT 1 FROM f)"))
     sub = POSTGRES.lock_for_claim(pick).subquery("picked")
     return (
         sa.update(ws)
@@ -314,34 +314,33 @@ def finish_and_claim(
     db: Database, workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes], now: int,
     q: QueueLimits, executor_id: str, app_version: str,
 ) -> tuple[bool, ClaimResult]:
-    """PostgreSQL, a queue without partitions or a rate limit: record a PENDING
-    workflow's outcome and, in the same statement, claim the queue's next row
-    for this executor into the slot it frees.
+    """PostgreSQL, a queue with a global concurrency and neither partitions nor a
+    rate limit: record a PENDING workflow's outcome and, in the same statement,
+    claim the queue's next row for this executor into the slot it frees.
 
     A slot handed over is exact without the queue's lock: the finish and the
     claim commit together, so every count of what runs fleet-wide, taken before
-    or after, is the same, and the worker count here is unchanged too. With a
-    global concurrency the statement's count still sees the finishing row as
-    running, so ``cap`` is one more than the limit: nothing is claimed while
-    the queue is over its limit (e.g. lowered by a deploy). The next row in claim order is taken only
+    or after, is the same, and the worker count here is unchanged too. The
+    statement's count still sees the finishing row as running, so ``cap`` is
+    one more than the limit: nothing is claimed while the queue is over its
+    limit (e.g. lowered by a deploy). The next row in claim order is taken only
     if this executor's version may run it: a row pinned to another version is
     left for the executors of that version, which the freed slot then wakes,
     so a backlog of one version cannot keep the slots from another. Returns
     (the outcome was recorded, the claim); nothing is claimed unless the
     outcome was recorded.
     """
-    capped = q.concurrency is not None
-    claim_sql, defaults = db.compiled(f"queues.transfer_claim.{capped}", _transfer_claim_stmt(capped))
-    sql = db.sql(f"queues.finish_and_claim.{capped}", lambda d: (
+    claim_sql, defaults = db.compiled("queues.transfer_claim", _transfer_claim_stmt())
+    sql = db.sql("queues.finish_and_claim", lambda d: (
         f"WITH f AS (UPDATE {d.qualify('workflow_status')} SET status = %(fstatus)s, output = %(foutput)s,"
         " error = %(ferror)s, updated_at = %(now)s WHERE workflow_uuid = %(wid)s AND status = 'PENDING'"
         " RETURNING 1),"
         f" c AS ({claim_sql})"
         " SELECT (SELECT count(*) FROM f), c.* FROM (SELECT 1) AS one LEFT JOIN c ON true"
     ))
+    assert q.concurrency is not None
     params = {
-        **defaults, "queue": q.name, "version": app_version, "n": 1,
-        "cap": q.concurrency + 1 if q.concurrency is not None else None,
+        **defaults, "queue": q.name, "version": app_version, "n": 1, "cap": q.concurrency + 1,
         "executor": executor_id, "now": now, "wid": workflow_id, "fstatus": status, "foutput": output,
         "ferror": error,
     }
