@@ -855,20 +855,26 @@ def test_waits_across_two_processes(launched: App, tmp_path: Path, children: lis
     assert child.finish() == finished
 
 
+def _echo_child(app: App, tmp_path: Path, children: list[Child], prefix: str) -> tuple[Child, float]:
+    """A child process running the echo workflow, and the polling interval both use:
+    5 s with Redis (so only a Redis wakeup explains a fast wake), 0.2 s without."""
+    polling = 5.0 if app.use_redis else 0.2
+    if app.use_redis:
+        app.launch(polling_interval_sec=polling)
+    child = Child(app, tmp_path, "echo", _wid(prefix), polling_interval_sec=polling)
+    children.append(child)
+    child.start("start")
+    child.wait_ready()
+    return child, polling
+
+
 def test_a_workflow_failing_in_another_process_wakes_get_result_with_its_error(
     launched: App, tmp_path: Path, children: list[Child]
 ) -> None:
     """The recorded error reaches a waiter in another process (with Redis it rides
     along with the wakeup: under 0.5 s with a 5 s polling interval)."""
-    use_redis = launched.use_redis
-    polling = 5.0 if use_redis else 0.2
-    if use_redis:
-        launched.launch(polling_interval_sec=polling)
-    wid = _wid("failing")
-    child = Child(launched, tmp_path, "echo", wid, polling_interval_sec=polling)
-    children.append(child)
-    child.start("start")
-    child.wait_ready()
+    child, polling = _echo_child(launched, tmp_path, children, "failing")
+    wid = child.workflow_id
     _wait_status(launched, wid, "PENDING")
     handle = DBOS.retrieve_workflow(wid)
     DBOS.send(wid, {"seq": 0, "sent": time.time(), "delay": 0.5, "fail": "boom"}, "ping")
@@ -878,7 +884,7 @@ def test_a_workflow_failing_in_another_process_wakes_get_result_with_its_error(
     assert launched.backend.status(wid) == "ERROR"
     ended = eventually(lambda: child.marks_of("ended"), timeout=30, what="(child saw the error)")
     assert ended[0]["error"] == "ValueError"
-    assert failed_at - ended[0]["t"] < (0.5 if use_redis else polling + 1.0)
+    assert failed_at - ended[0]["t"] < (0.5 if launched.use_redis else polling + 1.0)
 
 
 @pytest.mark.slow
@@ -886,14 +892,8 @@ def test_cancel_from_another_process_wakes_a_waiting_recv(
     launched: App, tmp_path: Path, children: list[Child]
 ) -> None:
     use_redis = launched.use_redis
-    polling = 5.0 if use_redis else 0.2
-    if use_redis:
-        launched.launch(polling_interval_sec=polling)
-    wid = _wid("echo-cancel")
-    child = Child(launched, tmp_path, "echo", wid, polling_interval_sec=polling)
-    children.append(child)
-    child.start("start")
-    child.wait_ready()
+    child, polling = _echo_child(launched, tmp_path, children, "echo-cancel")
+    wid = child.workflow_id
     _wait_for_steps(launched, wid, ["DBOS.sleep"])  # waiting in recv
     time.sleep(0.2)
     cancelled_at = time.time()
