@@ -16,7 +16,7 @@ through :func:`retry_on_disconnect`.
 from __future__ import annotations
 
 import contextlib
-import threading
+import queue
 import time
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
@@ -70,7 +70,11 @@ class Database:
         self._sql: dict[str, str] = {}
         self._compiled: dict[str, tuple[str, dict[str, Any]]] = {}
         self._raw_free: list[tuple[Any, Any]] = []
-        self._raw_slots = threading.BoundedSemaphore(raw_slots)
+        # One token a connection the hot path may hold: a C-level queue (a semaphore
+        # costs ~2 us more per statement, in Python).
+        self._raw_slots: "queue.SimpleQueue[None]" = queue.SimpleQueue()
+        for _ in range(raw_slots):
+            self._raw_slots.put(None)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -194,7 +198,7 @@ class Database:
         is closed, and a lost connection is reported as SQLAlchemy reports one
         (``connection_invalidated``), which ``retry_on_disconnect`` retries.
         """
-        self._raw_slots.acquire()
+        self._raw_slots.get()
         try:
             try:
                 conn, cur = self._raw_free.pop()
@@ -216,7 +220,7 @@ class Database:
             self._raw_free.append((conn, cur))
             return result
         finally:
-            self._raw_slots.release()
+            self._raw_slots.put(None)
 
     def _raw_connect(self) -> Any:
         """A new driver connection of our own (closing it closes the driver connection).
