@@ -12,7 +12,7 @@ import inspect
 from typing import Any, Callable, Optional, TypeVar, cast
 
 from dbos._api.instance import maybe_runtime, runtime
-from dbos._execution import context
+from dbos._execution import context, results
 from dbos._execution import workflow as wf
 from dbos._execution.auth import RoleSpec, authorize
 from dbos._execution.registry import REGISTRY, StepOptions, WorkflowInfo, takes_self
@@ -58,7 +58,7 @@ def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Opt
                 created = await rt.to_thread(wf.create, rt, call)
                 local = await rt.to_thread(wf.claim_for_execution, rt, created)
                 if local is None:
-                    return await rt.to_thread(wf.wait_result, rt, created.workflow_id)
+                    return await rt.to_thread(results.wait_result, rt, created.workflow_id)
                 return await wf.execute_async(rt, created, call, local)
 
             setattr(run_async, "__dbos_workflow__", info)
@@ -72,7 +72,7 @@ def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Opt
             created = wf.create(rt, call)
             local = wf.claim_for_execution(rt, created)
             if local is None:
-                return wf.wait_result(rt, created.workflow_id)
+                return results.wait_result(rt, created.workflow_id)
             return wf.execute(rt, created, call, local)
 
         setattr(run, "__dbos_workflow__", info)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from dbos._execution import context
+from dbos._execution.results import wait_result
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import WorkflowStatus
 from dbos._execution.step import durable_run, lookup, record, replay
-from dbos._execution.workflow import wait_result
 from dbos._storage import workflows
 from dbos.error import DBOSNonExistentWorkflowError, DBOSWorkflowCancelledError
 

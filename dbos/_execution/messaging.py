@@ -24,10 +24,10 @@ from dbos._execution import context
 from dbos._execution.context import WorkflowRun
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
-from dbos._execution.step import durable_run, lookup, record, replay
-from dbos._storage import messages, operations
+from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
+from dbos._storage import messages
 from dbos._wakeups import local as keys
-from dbos._wakeups.hub import HINT_DATA_MAX
+from dbos._wakeups.hub import hint_data
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
 _TOPIC_NONE = ""
@@ -103,14 +103,12 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
 
 # A message handed to a waiting recv travels with its wakeup, so the receiver
 # returns it without reading the database: the recv step's function ID (8 bytes)
-# then the serialized message, if it fits HINT_DATA_MAX (else the receiver
+# then the serialized message (if it fits, see ``hint_data``; else the receiver
 # reads its recorded step).
 
 
 def _handoff_hint(function_id: int, payload: bytes) -> bytes:
-    if 8 + len(payload) > HINT_DATA_MAX:
-        return b""
-    return function_id.to_bytes(8, "big") + payload
+    return hint_data(function_id.to_bytes(8, "big"), payload)
 
 
 def _handed_off(waiter: Any, key: str, function_id: int) -> Optional[bytes]:
@@ -151,9 +149,7 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
                 # message: the recorded output wins.
                 if e.output is not None:
                     return deserialize(e.output, "the received message")
-                existing = rt.sys_db.query(lambda c: operations.get(c, wid, fid))
-                assert existing is not None
-                return replay(existing)
+                return replay(recorded_elsewhere(rt, wid, fid))
             if payload is not None:
                 return deserialize(payload, "the received message")
             if not _wait(rt, waiter, run, end):
@@ -171,9 +167,7 @@ def _recv_deadline(rt: Runtime, run: WorkflowRun, recv_fid: int, topic: str, sec
     output = serialize(end, "the deadline")
     if messages.register_recv(rt.sys_db, run.workflow_id, topic, recv_fid, (dfid, output), now_ms()):
         return end
-    existing = rt.sys_db.query(lambda c: operations.get(c, run.workflow_id, dfid))
-    assert existing is not None
-    return float(replay(existing))
+    return float(replay(recorded_elsewhere(rt, run.workflow_id, dfid)))
 
 
 def _skip_deadline(run: WorkflowRun) -> None:
@@ -194,8 +188,7 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
         return
     messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
     # The value rides along: a waiting get_event returns it without reading it back.
-    data = payload if len(payload) <= HINT_DATA_MAX else b""
-    rt.wakeups.notify(keys.event(run.workflow_id, key), data=data)
+    rt.wakeups.notify(keys.event(run.workflow_id, key), data=hint_data(payload))
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:

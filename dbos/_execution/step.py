@@ -77,12 +77,17 @@ def record(
         child_workflow_id, started, now_ms(),
     )
     if not operations.record(rt.sys_db, run.workflow_id, row):
-        existing = rt.sys_db.query(lambda c: operations.get(c, run.workflow_id, fid))
-        assert existing is not None
-        return replay(existing)
+        return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:
         raise error
     return result
+
+
+def recorded_elsewhere(rt: Runtime, workflow_id: str, fid: int) -> StepRow:
+    """The row another execution recorded for step ``fid``, whose write beat ours."""
+    existing = rt.sys_db.query(lambda c: operations.get(c, workflow_id, fid))
+    assert existing is not None
+    return existing
 
 
 def _attempts(opts: StepOptions) -> int:

@@ -21,30 +21,26 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
-from dbos._execution import context
+from dbos._execution import context, results
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Deferred, LocalExecution, Runtime, now_ms
 from dbos._execution.serialization import (
     deserialize,
-    deserialize_error,
     serialize,
     serialize_error,
 )
 from dbos._storage import operations, queues, workflows
 from dbos._storage.operations import StepRow
 from dbos._storage.queues import QueueLimits
-from dbos._storage.schema import TERMINAL
 from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
-from dbos._wakeups.hub import HINT_DATA_MAX
-from dbos._wakeups.local import cancelled, queue_ready, workflow_created, workflow_done
+from dbos._wakeups.local import queue_ready, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
@@ -270,7 +266,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
     except BaseException as e:  # any other failure to record: the workflow stays PENDING for recovery
         _settle(rt, wid, run.queue_name, local, None, e)
         raise
-    hint = outcome_hint(status, output if error is None else data) if recorded else b""
+    hint = results.outcome_hint(status, output if error is None else data) if recorded else b""
     _settle(rt, wid, run.queue_name, local, result, error, hint, slot_handed_on=bool(successors))
     for row, successor, fresh in successors:
         launch(rt, row, successor, fresh=fresh)
@@ -319,31 +315,6 @@ def _finish_and_hand_over(
     return recorded, successors
 
 
-# A recorded outcome rides along with its wakeup, so a waiter in another process
-# returns it without reading it back: one status byte, then the serialized output
-# (or error), if it fits HINT_DATA_MAX.
-_HINT_STATUS = {"SUCCESS": b"S", "ERROR": b"E"}
-
-
-def outcome_hint(status: str, payload: Optional[bytes]) -> bytes:
-    code = _HINT_STATUS.get(status)
-    if code is None or payload is None or 1 + len(payload) > HINT_DATA_MAX:
-        return b""
-    return code + payload
-
-
-def _hinted_outcome(data: Optional[bytes]) -> Optional[tuple[str, Optional[bytes], Optional[bytes]]]:
-    """(status, output, error) from an outcome hint, or None."""
-    if not data:
-        return None
-    payload = bytes(data[1:])
-    if data[:1] == b"S":
-        return "SUCCESS", payload, None
-    if data[:1] == b"E":
-        return "ERROR", None, payload
-    return None
-
-
 def _settle(
     rt: Runtime,
     wid: str,
@@ -356,7 +327,7 @@ def _settle(
     slot_handed_on: bool = False,
 ) -> None:
     """Complete the local future (once), release the execution and wake whoever waits
-    for it (``hint``: the recorded outcome, for waiters elsewhere; see ``outcome_hint``).
+    for it (``hint``: the recorded outcome, for waiters elsewhere; see ``results.outcome_hint``).
     A queue slot handed on to the next row frees no capacity: no queue wakeup then."""
     try:
         if not local.future.done():
@@ -604,76 +575,3 @@ def call_from_row(rt: Runtime, info: WorkflowInfo, row: WorkflowRow) -> Call:
             return Call(info, instance, tuple(args), dict(kwargs))
         return Call(info, args[0], tuple(args[1:]), dict(kwargs))
     return Call(info, None, tuple(args), dict(kwargs))
-
-
-# -- results -----------------------------------------------------------------
-
-
-def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes]) -> Any:
-    if status == "SUCCESS":
-        return deserialize(output, f"the result of workflow {workflow_id}")
-    if status == "ERROR":
-        err = deserialize_error(error)
-        raise err if err is not None else RuntimeError(f"workflow {workflow_id} failed")
-    if status == "CANCELLED":
-        raise DBOSAwaitedWorkflowCancelledError(workflow_id)
-    if status == "RETRIES_EXCEEDED":
-        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, -1)
-    raise AssertionError(f"not a final status: {status}")
-
-
-def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) -> Any:
-    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
-
-    Called from a workflow (or one of its steps), the wait is also that workflow's:
-    cancelling it, or its deadline passing, wakes the wait and raises
-    ``DBOSWorkflowCancelledError`` at once, whatever the awaited workflow is doing.
-    """
-    caller = context.current().run
-    end = None if timeout is None else time.monotonic() + timeout
-    watch = [workflow_done(workflow_id)]
-    if caller is not None:
-        watch.append(cancelled(caller.workflow_id))
-        caller.check_cancelled()
-    done_key = watch[0]
-    with rt.wakeups.subscribe(*watch) as waiter:
-        while True:
-            local = rt.local(workflow_id)
-            if local is not None:
-                # Running here: its finish wakes us, so no database read until then.
-                if not local.future.done() and not _pause(rt, waiter, caller, end):
-                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
-                if local.future.done():
-                    try:
-                        return local.future.result()
-                    except DBOSAwaitedWorkflowCancelledError:
-                        pass  # cancelled here; the database says what it is now
-            # An outcome recorded after we subscribed may have come with its wakeup.
-            found = _hinted_outcome(waiter.take(done_key))
-            if found is None:
-                found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
-            if found is None:
-                raise DBOSNonExistentWorkflowError(workflow_id)
-            status, output, error = found
-            if status in TERMINAL:
-                return outcome_value(workflow_id, status, output, error)
-            if not _pause(rt, waiter, caller, end):
-                raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
-
-
-def _pause(rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float]) -> bool:
-    """One bounded wait of ``wait_result``: until a wakeup, the poll interval, the calling
-    workflow's deadline or ``end``, whichever is first; False once ``end`` has passed.
-    A cancelled (or timed-out) caller is preempted here."""
-    wait = rt.settings.polling_interval_sec
-    if end is not None:
-        wait = min(wait, end - time.monotonic())
-        if wait <= 0:
-            return False
-    if caller is not None and caller.deadline_ms is not None:
-        wait = min(wait, max(0.0, caller.deadline_ms / 1000 - time.time()))
-    waiter.wait(wait)
-    waiter.clear()
-    if caller is not None:
-        caller.check_cancelled()
-    return True

@@ -1,0 +1,119 @@
+"""A workflow's result, as those who wait for it see it.
+
+``wait_result`` blocks until a workflow finishes here or anywhere in the fleet
+and returns or raises its outcome. A workflow finishing here completes its
+local future; elsewhere, its recorded outcome may ride along with the wakeup
+(``outcome_hint``), else the waiter reads it from the database.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from dbos._execution import context
+from dbos._execution.context import WorkflowRun
+from dbos._execution.runtime import Runtime
+from dbos._execution.serialization import deserialize, deserialize_error
+from dbos._storage import workflows
+from dbos._storage.schema import TERMINAL
+from dbos._wakeups.hub import hint_data
+from dbos._wakeups.local import cancelled, workflow_done
+from dbos.error import (
+    DBOSAwaitedWorkflowCancelledError,
+    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSNonExistentWorkflowError,
+)
+
+# A recorded outcome's hint: one status byte, then the serialized output (or error).
+_HINT_STATUS = {"SUCCESS": b"S", "ERROR": b"E"}
+
+
+def outcome_hint(status: str, payload: Optional[bytes]) -> bytes:
+    """What the wakeup of a recorded outcome carries (nothing if it is too large)."""
+    code = _HINT_STATUS.get(status)
+    if code is None or payload is None:
+        return b""
+    return hint_data(code, payload)
+
+
+def _hinted_outcome(data: Optional[bytes]) -> Optional[tuple[str, Optional[bytes], Optional[bytes]]]:
+    """(status, output, error) from an outcome hint, or None."""
+    if not data:
+        return None
+    payload = bytes(data[1:])
+    if data[:1] == b"S":
+        return "SUCCESS", payload, None
+    if data[:1] == b"E":
+        return "ERROR", None, payload
+    return None
+
+
+def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes]) -> Any:
+    if status == "SUCCESS":
+        return deserialize(output, f"the result of workflow {workflow_id}")
+    if status == "ERROR":
+        err = deserialize_error(error)
+        raise err if err is not None else RuntimeError(f"workflow {workflow_id} failed")
+    if status == "CANCELLED":
+        raise DBOSAwaitedWorkflowCancelledError(workflow_id)
+    if status == "RETRIES_EXCEEDED":
+        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, -1)
+    raise AssertionError(f"not a final status: {status}")
+
+
+def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) -> Any:
+    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
+
+    Called from a workflow (or one of its steps), the wait is also that workflow's:
+    cancelling it, or its deadline passing, wakes the wait and raises
+    ``DBOSWorkflowCancelledError`` at once, whatever the awaited workflow is doing.
+    """
+    caller = context.current().run
+    end = None if timeout is None else time.monotonic() + timeout
+    watch = [workflow_done(workflow_id)]
+    if caller is not None:
+        watch.append(cancelled(caller.workflow_id))
+        caller.check_cancelled()
+    done_key = watch[0]
+    with rt.wakeups.subscribe(*watch) as waiter:
+        while True:
+            local = rt.local(workflow_id)
+            if local is not None:
+                # Running here: its finish wakes us, so no database read until then.
+                if not local.future.done() and not _pause(rt, waiter, caller, end):
+                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+                if local.future.done():
+                    try:
+                        return local.future.result()
+                    except DBOSAwaitedWorkflowCancelledError:
+                        pass  # cancelled here; the database says what it is now
+            # An outcome recorded after we subscribed may have come with its wakeup.
+            found = _hinted_outcome(waiter.take(done_key))
+            if found is None:
+                found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
+            if found is None:
+                raise DBOSNonExistentWorkflowError(workflow_id)
+            status, output, error = found
+            if status in TERMINAL:
+                return outcome_value(workflow_id, status, output, error)
+            if not _pause(rt, waiter, caller, end):
+                raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+
+
+def _pause(rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float]) -> bool:
+    """One bounded wait of ``wait_result``: until a wakeup, the poll interval, the calling
+    workflow's deadline or ``end``, whichever is first; False once ``end`` has passed.
+    A cancelled (or timed-out) caller is preempted here."""
+    wait = rt.settings.polling_interval_sec
+    if end is not None:
+        wait = min(wait, end - time.monotonic())
+        if wait <= 0:
+            return False
+    if caller is not None and caller.deadline_ms is not None:
+        wait = min(wait, max(0.0, caller.deadline_ms / 1000 - time.time()))
+    waiter.wait(wait)
+    waiter.clear()
+    if caller is not None:
+        caller.check_cancelled()
+    return True
