@@ -37,6 +37,7 @@ from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
+from dbos._storage import database
 
 # -- the workload: decorated at import time, as users do -----------------------
 
@@ -101,6 +102,7 @@ class Series:
 @dataclass
 class Figures:
     floor: Series = field(default_factory=Series)
+    floor_libpq: Series = field(default_factory=Series)  # PostgreSQL: the floor without psycopg's cursor
     per_step: Series = field(default_factory=Series)  # one sample per 1000-step workflow: total / 1000
     step_calls: list[float] = field(default_factory=list)  # every step call of those workflows
     wf0: Series = field(default_factory=Series)
@@ -113,6 +115,9 @@ class Figures:
 # -- floors: the raw commit round trip -------------------------------------------
 
 PAYLOAD = b"\x80\x05K\x01."  # about what a pickled small int weighs
+
+
+LIBPQ = "/* libpq */ "  # marks a captured statement the library sent through libpq directly
 
 
 class PgFloor:
@@ -129,8 +134,23 @@ class PgFloor:
         self.n += 1
         self.conn.execute("INSERT INTO floor (k, n, v) VALUES (%s, %s, %s)", ("bench-floor", self.n, PAYLOAD))
 
+    def once_libpq(self) -> None:
+        """The same INSERT prepared and sent through libpq, as the library's hot path sends."""
+        self.n += 1
+        database.exec_prepared(self.conn, b"floor", b"INSERT INTO floor (k, n, v) VALUES ($1, $2, $3)",
+                               ("bench-floor", self.n, PAYLOAD))
+
     def replayer(self) -> "Replayer":
-        return Replayer(lambda sql, params: self.conn.execute(sql, params))
+        names: dict[str, bytes] = {}
+
+        def execute(sql: str, params: Any) -> None:
+            if sql.startswith(LIBPQ):  # as the library sends it: prepared, through libpq
+                name = names.setdefault(sql, f"replay_{len(names)}".encode())
+                database.exec_prepared(self.conn, name, sql.removeprefix(LIBPQ).encode(), params, True)
+            else:
+                self.conn.execute(sql, params)
+
+        return Replayer(execute)
 
     def close(self) -> None:
         self.conn.close()
@@ -212,6 +232,15 @@ class Capture:
 
             return wrapped
 
+        # The per-step statements go straight through libpq (Database.execute_count):
+        # logged with the libpq marker, so a replay sends them the same way.
+        real_exec_prepared = database.exec_prepared
+
+        def exec_prepared(pg: Any, name: bytes, text: bytes, params: Any, *a: Any) -> int:
+            log(LIBPQ + text.decode(), params)
+            return real_exec_prepared(pg, name, text, params, *a)
+
+        setattr(database, "exec_prepared", exec_prepared)
         setattr(psycopg.Cursor, "execute", execute)
         setattr(psycopg.Connection, "commit", end("COMMIT", commit))
         setattr(psycopg.Connection, "rollback", end("ROLLBACK", rollback))
@@ -231,6 +260,7 @@ class Capture:
             on_checkout(conn.dbapi_connection)
 
         def undo() -> None:
+            setattr(database, "exec_prepared", real_exec_prepared)
             setattr(psycopg.Cursor, "execute", cur_execute)
             setattr(psycopg.Connection, "commit", commit)
             setattr(psycopg.Connection, "rollback", rollback)
@@ -249,7 +279,7 @@ class Capture:
             undo()
 
     def texts(self) -> list[str]:
-        return [" ".join(sql.split()) for sql, _ in self.statements]
+        return [" ".join(sql.removeprefix(LIBPQ).split()) for sql, _ in self.statements]
 
 
 def capture_workflow(fn: Callable[[], Any]) -> Capture:
@@ -341,6 +371,8 @@ def run_backend(label: str, system_url: str, floor: Any, engine_kwargs: Optional
         for r in range(ROUNDS):
             print(f"  {label}: round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
             f.floor.run(floor.once, FLOOR_PER_ROUND)
+            if hasattr(floor, "once_libpq"):
+                f.floor_libpq.run(floor.once_libpq, FLOOR_PER_ROUND)
             STEP_TIMES.clear()
             f.per_step.run(lambda: steps_workflow(STEPS_PER_WORKFLOW), 1)
             f.per_step.wall[-1] /= STEPS_PER_WORKFLOW
@@ -390,6 +422,7 @@ def summarize(f: Figures) -> dict[str, Any]:
             "cpu": ms(statistics.median(f.floor.cpu)),
             "samples": len(f.floor.wall),
         },
+        **({"floor_libpq_ms": latency(f.floor_libpq)} if f.floor_libpq.wall else {}),
         "per_step_ms": {
             "median": ms(per_step),
             "min": ms(min(f.per_step.wall)),
@@ -442,6 +475,9 @@ def print_table(title: str, s: dict[str, Any], floor_name: str, targets: bool, s
     fl, ps, raw = s["floor_ms"], s["per_step_ms"], s["raw_replay_ms"]
     row(floor_name, fl["median"], fl["p99"], 1.0, f"n={fl['samples']}, mean {fl['mean']:.3f}ms")
     row("  process CPU", fl["cpu"])
+    if "floor_libpq_ms" in s:
+        fq = s["floor_libpq_ms"]
+        row("  the same, prepared, through libpq", fq["p50"], fq["p99"], fq["x_floor"], "(how the hot path sends)")
     row(
         f"per step (1 workflow of {STEPS_PER_WORKFLOW} steps)",
         ps["median"],

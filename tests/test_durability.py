@@ -150,6 +150,52 @@ def test_each_step_is_recorded_before_the_next_starts(dbos: Harness, backend: Ba
     assert seen == [[], [(1, name)], [(1, name), (2, name)]]
 
 
+def test_a_step_recorded_by_another_execution_meanwhile_returns_its_record(dbos: Harness, backend: Backend) -> None:
+    """Two executions of one workflow (e.g. recovered elsewhere while still running
+    here) race on a step: the one that checkpoints second gets the first one's
+    recorded output (and error), so both go on alike, and one row stays."""
+    from dbos._execution.serialization import serialize, serialize_error
+
+    gate = threading.Event()
+
+    @DBOS.step()
+    def slow(x: int) -> str:
+        assert gate.wait(20)
+        return f"mine-{x}"
+
+    @DBOS.step()
+    def failing() -> str:
+        return "mine"
+
+    @DBOS.workflow()
+    def wf() -> list[Any]:
+        first = slow(1)
+        try:
+            second: Any = failing()
+        except ValueError as e:
+            second = f"raised {e}"
+        return [first, second, slow(3)]
+
+    def record_theirs(fid: int, name: str, output: Optional[bytes], error: Optional[bytes]) -> None:
+        backend.execute(
+            f"INSERT INTO {backend.table('operation_outputs')} (workflow_uuid, function_id, function_name, output, error)"
+            " VALUES ('race-step', :f, :n, :o, :e)",
+            f=fid, n=name, o=output, e=error,
+        )
+
+    prefix = "test_a_step_recorded_by_another_execution_meanwhile_returns_its_record.<locals>."
+    with SetWorkflowID("race-step"):
+        handle = DBOS.start_workflow(wf)
+    eventually(lambda: backend.status("race-step") == "PENDING", timeout=10, what="(workflow running)")
+    record_theirs(1, prefix + "slow", serialize("theirs-1", "t"), None)
+    record_theirs(2, prefix + "failing", None, serialize_error(ValueError("theirs-2")))
+    gate.set()
+    assert handle.get_result() == ["theirs-1", "raised theirs-2", "mine-3"]
+    assert backend.scalar(
+        f"SELECT count(*) FROM {backend.table('operation_outputs')} WHERE workflow_uuid = 'race-step'"
+    ) == 3
+
+
 # -- SetWorkflowID idempotency ---------------------------------------------------
 
 

@@ -115,6 +115,8 @@ def _final_error(opts: StepOptions, errors: list[Exception]) -> Optional[BaseExc
 
 
 def _span(rt: Optional[Runtime], run: Optional[WorkflowRun], fid: Optional[int], name: str, kind: str) -> Any:
+    if not tracing.enabled():
+        return tracing.NO_SPAN
     attributes: dict[str, Any] = {}
     if run is not None and rt is not None:
         attributes[tracing.ATTR_WORKFLOW_ID] = run.workflow_id

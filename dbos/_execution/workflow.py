@@ -406,6 +406,8 @@ def _defer_resume(
 
 
 def _span(rt: Runtime, created: Created, call: Call) -> Any:
+    if not tracing.enabled():
+        return tracing.NO_SPAN
     attributes = {
         tracing.ATTR_WORKFLOW_ID: created.workflow_id,
         tracing.ATTR_EXECUTOR_ID: rt.executor_id,

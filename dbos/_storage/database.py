@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sqlite3
 import time
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, TypeVar, Union, cast
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from sqlalchemy import event, exc
 
 from dbos._storage.dialect import POSTGRES, SQLITE, Dialect
@@ -70,6 +73,7 @@ class Database:
         self._sql: dict[str, str] = {}
         self._compiled: dict[str, tuple[str, dict[str, Any]]] = {}
         self._raw_free: list[tuple[Any, Any]] = []
+        self._prepared: dict[str, tuple[bytes, bytes]] = {}  # execute_count's statements
         # One token a connection the hot path may hold: a C-level queue (a semaphore
         # costs ~2 us more per statement, in Python).
         self._raw_slots: "queue.SimpleQueue[None]" = queue.SimpleQueue()
@@ -164,6 +168,47 @@ class Database:
             return tuple(row) if row is not None else None
 
         return retry_on_disconnect(lambda: self._on_raw(sql, params, run))
+
+    def execute_count(self, sql: str, params: Sequence[Any], *, duplicate_is_zero: bool = False) -> int:
+        """One autocommit statement without RETURNING; the number of rows it wrote.
+
+        The per-step hot path. ``sql`` is as for :meth:`execute_raw` with
+        positional parameters. On PostgreSQL the statement is prepared once per
+        connection and sent straight through libpq (``psycopg.pq``), which
+        costs about half the client CPU of a cursor's ``execute`` (~12 us less
+        per statement); parameters must be ``None``, ``str``, ``int`` or
+        ``bytes``. Errors are raised as psycopg raises them, except that with
+        ``duplicate_is_zero`` a unique-key violation counts as no row written:
+        a plain INSERT that way costs less than ``ON CONFLICT DO NOTHING``
+        (no speculative insertion), where conflicts are rare.
+        """
+        if self.dialect.is_sqlite:
+
+            def run(conn: Any, cur: Any) -> int:
+                try:
+                    cur.execute(sql, params)
+                except sqlite3.IntegrityError as e:
+                    if duplicate_is_zero and str(e).startswith("UNIQUE constraint failed"):
+                        return 0
+                    raise
+                return int(cur.rowcount)
+
+        else:
+            name, text = self._prepared_name(sql)
+
+            def run(conn: Any, cur: Any) -> int:
+                return exec_prepared(conn.dbapi_connection, name, text, params, duplicate_is_zero)
+
+        return retry_on_disconnect(lambda: self._on_raw(sql, params, run))
+
+    def _prepared_name(self, sql: str) -> tuple[bytes, bytes]:
+        """A server-side name for a hot-path statement, and its text with ``$n`` placeholders."""
+        found = self._prepared.get(sql)
+        if found is None:
+            parts = sql.split("%s")
+            text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+            found = self._prepared[sql] = (f"dbos_hot_{len(self._prepared)}".encode(), text.encode())
+        return found
 
     def pipelined_transaction(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
         """PostgreSQL: run ``statements`` as one transaction sent in one network
@@ -286,6 +331,60 @@ def _retryable(e: exc.DBAPIError) -> bool:
 
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+_COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
+_SQLSTATE, _UNIQUE_VIOLATION = pq.DiagnosticField.SQLSTATE, b"23505"
+
+
+def exec_prepared(
+    pg: Any, name: bytes, text: bytes, params: Sequence[Any], duplicate_is_zero: bool = False
+) -> int:
+    """Run a statement prepared as ``name`` on a psycopg connection, through libpq.
+
+    The connection must be idle in autocommit mode, and not used by psycopg
+    meanwhile. The statement is prepared on its first use on this connection
+    (psycopg's own prepared statements have other names). ``str`` and ``int``
+    parameters go as text, ``bytes`` as binary. libpq releases the GIL while it
+    waits for the server. Returns the number of rows the statement wrote (0 for
+    a unique-key violation, with ``duplicate_is_zero``).
+    """
+    pgconn = pg.pgconn
+    prepared: set[bytes] = pg.__dict__.setdefault("_dbos_prepared", set())
+    if name not in prepared:
+        _check(pg, pgconn.prepare(name, text))
+        prepared.add(name)
+    values: list[Optional[bytes]] = []
+    formats: list[int] = []
+    for v in params:
+        t = type(v)
+        if t is str:
+            values.append(v.encode())
+            formats.append(0)
+        elif t is bytes:
+            values.append(v)
+            formats.append(1)
+        elif t is int:
+            values.append(b"%d" % v)
+            formats.append(0)
+        elif v is None:
+            values.append(None)
+            formats.append(0)
+        else:
+            raise TypeError(f"hot-path parameter of type {t.__name__}: expected str, int, bytes or None")
+    result = pgconn.exec_prepared(name, values, formats)
+    if result.status != _COMMAND_OK:
+        if duplicate_is_zero and result.error_field(_SQLSTATE) == _UNIQUE_VIOLATION:
+            return 0
+        _check(pg, result)
+    return int(result.command_tuples or 0)
+
+
+def _check(pg: Any, result: Any) -> None:
+    """Raise a failed libpq result as psycopg raises it (a lost connection: OperationalError)."""
+    if result.status in (_COMMAND_OK, _TUPLES_OK):
+        return
+    if pg.closed:
+        raise psycopg.OperationalError(pg.pgconn.error_message.decode(errors="replace") or "connection lost")
+    raise psycopg.errors.error_from_result(result, encoding=pg.info.encoding)
 
 
 def _reusable(conn: Any) -> bool:

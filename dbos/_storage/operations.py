@@ -49,11 +49,12 @@ def _insert_stmt(dialect: Dialect) -> Any:
 
 
 def _insert_sql(db: Database) -> str:
+    # A plain INSERT: a step recorded by another execution meanwhile is a rare
+    # race, reported as a duplicate key (record() returns False then).
     return (
         f"INSERT INTO {db.qualify('operation_outputs')} (workflow_uuid, function_id, function_name,"
         " output, error, child_workflow_id, started_at, completed_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (workflow_uuid, function_id) DO NOTHING RETURNING function_id"
     )
 
 
@@ -63,7 +64,7 @@ def record(db: Database, workflow_id: str, step: StepRow) -> bool:
         workflow_id, step.function_id, step.function_name, step.output, step.error,
         step.child_workflow_id, step.started_at, step.completed_at,
     )
-    return db.execute_raw(db.sql("operations.record", _insert_sql), params) is not None
+    return db.execute_count(db.sql("operations.record", _insert_sql), params, duplicate_is_zero=True) == 1
 
 
 def insert(

@@ -74,14 +74,14 @@ def _insert_sql(db: Database) -> str:
     marks = ", ".join("%s" for _ in _FIELDS)
     return (
         f"INSERT INTO {db.qualify('workflow_status')} ({names}) VALUES ({marks})"
-        " ON CONFLICT (workflow_uuid) DO NOTHING RETURNING workflow_uuid"
+        " ON CONFLICT (workflow_uuid) DO NOTHING"
     )
 
 
 def create(db: Database, row: WorkflowRow) -> bool:
     """Create the status row (one statement); False if a row with this ID already exists."""
     params = tuple(row.__dict__.values())  # field order: the dataclass's, as in _insert_sql
-    return db.execute_raw(db.sql("workflows.create", _insert_sql), params) is not None
+    return db.execute_count(db.sql("workflows.create", _insert_sql), params) == 1
 
 
 def insert(conn: sa.Connection, dialect: Dialect, row: WorkflowRow) -> bool:
@@ -93,14 +93,14 @@ def insert(conn: sa.Connection, dialect: Dialect, row: WorkflowRow) -> bool:
 def _finish_sql(db: Database) -> str:
     return (
         f"UPDATE {db.qualify('workflow_status')} SET status = %s, output = %s, error = %s, updated_at = %s"
-        " WHERE workflow_uuid = %s AND status = 'PENDING' RETURNING workflow_uuid"
+        " WHERE workflow_uuid = %s AND status = 'PENDING'"
     )
 
 
 def finish(db: Database, workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes], now: int) -> bool:
     """Record the outcome of a PENDING workflow (one statement); False if it was not PENDING."""
     params = (status, output, error, now, workflow_id)
-    return db.execute_raw(db.sql("workflows.finish", _finish_sql), params) is not None
+    return db.execute_count(db.sql("workflows.finish", _finish_sql), params) == 1
 
 
 def get(conn: sa.Connection, workflow_id: str) -> Optional[WorkflowRow]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Iterator, Optional
+from typing import Any, ContextManager, Optional
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -62,16 +62,30 @@ def extract(text: Optional[str]) -> Optional[otel_context.Context]:
         return None
 
 
-@contextlib.contextmanager
+NO_SPAN: ContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
+_UNKNOWN = object()
+
+
+def enabled() -> bool:
+    """Whether DBOS spans are recorded: DBOS's own provider, or a global one set.
+
+    Until a global provider is set, spans are no-ops, and callers skip building
+    them. OpenTelemetry's module-level slot is read first (a provider, once
+    set, stays set); ``get_tracer_provider()`` decides otherwise.
+    """
+    if TRACERS.active is not TRACERS.default:
+        return True
+    installed = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if installed is not None and installed is not _UNKNOWN:
+        return True
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def span(
     name: str, operation: str, attributes: dict[str, Any], parent: Optional[otel_context.Context] = None
-) -> Iterator[trace.Span]:
-    tracer = TRACERS.active
-    if tracer is TRACERS.default and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        # Nobody installed a tracer provider: spans would be no-ops; skip their cost.
-        yield trace.INVALID_SPAN
-        return
+) -> ContextManager[trace.Span]:
+    if not enabled():
+        return NO_SPAN
     attributes[ATTR_OPERATION] = operation
     attributes[ATTR_NAME] = name
-    with tracer.start_as_current_span(name, context=parent, attributes=attributes) as s:
-        yield s
+    return TRACERS.active.start_as_current_span(name, context=parent, attributes=attributes)
