@@ -14,6 +14,7 @@ from conftest import APP_VERSION, Backend, Harness, eventually
 
 from dbos import (
     DBOS,
+    DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
     DBOSMaxStepRetriesExceeded,
     DBOSNonExistentWorkflowError,
@@ -438,6 +439,33 @@ def test_step_retries_exhausted_raise_max_step_retries_exceeded(dbos: Harness, b
         with pytest.raises(DBOSMaxStepRetriesExceeded):
             wf()
     assert counter["fails"] == 3
+
+
+def test_cancel_interrupts_a_step_waiting_to_retry(dbos: Harness, backend: Backend) -> None:
+    counter = Counter()
+
+    @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=30)
+    def flaky() -> None:
+        counter.hit("flaky")
+        raise ValueError("try again later")
+
+    @DBOS.workflow()
+    def wf() -> None:
+        flaky()
+
+    with SetWorkflowID("retry-cancel"):
+        handle = DBOS.start_workflow(wf)
+    eventually(lambda: counter["flaky"] == 1, timeout=10, what="(first attempt)")
+    DBOS.cancel_workflow("retry-cancel")
+    with pytest.raises(DBOSAwaitedWorkflowCancelledError):
+        handle.get_result()
+    from dbos._api.instance import runtime
+
+    # The execution itself stops: the 30 s retry delay is cut short.
+    eventually(lambda: runtime().local("retry-cancel") is None, timeout=10, what="(execution stopped)")
+    assert counter["flaky"] == 1
+    assert backend.status("retry-cancel") == "CANCELLED"
+    assert backend.steps("retry-cancel") == []
 
 
 def test_step_without_retries_fails_once_with_its_own_error(dbos: Harness) -> None:

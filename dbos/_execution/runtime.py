@@ -16,7 +16,7 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Iterator, Optional, Protocol, TypeVar
 
 from dbos._config.settings import Settings
@@ -38,14 +38,51 @@ class Pool(Protocol):
     def submit_coro(self, coro: Coroutine[Any, Any, Any]) -> "concurrent.futures.Future[Any]": ...
 
 
-@dataclass
+class CancelFlag:
+    """The part of ``threading.Event`` an execution's cancel flag needs, with the
+    Event itself built only when someone waits on the flag (a step's retry
+    delay): one is created per workflow call, and most are never waited on."""
+
+    __slots__ = ("_set", "_event")
+    _lazy = threading.Lock()
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: Optional[threading.Event] = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lazy:
+            self._set = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Like ``Event.wait``: True once set, False if the timeout passed first."""
+        if self._set:
+            return True
+        with self._lazy:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._set:
+                    self._event.set()
+            event = self._event
+        return event.wait(timeout)
+
+
 class LocalExecution:
     """A workflow executing in this process: its result future, cancel flag and deadline."""
 
-    future: "concurrent.futures.Future[Any]" = field(default_factory=concurrent.futures.Future)
-    cancel_event: threading.Event = field(default_factory=threading.Event)
-    deadline_ms: Optional[int] = None
-    queue_name: Optional[str] = None
+    __slots__ = ("future", "cancel_event", "deadline_ms", "queue_name")
+
+    def __init__(self, queue_name: Optional[str] = None) -> None:
+        self.future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        self.cancel_event = CancelFlag()
+        self.deadline_ms: Optional[int] = None
+        self.queue_name = queue_name
 
 
 @dataclass(frozen=True, eq=False)

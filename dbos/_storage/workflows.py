@@ -14,7 +14,8 @@ from dbos._storage.schema import status_in
 from dbos._storage.schema import workflow_status as ws
 
 
-@dataclass(frozen=True)
+# Not frozen: built on every call, and a frozen dataclass's __init__ costs ~4x more. Never mutated.
+@dataclass
 class WorkflowRow:
     workflow_uuid: str
     status: str

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import Any, ContextManager, Optional
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 ATTR_WORKFLOW_ID = "dbos.workflow_id"
@@ -70,15 +72,22 @@ def enabled() -> bool:
     """Whether DBOS spans are recorded: DBOS's own provider, or a global one set.
 
     Until a global provider is set, spans are no-ops, and callers skip building
-    them. OpenTelemetry's module-level slot is read first (a provider, once
-    set, stays set); ``get_tracer_provider()`` decides otherwise.
+    them. This runs on every step: OpenTelemetry's module-level slot is read
+    (a provider, once set, stays set) instead of ``get_tracer_provider()``,
+    which reads the environment on each call while none is set; only a provider
+    named by the environment at import needs that call (it loads the provider).
     """
     if TRACERS.active is not TRACERS.default:
         return True
     installed = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if installed is not None and installed is not _UNKNOWN:
-        return True
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if installed is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return False
+    if installed is None or installed is _UNKNOWN:
+        return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return True
+
+
+_PROVIDER_FROM_ENVIRONMENT = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 
 def span(
