@@ -163,7 +163,7 @@ def test_last_step_stops_the_database_and_the_workflow_resumes_here(outage: Outa
     # it is owed a resume, and stays registered here (waiters wait for it).
     eventually(lambda: outage.owed() == ["resume"], timeout=30, what="(a resume to be owed)")
     local = runtime().local(workflow_id)
-    assert local is not None and not local.future.done()
+    assert local is not None and not local.outcome.done()
 
     outage.restart_server_after_a_failed_retry()
 
@@ -190,7 +190,7 @@ def test_outcome_write_fails_and_is_recorded_when_the_database_is_back(outage: O
     # The outcome is owed; local waiters see no outcome until the database holds it.
     assert outage.owed() == ["outcome"]
     local = runtime().local(workflow_id)
-    assert local is not None and not local.future.done()
+    assert local is not None and not local.outcome.done()
 
     outage.restart_server_after_a_failed_retry()
 
@@ -200,7 +200,7 @@ def test_outcome_write_fails_and_is_recorded_when_the_database_is_back(outage: O
     waiter.start()
     waiter.join(30)
     assert result == [10], "a local waiter did not get the recorded outcome"
-    assert local.future.result(timeout=0) == 10
+    assert local.outcome.done() and local.outcome.result() == 10
     assert runtime().local(workflow_id) is None and outage.owed() == []
     # Written, not re-run: the body and its step ran once, one attempt.
     assert RUNS["body"] == 1 and RUNS["double"] == 1
@@ -218,9 +218,9 @@ def test_destroy_while_the_database_is_down_is_bounded(outage: Outage) -> None:
     DBOS.destroy()
     assert time.monotonic() - started < 20, "DBOS.destroy() hung on the unreachable database"
     # The owed outcome was abandoned: local waiters are told, nothing is left running.
-    error = local.future.exception(timeout=0)
-    assert isinstance(error, DBOSDatabaseUnavailableError)
-    assert "recovered at the next launch" in str(error)
+    assert local.outcome.done()
+    with pytest.raises(DBOSDatabaseUnavailableError, match="recovered at the next launch"):
+        local.outcome.result()
     assert not [t.name for t in threading.enumerate() if t.name == "dbos-outcome-retrier"]
 
     outage.pg.start()

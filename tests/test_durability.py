@@ -614,6 +614,25 @@ def test_start_workflow_handle_and_status_fields(dbos: Harness, backend: Backend
         assert hasattr(status, field), field
 
 
+def test_generated_workflow_ids_are_time_ordered_uuids(dbos: Harness) -> None:
+    """Without SetWorkflowID a workflow gets a version-7 UUID: unique, and later
+    ones sort later (so the status table's primary key grows at its right end)."""
+    import uuid
+
+    @DBOS.workflow()
+    def wf() -> Optional[str]:
+        return DBOS.workflow_id
+
+    ids = []
+    for _ in range(5):
+        ids.append(DBOS.start_workflow(wf).workflow_id)
+        time.sleep(0.002)
+    assert all(uuid.UUID(i).version == 7 and str(uuid.UUID(i)) == i for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert int(ids[0].replace("-", "")[:12], 16) == pytest.approx(time.time() * 1000, abs=60_000)
+    assert [DBOS.retrieve_workflow(i).get_result() for i in ids] == ids
+
+
 def test_start_workflow_with_set_workflow_id(dbos: Harness) -> None:
     @DBOS.workflow()
     def wf(x: int) -> int:

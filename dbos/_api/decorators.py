@@ -133,7 +133,8 @@ def step_decorator(
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            _authorize_call(opts.name, roles)
+            if roles.roles:
+                _authorize_call(opts.name, roles)
             return run_step(maybe_runtime(), opts, func, args, kwargs)
 
         setattr(run, "__dbos_roles__", roles)

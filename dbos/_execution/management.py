@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Union
 
 from dbos._execution import context
+from dbos._execution.ids import new_id
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, deserialize_error
@@ -142,7 +142,7 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
     if application_version is not None and (not isinstance(application_version, str) or not application_version):
         raise DBOSException(f"application_version must be a non-empty string, got {application_version!r}")
     ctx = context.current()
-    new_id = (ctx.id_box.take() if ctx.id_box is not None else None) or str(uuid.uuid4())
+    fork_id = (ctx.id_box.take() if ctx.id_box is not None else None) or new_id()
 
     def in_tx(conn: Any) -> None:
         source = workflows.get(conn, workflow_id)
@@ -157,7 +157,7 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
         now = now_ms()
         row = replace(
             source,
-            workflow_uuid=new_id,
+            workflow_uuid=fork_id,
             status="ENQUEUED",
             output=None,
             error=None,
@@ -176,9 +176,9 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
             forked_from=workflow_id,
         )
         if not workflows.insert(conn, rt.sys_db.dialect, row):
-            raise DBOSException(f"cannot fork into workflow ID {new_id}: a workflow with that ID exists")
-        operations.copy_prefix(conn, workflow_id, new_id, start_step)
+            raise DBOSException(f"cannot fork into workflow ID {fork_id}: a workflow with that ID exists")
+        operations.copy_prefix(conn, workflow_id, fork_id, start_step)
 
     rt.sys_db.run(in_tx, tx=True)
     rt.wakeups.notify(keys.queue_ready(INTERNAL_QUEUE.name))
-    return new_id
+    return fork_id

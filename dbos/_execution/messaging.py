@@ -17,11 +17,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Optional
 
 from dbos._execution import context
 from dbos._execution.context import WorkflowRun
+from dbos._execution.ids import new_id
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
@@ -88,7 +88,7 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
     payload = serialize(message, "the message")
     run = durable_run(context.current())
     if run is None:
-        sender, message_id = None, str(uuid.uuid4())
+        sender, message_id = None, new_id()
     else:
         fid, recorded = lookup(run, "DBOS.send")
         if recorded is not None:
@@ -182,7 +182,7 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     run = _require_workflow("DBOS.set_event")
     if not isinstance(key, str):
         raise DBOSException(f"event key must be a string, got {key!r}")
-    payload = serialize(value, f"the value of event {key!r}")
+    payload = serialize(value, "the value of event %r", key)
     fid, recorded = lookup(run, "DBOS.setEvent")
     if recorded is not None:
         return

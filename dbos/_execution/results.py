@@ -81,11 +81,11 @@ def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) 
             local = rt.local(workflow_id)
             if local is not None:
                 # Running here: its finish wakes us, so no database read until then.
-                if not local.future.done() and not _pause(rt, waiter, caller, end):
+                if not local.outcome.done() and not _pause(rt, waiter, caller, end):
                     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
-                if local.future.done():
+                if local.outcome.done():
                     try:
-                        return local.future.result()
+                        return local.outcome.result()
                     except DBOSAwaitedWorkflowCancelledError:
                         pass  # cancelled here; the database says what it is now
             # An outcome recorded after we subscribed may have come with its wakeup.

@@ -73,13 +73,49 @@ class CancelFlag:
         return event.wait(timeout)
 
 
-class LocalExecution:
-    """A workflow executing in this process: its result future, cancel flag and deadline."""
+class Outcome:
+    """An execution's result or error, set once it is recorded.
 
-    __slots__ = ("future", "cancel_event", "deadline_ms", "queue_name")
+    Nobody blocks on it: waiters wait on the wakeup hub and then look here
+    (``results.wait_result``), so it needs none of the condition variable a
+    ``concurrent.futures.Future`` builds and notifies on every call. The value
+    is stored before the flag, so a reader that sees ``done()`` sees it.
+    """
+
+    __slots__ = ("_done", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        self._value = value
+        self._done = True
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._done = True
+
+    def result(self) -> Any:
+        """The value (or raise the error); only once ``done()``."""
+        if not self._done:
+            raise RuntimeError("the execution has no outcome yet")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class LocalExecution:
+    """A workflow executing in this process: its outcome, cancel flag and deadline."""
+
+    __slots__ = ("outcome", "cancel_event", "deadline_ms", "queue_name")
 
     def __init__(self, queue_name: Optional[str] = None) -> None:
-        self.future: "concurrent.futures.Future[Any]" = concurrent.futures.Future()
+        self.outcome = Outcome()
         self.cancel_event = CancelFlag()
         self.deadline_ms: Optional[int] = None
         self.queue_name = queue_name

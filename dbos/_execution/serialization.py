@@ -10,11 +10,14 @@ from dbos.error import DBOSException, DBOSSerializationError
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-def serialize(value: Any, what: str) -> bytes:
+def serialize(value: Any, what: str, *what_args: Any) -> bytes:
+    """Pickle ``value``; ``what % what_args`` names it in the error (formatted only then:
+    this runs for every step)."""
     try:
         return pickle.dumps(value, protocol=_PROTOCOL)
     except Exception as e:
-        raise DBOSSerializationError(f"{what} is not serializable: {type(e).__name__}: {e}") from e
+        name = what % what_args if what_args else what
+        raise DBOSSerializationError(f"{name} is not serializable: {type(e).__name__}: {e}") from e
 
 
 def deserialize(data: Optional[bytes], what: str = "value") -> Any:

@@ -67,7 +67,7 @@ def record(
     """
     if error is None:
         try:
-            output: Optional[bytes] = serialize(result, f"the result of step {name}")
+            output: Optional[bytes] = serialize(result, "the result of step %s", name)
         except Exception as e:
             error, output = e, None
     else:
@@ -135,6 +135,8 @@ def run_step(rt: Optional[Runtime], opts: StepOptions, func: Callable[..., Any],
         fid, recorded = lookup(run, opts.name)
         if recorded is not None:
             return replay(recorded)
+    if not tracing.enabled():  # every step call: no span to enter
+        return _run_step(rt, opts, func, args, kwargs, ctx, run, fid)
     with _span(rt, run, fid, opts.name, "step"):
         return _run_step(rt, opts, func, args, kwargs, ctx, run, fid)
 
@@ -169,7 +171,7 @@ def _run_step(
                 run.check_cancelled()
             elif run is None:
                 time.sleep(delay)
-    error = _final_error(opts, errors)
+    error = _final_error(opts, errors) if errors else None
     if run is None or rt is None or fid is None:
         if error is not None:
             raise error
@@ -279,7 +281,7 @@ def _run_transaction(
                 finally:
                     session.close()
                 if run is not None and fid is not None:
-                    out = serialize(result, f"the result of transaction {name}")
+                    out = serialize(result, "the result of transaction %s", name)
                     transactions.insert(conn, run.workflow_id, fid, out, now_ms())
             break
         except DBOSWorkflowCancelledError:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 from dbos._execution import context, results
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
+from dbos._execution.ids import new_id
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Deferred, LocalExecution, Runtime, now_ms
 from dbos._execution.serialization import (
@@ -90,7 +90,7 @@ class Call:
         args = self.args
         if self.instance is not None and self.config_name is None:
             args = (self.instance, *args)  # a plain instance travels by value
-        return serialize((args, self.kwargs), f"the arguments of workflow {self.info.name}")
+        return serialize((args, self.kwargs), "the arguments of workflow %s", self.info.name)
 
 
 # Not frozen: built on every call, and a frozen dataclass's __init__ costs ~4x more. Never mutated.
@@ -111,7 +111,7 @@ def new_workflow_id(ctx: Ctx, parent: Optional[WorkflowRun], fid: Optional[int])
         return box_id
     if parent is not None:
         return f"{parent.workflow_id}-{fid}"
-    return str(uuid.uuid4())
+    return new_id()
 
 
 def create(
@@ -174,7 +174,8 @@ def create(
         rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, step))
     if inserted:
         rt.wakeups.notify(workflow_created(workflow_id))
-        return Created(workflow_id, True, None, auth, deadline_ms, queue_name, tracing.current_context())
+        trace_parent = tracing.current_context() if tracing.enabled() else None
+        return Created(workflow_id, True, None, auth, deadline_ms, queue_name, trace_parent)
     return replace(_existing(rt, workflow_id, call, auth, deadline_ms), trace_parent=tracing.current_context())
 
 
@@ -228,11 +229,11 @@ def _begin(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> 
 
 
 def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, error: Optional[BaseException]) -> None:
-    """Record the outcome, then complete the local future and wake waiters (``_settle``).
+    """Record the outcome, then complete the local outcome and wake waiters (``_settle``).
 
     While the database is unreachable nothing is lost: what the workflow owes it
     is handed to the outcome retrier (``_defer_outcome`` / ``_defer_resume``), and
-    the execution stays registered here, its future pending, until that is done.
+    the execution stays registered here, its outcome pending, until that is done.
     """
     wid = run.workflow_id
     if isinstance(error, DBOSWorkflowCancelledError) or local.cancel_event.is_set():
@@ -248,7 +249,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
         output: Optional[bytes] = None
         if error is None:
             try:
-                output = serialize(result, f"the result of workflow {wid}")
+                output = serialize(result, "the result of workflow %s", wid)
             except Exception as e:
                 error = e
         status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
@@ -328,15 +329,15 @@ def _settle(
     *,
     slot_handed_on: bool = False,
 ) -> None:
-    """Complete the local future (once), release the execution and wake whoever waits
+    """Complete the local outcome (once), release the execution and wake whoever waits
     for it (``hint``: the recorded outcome, for waiters elsewhere; see ``results.outcome_hint``).
     A queue slot handed on to the next row frees no capacity: no queue wakeup then."""
     try:
-        if not local.future.done():
+        if not local.outcome.done():
             if error is not None:
-                local.future.set_exception(error)
+                local.outcome.set_exception(error)
             else:
-                local.future.set_result(result)
+                local.outcome.set_result(result)
     finally:
         rt.release_local(wid)
         rt.wakeups.notify(workflow_done(wid), data=hint)
@@ -442,7 +443,7 @@ def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) ->
             _finish(rt, run, local, None, e)
             raise
         _finish(rt, run, local, result, None)
-    return local.future.result()  # the recorded outcome (an unserializable result raises, as on replay)
+    return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
 
 
 async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
@@ -454,7 +455,7 @@ async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalE
             await rt.to_thread(_finish, rt, run, local, None, e)
             raise
         await rt.to_thread(_finish, rt, run, local, result, None)
-    return local.future.result()  # the recorded outcome (an unserializable result raises, as on replay)
+    return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
 
 
 def claim_for_execution(rt: Runtime, created: Created) -> Optional[LocalExecution]:
@@ -496,7 +497,7 @@ def _submit(rt: Runtime, created: Created, call: Call, local: LocalExecution) ->
 
 
 def _swallow(fn: Callable[..., Any], *args: Any) -> None:
-    # The outcome is in the database and the local future; nothing to raise here.
+    # The outcome is in the database and the local outcome; nothing to raise here.
     try:
         fn(*args)
     except BaseException:
@@ -545,7 +546,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
         rt.logger.warning("workflow %s exceeded %d recovery attempts: RETRIES_EXCEEDED", wid, info.max_recovery_attempts)
     if failure is not None or info is None:
         rt.release_local(wid)
-        local.future.set_exception(failure or RuntimeError(wid))
+        local.outcome.set_exception(failure or RuntimeError(wid))
         rt.wakeups.notify(workflow_done(wid))
         return False
     try:
@@ -553,7 +554,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
     except Exception as e:
         workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms())
         rt.release_local(wid)
-        local.future.set_exception(e)
+        local.outcome.set_exception(e)
         rt.wakeups.notify(workflow_done(wid))
         return False
     auth = Auth(

@@ -42,7 +42,8 @@ class Database:
     ) -> None:
         self.url = url
         self.dialect: Dialect = SQLITE if url.startswith("sqlite") else POSTGRES
-        self.schema: Optional[str] = None if self.dialect.is_sqlite else schema
+        self._sqlite = self.dialect.is_sqlite
+        self.schema: Optional[str] = None if self._sqlite else schema
         kwargs = dict(engine_kwargs or {})
         # ``pool_size`` is this process's whole budget of connections to the database
         # (a fleet of executors must fit max_connections): the hot path's driver
@@ -182,7 +183,7 @@ class Database:
         a plain INSERT that way costs less than ``ON CONFLICT DO NOTHING``
         (no speculative insertion), where conflicts are rare.
         """
-        if self.dialect.is_sqlite:
+        if self._sqlite:
 
             def run(conn: Any, cur: Any) -> int:
                 try:
@@ -193,21 +194,24 @@ class Database:
                     raise
                 return int(cur.rowcount)
 
-        else:
-            name, text = self._prepared_name(sql)
+            return retry_on_disconnect(lambda: self._on_raw(sql, params, run))
+        # Every workflow and step comes here: no closures, and the first attempt
+        # outside retry_on_disconnect (which a dropped connection then enters).
+        prepared = self._prepared.get(sql) or self._prepare(sql)
+        try:
+            return self._on_raw(sql, params, _run_prepared, prepared, params, duplicate_is_zero)
+        except exc.DBAPIError as e:
+            if not _retryable(e):
+                raise
+        return retry_on_disconnect(
+            lambda: self._on_raw(sql, params, _run_prepared, prepared, params, duplicate_is_zero)
+        )
 
-            def run(conn: Any, cur: Any) -> int:
-                return exec_prepared(conn.dbapi_connection, name, text, params, duplicate_is_zero)
-
-        return retry_on_disconnect(lambda: self._on_raw(sql, params, run))
-
-    def _prepared_name(self, sql: str) -> tuple[bytes, bytes]:
+    def _prepare(self, sql: str) -> tuple[bytes, bytes]:
         """A server-side name for a hot-path statement, and its text with ``$n`` placeholders."""
-        found = self._prepared.get(sql)
-        if found is None:
-            parts = sql.split("%s")
-            text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
-            found = self._prepared[sql] = (f"dbos_hot_{len(self._prepared)}".encode(), text.encode())
+        parts = sql.split("%s")
+        text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+        found = self._prepared[sql] = (f"dbos_hot_{len(self._prepared)}".encode(), text.encode())
         return found
 
     def pipelined_transaction(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
@@ -236,8 +240,8 @@ class Database:
 
         return retry_on_disconnect(lambda: self._on_raw(statements[0][0], None, run))
 
-    def _on_raw(self, sql: str, params: Any, run: Callable[[Any, Any], T]) -> T:
-        """``run(connection, cursor)`` on a driver connection of the free list.
+    def _on_raw(self, sql: str, params: Any, run: Callable[..., T], *args: Any) -> T:
+        """``run(connection, cursor, *args)`` on a driver connection of the free list.
 
         The connection goes back to the list when ``run`` returns; on an error it
         is closed, and a lost connection is reported as SQLAlchemy reports one
@@ -251,7 +255,7 @@ class Database:
                 conn = self._raw_connect()
                 cur = conn.cursor()
             try:
-                result = run(conn, cur)
+                result = run(conn, cur, *args)
             except Exception as e:
                 disconnected = self._writer.dialect.is_disconnect(cast(Any, e), conn.dbapi_connection, cur)
                 if disconnected:
@@ -333,6 +337,10 @@ def _retryable(e: exc.DBAPIError) -> bool:
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
 _SQLSTATE, _UNIQUE_VIOLATION = pq.DiagnosticField.SQLSTATE, b"23505"
+
+
+def _run_prepared(conn: Any, _cur: Any, prepared: tuple[bytes, bytes], params: Sequence[Any], duplicate_is_zero: bool) -> int:
+    return exec_prepared(conn.dbapi_connection, prepared[0], prepared[1], params, duplicate_is_zero)
 
 
 def exec_prepared(

@@ -25,7 +25,7 @@ HINT_DATA_MAX = 1024
 def hint_data(*parts: bytes) -> bytes:
     """The data a hint carries: ``parts`` joined, or nothing if that would exceed
     HINT_DATA_MAX (the waiter then reads the value from the database)."""
-    if sum(len(p) for p in parts) > HINT_DATA_MAX:
+    if sum(map(len, parts)) > HINT_DATA_MAX:
         return b""
     return b"".join(parts)
 
