@@ -61,6 +61,11 @@ class LocalWakeups:
                             del self._waiters[key]
 
     def notify(self, key: str, data: bytes = b"") -> None:
+        if key not in self._waiters:
+            # Nobody waits (the usual case, on every workflow's start and end). A
+            # waiter subscribing meanwhile reads the database after subscribing,
+            # and so sees the commit this notify announces.
+            return
         with self._lock:
             group = list(self._waiters.get(key, ()))
         for waiter in group:
