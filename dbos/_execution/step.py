@@ -72,11 +72,10 @@ def record(
             error, output = e, None
     else:
         output = None
-    row = StepRow(
-        fid, name, output, serialize_error(error) if error is not None else None,
-        child_workflow_id, started, now_ms(),
-    )
-    if not operations.record(rt.sys_db, run.workflow_id, row):
+    error_data = serialize_error(error) if error is not None else None
+    if not operations.record(
+        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, now_ms()
+    ):
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:
         raise error

@@ -59,12 +59,20 @@ def _insert_sql(db: Database) -> str:
     )
 
 
-def record(db: Database, workflow_id: str, step: StepRow) -> bool:
-    """The per-step checkpoint: one autocommit statement. False if already recorded."""
-    params = (
-        workflow_id, step.function_id, step.function_name, step.output, step.error,
-        step.child_workflow_id, step.started_at, step.completed_at,
-    )
+def record(
+    db: Database,
+    workflow_id: str,
+    function_id: int,
+    function_name: str,
+    output: Optional[bytes],
+    error: Optional[bytes],
+    child_workflow_id: Optional[str],
+    started_at: int,
+    completed_at: int,
+) -> bool:
+    """The per-step checkpoint: one autocommit statement. False if already recorded
+    (by another execution of the workflow: see ``_insert_sql``)."""
+    params = (workflow_id, function_id, function_name, output, error, child_workflow_id, started_at, completed_at)
     return db.execute_count(db.sql("operations.record", _insert_sql), params, duplicate_is_zero=True) == 1
 
 
