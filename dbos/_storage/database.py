@@ -16,6 +16,7 @@ through :func:`retry_on_disconnect`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import queue
 import sqlite3
 import time
@@ -208,10 +209,15 @@ class Database:
         )
 
     def _prepare(self, sql: str) -> tuple[bytes, bytes]:
-        """A server-side name for a hot-path statement, and its text with ``$n`` placeholders."""
+        """A server-side name for a hot-path statement, and its text with ``$n`` placeholders.
+
+        The name is a digest of the text, so threads that meet a statement for
+        the first time at once agree on it without a lock.
+        """
         parts = sql.split("%s")
         text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
-        found = self._prepared[sql] = (f"dbos_hot_{len(self._prepared)}".encode(), text.encode())
+        name = "dbos_" + hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        found = self._prepared[sql] = (name.encode(), text.encode())
         return found
 
     def pipelined_transaction(self, statements: Sequence[tuple[str, Any]]) -> list[tuple[Any, ...]]:
