@@ -66,3 +66,18 @@ def test_a_refused_statement_raises_the_drivers_error_and_the_connection_is_reus
         assert three_steps(1) == 4
     assert refused_on <= {id(conn) for conn, _cur in db._raw_free}  # none was thrown away
     assert backend.steps("direct") == [(1, "x")]
+
+
+def test_prepared_statement_names_depend_only_on_their_text(dbos: Harness, backend: Backend) -> None:
+    """Threads meeting statements for the first time at once must not give two
+    statements one name (a connection would then run the wrong one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = runtime().sys_db
+    texts = [f"SELECT %s::int + {i}" for i in range(200)]
+    db._prepared.clear()
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda t: db._prepare(t)[0], texts))
+    assert len(set(names)) == len(texts)
+    assert [db._prepared[t][0] for t in texts] == names
+    assert db.execute_count(texts[7], (5,)) == 1  # SELECT's row count, through the named statement
