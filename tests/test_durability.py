@@ -24,6 +24,7 @@ from dbos import (
     WorkflowHandleAsync,
     WorkflowStatus,
 )
+from dbos._api.instance import runtime
 
 
 class Counter:
@@ -459,8 +460,6 @@ def test_cancel_interrupts_a_step_waiting_to_retry(dbos: Harness, backend: Backe
     DBOS.cancel_workflow("retry-cancel")
     with pytest.raises(DBOSAwaitedWorkflowCancelledError):
         handle.get_result()
-    from dbos._api.instance import runtime
-
     # The execution itself stops: the 30 s retry delay is cut short.
     eventually(lambda: runtime().local("retry-cancel") is None, timeout=10, what="(execution stopped)")
     assert counter["flaky"] == 1
