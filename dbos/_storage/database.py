@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from psycopg import pq
 from sqlalchemy import event, exc
 
-from dbos._storage.dialect import POSTGRES, SQLITE, Dialect
+from dbos._storage.dialect import POSTGRES, SQLITE, UNIQUE_VIOLATION, Dialect
 from dbos.error import DBOSDatabaseUnavailableError
 
 T = TypeVar("T")
@@ -190,7 +190,7 @@ class Database:
                 try:
                     cur.execute(sql, params)
                 except sqlite3.IntegrityError as e:
-                    if duplicate_is_zero and str(e).startswith("UNIQUE constraint failed"):
+                    if duplicate_is_zero and Dialect.is_unique_violation(e):
                         return 0
                     raise
                 return int(cur.rowcount)
@@ -342,7 +342,7 @@ def _retryable(e: exc.DBAPIError) -> bool:
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
 _COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
-_SQLSTATE, _UNIQUE_VIOLATION = pq.DiagnosticField.SQLSTATE, b"23505"
+_SQLSTATE, _UNIQUE_VIOLATION = pq.DiagnosticField.SQLSTATE, UNIQUE_VIOLATION.encode()
 
 
 def _run_prepared(conn: Any, _cur: Any, prepared: tuple[bytes, bytes], params: Sequence[Any], duplicate_is_zero: bool) -> int:

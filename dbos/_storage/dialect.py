@@ -13,6 +13,8 @@ from typing import Any, Callable
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE for a duplicate key
+
 
 @dataclass(frozen=True)
 class Dialect:
@@ -34,7 +36,7 @@ class Dialect:
         orig = getattr(exc, "orig", exc)
         sqlstate = getattr(orig, "sqlstate", None)
         if sqlstate is not None:
-            return bool(sqlstate == "23505")
+            return bool(sqlstate == UNIQUE_VIOLATION)
         return "UNIQUE constraint failed" in str(orig)
 
 

@@ -281,16 +281,17 @@ def claim_pipelined(
         lock_sql, _ = db.compiled("queues.lock", _LOCK)
         statements.append((lock_sql, {"k": _lock_key(q.name), "wait": _LOCK_WAIT}))
     statements.append((claim_sql, params))
-    rows: list[WorkflowRow] = []
-    fresh: set[str] = set()
+    claimed = [_claimed(r) for r in db.pipelined_transaction(statements)]
+    rows = sorted((row for row, _ in claimed), key=lambda r: (r.priority or 0, r.created_at))
+    return ClaimResult(rows, frozenset(row.workflow_uuid for row, fresh in claimed if fresh))
+
+
+def _claimed(r: Sequence[Any]) -> tuple[WorkflowRow, bool]:
+    """A row a driver-level claim returned (``_COLUMNS``, then ``old_started`` and
+    ``old_forked``), and whether it is fresh: never started and not a fork (whose
+    first steps were copied), so nothing is recorded for it."""
     width = len(_COLUMNS)
-    for r in db.pipelined_transaction(statements):
-        row = WorkflowRow(*r[:width])
-        rows.append(row)
-        if r[width] is None and r[width + 1] is None:
-            fresh.add(row.workflow_uuid)
-    rows.sort(key=lambda r: (r.priority or 0, r.created_at))
-    return ClaimResult(rows, frozenset(fresh))
+    return WorkflowRow(*r[:width]), r[width] is None and r[width + 1] is None
 
 
 @functools.cache
@@ -345,12 +346,11 @@ def finish_and_claim(
         "ferror": error,
     }
     r = db.pipelined_transaction([(_ORDERED_PLAN, None), (sql, params)])[0]
+    recorded = r[0] > 0
     if r[1] is None:
-        return r[0] > 0, ClaimResult([])
-    width = len(_COLUMNS)
-    row = WorkflowRow(*r[1:1 + width])
-    fresh = frozenset([row.workflow_uuid]) if r[1 + width] is None and r[2 + width] is None else frozenset()
-    return r[0] > 0, ClaimResult([row], fresh)
+        return recorded, ClaimResult([])
+    row, fresh = _claimed(r[1:])
+    return recorded, ClaimResult([row], frozenset([row.workflow_uuid]) if fresh else frozenset())
 
 
 def requeue_pending(
