@@ -14,7 +14,7 @@ from dbos._api import classes, decorators
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._config.settings import DBOSConfig, Settings, load_settings
-from dbos._execution import context, management, messaging
+from dbos._execution import context, fleet, management, messaging
 from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
@@ -132,6 +132,8 @@ class DBOS(metaclass=_DBOSMeta):
         self._runtime: Optional[Runtime] = None
         self._services: list[Service] = []
         self._heartbeat: Optional[Heartbeat] = None
+        self._poller: Optional[QueuePoller] = None
+        self._listen_queues: Optional[list[str]] = None
         self._pool: Optional[WorkflowPool] = None
         self._dbs: list[Database] = []
         self._stop_otlp: Callable[[], None] = lambda: None
@@ -146,7 +148,9 @@ class DBOS(metaclass=_DBOSMeta):
         if self._launched:
             return
         s = self.settings
-        sys_db = Database(s.system_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs)
+        # On PostgreSQL one connection of the budget is the heartbeat's own (``_start``).
+        budget = s.sys_db_pool_size - (0 if s.system_database_url.startswith("sqlite") else 1)
+        sys_db = Database(s.system_database_url, s.schema, max(1, budget), s.db_engine_kwargs)
         self._dbs.append(sys_db)
         app_db = sys_db
         try:
@@ -176,8 +180,19 @@ class DBOS(metaclass=_DBOSMeta):
         hub = Hub()
         rt = Runtime(s, sys_db, app_db, REGISTRY, app_version, self._pool, hub, self.logger)
         self._runtime = rt
-        self._heartbeat = Heartbeat(sys_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger)
-        self._heartbeat.register()
+        listened = self._listen_queues
+        served = None if listened is None else sorted({INTERNAL_QUEUE.name, *listened})
+        # The heartbeat has a connection of its own (PostgreSQL), so a saturated pool cannot delay it.
+        beat_db = sys_db
+        if not sys_db.dialect.is_sqlite:
+            beat_db = Database(s.system_database_url, s.schema, 1, s.db_engine_kwargs)
+            self._dbs.append(beat_db)
+        hb = self._heartbeat = Heartbeat(
+            beat_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger, queues=served
+        )
+        hb.running = lambda: len(rt.running_ids())
+        hb.on_declared_dead = lambda: fleet.rejoin(rt, hb)
+        rt.incarnation = hb.register()
         # Every background service this process runs, in start order (all but the
         # heartbeat start after recovery, so recovered work is not claimed twice).
         self._services = [self._heartbeat]
@@ -185,8 +200,12 @@ class DBOS(metaclass=_DBOSMeta):
             bridge = hub.attach_redis(s.redis_url, wakeup_namespace(s), self.logger)
             self._services.append(bridge)
         poller = QueuePoller(
-            rt, lambda: [INTERNAL_QUEUE, *REGISTRY.queues.values()], s.default_worker_concurrency, self.logger
+            rt,
+            lambda: [q for q in (INTERNAL_QUEUE, *REGISTRY.queues.values()) if served is None or q.name in served],
+            s.default_worker_concurrency,
+            self.logger,
         )
+        self._poller = poller
         hub.add_listener("queue:", lambda key: poller.wake_queue(key[len("queue:"):]))
         canceller = Canceller(rt, s.polling_interval_sec, self.logger)
         hub.add_listener("cancel:", lambda _key: canceller.wake())
@@ -252,9 +271,27 @@ class DBOS(metaclass=_DBOSMeta):
             db.dispose()
         self._stop_otlp()
         self._services, self._heartbeat, self._pool, self._runtime = [], None, None, None
+        self._poller = None
         self._dbs.clear()
         self._stop_otlp = lambda: None
         self._launched = False
+
+    @classmethod
+    def listen_queues(cls, queues: List[Any]) -> None:
+        """Dequeue only from these queues (``Queue`` objects or names), plus the internal
+        queue that resumed, forked and handed-over workflows wait on. Before launch, once."""
+        self = cls._instance
+        if self is None:
+            raise DBOSInitializationError("call DBOS(config=...) before DBOS.listen_queues()")
+        if self._launched:
+            raise DBOSInitializationError("DBOS.listen_queues() must be called before DBOS.launch()")
+        if self._listen_queues is not None:
+            raise DBOSInitializationError("DBOS.listen_queues() may be called only once")
+        names = [q if isinstance(q, str) else getattr(q, "name", None) for q in queues]
+        bad = [q for q, n in zip(queues, names) if not isinstance(n, str) or not n]
+        if bad:
+            raise DBOSInitializationError(f"DBOS.listen_queues() takes queues or queue names, got {bad[0]!r}")
+        self._listen_queues = [str(n) for n in names]
 
     # -- decorators -----------------------------------------------------------
     @staticmethod

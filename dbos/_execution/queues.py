@@ -109,6 +109,8 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
         if not queues.lock_timed_out(e):
             raise
         return ClaimResult([], locked_out=True)
+    if result.rows:
+        rt.stats.claimed(limits.name, len(result.rows))
     for row in result.rows:
         local, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
         if is_new:

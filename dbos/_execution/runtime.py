@@ -23,6 +23,7 @@ from dbos._config.settings import Settings
 from dbos._execution.registry import Registry
 from dbos._storage import workflows
 from dbos._storage.database import Database
+from dbos._telemetry.metrics import Stats
 from dbos._wakeups.hub import Hub
 from dbos._wakeups.local import cancelled
 
@@ -112,9 +113,11 @@ class Outcome:
 class LocalExecution:
     """A workflow executing in this process: its outcome, cancel flag and deadline."""
 
-    __slots__ = ("outcome", "cancel_event", "deadline_ms", "queue_name")
+    __slots__ = ("outcome", "cancel_event", "deadline_ms", "queue_name", "began", "name")
 
     def __init__(self, queue_name: Optional[str] = None) -> None:
+        self.began = 0.0  # time.monotonic() when it started running here
+        self.name = ""
         self.outcome = Outcome()
         self.cancel_event = CancelFlag()
         self.deadline_ms: Optional[int] = None
@@ -198,6 +201,8 @@ class Runtime:
         self.registry = registry
         self.app_version = app_version
         self.executor_id = settings.executor_id
+        self.stats = Stats()
+        self.incarnation = 0  # this process's incarnation of its executor ID (the heartbeat registers it)
         self.pool = pool
         self.wakeups = wakeups
         self.logger = logger

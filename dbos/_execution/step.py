@@ -73,8 +73,10 @@ def record(
     else:
         output = None
     error_data = serialize_error(error) if error is not None else None
+    done = now_ms()
+    rt.stats.step_done((done - started) / 1000)
     if not operations.record(
-        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, now_ms()
+        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, done
     ):
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:

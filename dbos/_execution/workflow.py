@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
@@ -212,6 +213,9 @@ def _check_name(run: WorkflowRun, fid: int, name: str, recorded: StepRow) -> Non
 
 def _begin(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> WorkflowRun:
     local.deadline_ms = created.deadline_ms
+    local.began = time.monotonic()
+    local.name = call.info.name
+    rt.stats.workflow_started(call.info.name, created.queue_name)
     recorded: dict[int, StepRow] = {}
     if not created.fresh:
         steps = rt.sys_db.query(lambda c: operations.list_for(c, created.workflow_id))
@@ -253,7 +257,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
             except Exception as e:
                 error = e
         status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
-        write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms())
+        write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms(), rt.executor_id)
         limits = _slot_handover(rt, run.queue_name)
         successors: list[tuple[WorkflowRow, LocalExecution, bool]] = []
         if limits is None:
@@ -270,6 +274,8 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
         _settle(rt, wid, run.queue_name, local, None, e)
         raise
     hint = results.outcome_hint(status, output if error is None else data) if recorded else b""
+    if recorded:
+        rt.stats.workflow_finished(local.name, run.queue_name, status, time.monotonic() - local.began)
     _settle(rt, wid, run.queue_name, local, result, error, hint, slot_handed_on=bool(successors))
     for row, successor, fresh in successors:
         launch(rt, row, successor, fresh=fresh)
@@ -539,7 +545,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
     failure: Optional[BaseException] = None
     if info is None:
         failure = DBOSWorkflowFunctionNotFoundError(wid, f"no workflow named {row.name} is registered")
-        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(failure), now_ms())
+        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(failure), now_ms(), rt.executor_id)
     elif row.recovery_attempts > info.max_recovery_attempts + 1:
         failure = DBOSMaxRecoveryAttemptsExceededError(wid, info.max_recovery_attempts)
         rt.sys_db.run(lambda c: workflows.set_status(c, wid, "RETRIES_EXCEEDED", now_ms(), only_if=("PENDING",)))
@@ -552,7 +558,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
     try:
         call = call_from_row(rt, info, row)
     except Exception as e:
-        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms())
+        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms(), rt.executor_id)
         rt.release_local(wid)
         local.outcome.set_exception(e)
         rt.wakeups.notify(workflow_done(wid))

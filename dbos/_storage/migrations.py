@@ -125,11 +125,24 @@ def _v2_system(conn: sa.Connection, dialect: Dialect) -> None:
     s.recv_waits.create(conn, checkfirst=True)
 
 
+def _v3_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """The fleet: executor incarnations, served queues and load; the leader lease."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("executors", schema=schema)}
+    table = f'"{schema}".executors' if schema else "executors"
+    for name, ddl in (
+        ("incarnation", "BIGINT NOT NULL DEFAULT 0"), ("queues", "TEXT"), ("running", "INTEGER NOT NULL DEFAULT 0"),
+    ):
+        if name not in have:  # a database created at v1 from today's table definitions has them
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+    s.leader_lease.create(conn, checkfirst=True)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

@@ -335,6 +335,7 @@ def finish_and_claim(
     sql = db.sql("queues.finish_and_claim", lambda d: (
         f"WITH f AS (UPDATE {d.qualify('workflow_status')} SET status = %(fstatus)s, output = %(foutput)s,"
         " error = %(ferror)s, updated_at = %(now)s WHERE workflow_uuid = %(wid)s AND status = 'PENDING'"
+        " AND executor_id = %(executor)s"
         " RETURNING 1),"
         f" c AS ({claim_sql})"
         " SELECT (SELECT count(*) FROM f), c.* FROM (SELECT 1) AS one LEFT JOIN c ON true"
@@ -380,3 +381,21 @@ def requeue_pending(
         .returning(ws.c.queue_name)
     )
     return sorted({str(r[0]) for r in conn.execute(stmt)})
+
+
+def depth(conn: sa.Connection, queue_names: Sequence[str], app_version: str) -> dict[str, int]:
+    """ENQUEUED rows per queue that this version may run (``ws_queue_ready``: waiting rows only,
+    so history costs nothing)."""
+    if not queue_names:
+        return {}
+    stmt = (
+        sa.select(ws.c.queue_name, sa.func.count())
+        .where(
+            ws.c.queue_name.in_(list(queue_names)),
+            status_in("ENQUEUED"),
+            sa.or_(ws.c.application_version == app_version, ws.c.application_version.is_(None)),
+        )
+        .group_by(ws.c.queue_name)
+    )
+    found = {str(r[0]): int(r[1]) for r in conn.execute(stmt)}
+    return {q: found.get(q, 0) for q in queue_names}

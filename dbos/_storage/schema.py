@@ -132,7 +132,22 @@ executors = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started_at", sa.BigInteger, nullable=False),
     sa.Column("heartbeat_at", sa.BigInteger, nullable=False),
-    sa.Column("state", sa.Text, nullable=False),  # RUNNING | STOPPED
+    sa.Column("state", sa.Text, nullable=False),  # RUNNING | DRAINING | STOPPED | DEAD
+    # Each start of a process under this ID is a new incarnation: a hand-over
+    # decided against one never takes work from the next (docs/fleet.md).
+    sa.Column("incarnation", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("queues", sa.Text),  # JSON list of the queues it serves; NULL: all
+    sa.Column("running", sa.Integer, nullable=False, server_default="0"),
+)
+
+# The coordinators' leader: one row, held by whoever renewed it last, until it expires.
+leader_lease = sa.Table(
+    "leader_lease",
+    system,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("term", sa.BigInteger, nullable=False),
 )
 
 migrations = sa.Table(

@@ -94,13 +94,17 @@ def insert(conn: sa.Connection, dialect: Dialect, row: WorkflowRow) -> bool:
 def _finish_sql(db: Database) -> str:
     return (
         f"UPDATE {db.qualify('workflow_status')} SET status = %s, output = %s, error = %s, updated_at = %s"
-        " WHERE workflow_uuid = %s AND status = 'PENDING'"
+        " WHERE workflow_uuid = %s AND status = 'PENDING' AND executor_id = %s"
     )
 
 
-def finish(db: Database, workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes], now: int) -> bool:
-    """Record the outcome of a PENDING workflow (one statement); False if it was not PENDING."""
-    params = (status, output, error, now, workflow_id)
+def finish(
+    db: Database, workflow_id: str, status: str, output: Optional[bytes], error: Optional[bytes], now: int,
+    executor_id: str,
+) -> bool:
+    """Record the outcome of a workflow PENDING on this executor (one statement); False
+    if it was not PENDING here (finished, cancelled, or handed to another executor)."""
+    params = (status, output, error, now, workflow_id, executor_id)
     return db.execute_count(db.sql("workflows.finish", _finish_sql), params) == 1
 
 
@@ -215,3 +219,45 @@ def cancelled_among(conn: sa.Connection, workflow_ids: list[str]) -> list[str]:
         ws.c.workflow_uuid.in_(workflow_ids), status_in("CANCELLED", "RETRIES_EXCEEDED")
     )
     return [str(r[0]) for r in conn.execute(stmt)]
+
+
+def release_owned(conn: sa.Connection, executor_id: str, internal_queue: str, now: int) -> list[tuple[str, str]]:
+    """Give every PENDING workflow of ``executor_id`` back to the fleet; return
+    (workflow ID, queue) of each.
+
+    Queued work returns to its queue (its slot freed, its priority and enqueue
+    time, so its place in claim order, kept); direct work goes to the internal
+    queue, where any executor of its app version claims it. The claim counts the
+    attempt, so each release adds exactly one to ``recovery_attempts``. A
+    conditional change: rows finished or owned by another executor meanwhile
+    are not touched.
+    """
+    stmt = (
+        sa.update(ws)
+        .where(ws.c.executor_id == executor_id, status_in("PENDING"))
+        .values(
+            status="ENQUEUED",
+            executor_id=None,
+            queue_name=sa.func.coalesce(ws.c.queue_name, internal_queue),
+            updated_at=now,
+        )
+        .returning(ws.c.workflow_uuid, ws.c.queue_name)
+    )
+    return [(str(r[0]), str(r[1])) for r in conn.execute(stmt)]
+
+
+def owned_among(conn: sa.Connection, executor_id: str, workflow_ids: list[str]) -> set[str]:
+    """Which of these workflows are PENDING on ``executor_id``."""
+    if not workflow_ids:
+        return set()
+    stmt = sa.select(ws.c.workflow_uuid).where(
+        ws.c.workflow_uuid.in_(workflow_ids), ws.c.executor_id == executor_id, status_in("PENDING")
+    )
+    return {str(r[0]) for r in conn.execute(stmt)}
+
+
+def count_pending(conn: sa.Connection, executor_ids: list[str]) -> int:
+    if not executor_ids:
+        return 0
+    stmt = sa.select(sa.func.count()).select_from(ws).where(ws.c.executor_id.in_(executor_ids), status_in("PENDING"))
+    return int(conn.execute(stmt).scalar() or 0)
