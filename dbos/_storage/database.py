@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import sqlite3
 import time
@@ -32,6 +33,11 @@ from dbos.error import DBOSDatabaseUnavailableError
 
 T = TypeVar("T")
 
+_logger = logging.getLogger("dbos")
+# A transaction pooler (PgBouncer) moved the connection to another server backend:
+# a prepared statement is missing there, or another client's is already there.
+_POOLER_SQLSTATES = frozenset({"26000", "42P05"})
+
 
 class Database:
     def __init__(
@@ -40,12 +46,20 @@ class Database:
         schema: str,
         pool_size: int = 20,
         engine_kwargs: Optional[Mapping[str, Any]] = None,
+        use_prepared_statements: bool = True,
     ) -> None:
         self.url = url
         self.dialect: Dialect = SQLITE if url.startswith("sqlite") else POSTGRES
         self._sqlite = self.dialect.is_sqlite
         self.schema: Optional[str] = None if self._sqlite else schema
         kwargs = dict(engine_kwargs or {})
+        user_connect_args = dict(kwargs.pop("connect_args", None) or {})
+        # Behind a transaction pooler nothing may rely on session state: no named
+        # prepared statements (ours or psycopg's). ``prepare_threshold=None`` in the
+        # engine's connect_args (what ``use_prepared_statements: False`` sets) means the same.
+        if "prepare_threshold" in user_connect_args and user_connect_args["prepare_threshold"] is None:
+            use_prepared_statements = False
+        self.use_prepared_statements = use_prepared_statements
         # ``pool_size`` is this process's whole budget of connections to the database
         # (a fleet of executors must fit max_connections): the hot path's driver
         # connections get half of it, SQLAlchemy's pool the rest (at least one each).
@@ -65,9 +79,11 @@ class Database:
                 isolation_level="AUTOCOMMIT",
                 pool_pre_ping=False,
                 pool_reset_on_return=None,
-                connect_args={"connect_timeout": 10, "application_name": "dbos"},
+                connect_args={"connect_timeout": 10, "application_name": "dbos", **user_connect_args},
                 **kwargs,
             ).execution_options(schema_translate_map={None: schema})
+            event.listen(base, "checkout", self._on_checkout)
+            event.listen(base, "handle_error", self._on_error)
             self._writer = base
             self._reader = base
             self._tx = base.execution_options(isolation_level="READ COMMITTED")
@@ -81,6 +97,33 @@ class Database:
         self._raw_slots: "queue.SimpleQueue[None]" = queue.SimpleQueue()
         for _ in range(raw_slots):
             self._raw_slots.put(None)
+
+    def _on_checkout(self, dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        if not self.use_prepared_statements and dbapi_conn.prepare_threshold is not None:
+            dbapi_conn.prepare_threshold = None  # psycopg's own prepared statements
+
+    def _on_error(self, ctx: Any) -> None:
+        """A psycopg prepared statement refused behind a pooler (SQLAlchemy paths): switch
+        to unprepared mode and report the connection lost, so it is discarded and the
+        statement retried (it did not run: the error came at Parse/Bind)."""
+        if getattr(ctx.original_exception, "sqlstate", None) in _POOLER_SQLSTATES:
+            self._fall_back(ctx.original_exception)
+            ctx.is_disconnect = True
+
+    def _fall_back(self, error: BaseException) -> None:
+        """Switch this database to unprepared statements for good (one warning)."""
+        if not self.use_prepared_statements:
+            return
+        self.use_prepared_statements = False
+        for conn, _cur in list(self._raw_free):
+            with contextlib.suppress(Exception):
+                conn.dbapi_connection.prepare_threshold = None
+        _logger.warning(
+            "The database refused a prepared statement (%s): probably a transaction pooler"
+            " such as PgBouncer. Sending statements unprepared from now on; set"
+            " use_prepared_statements: False in the config to start that way.",
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+        )
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -200,12 +243,12 @@ class Database:
         # outside retry_on_disconnect (which a dropped connection then enters).
         prepared = self._prepared.get(sql) or self._prepare(sql)
         try:
-            return self._on_raw(sql, params, _run_prepared, prepared, params, duplicate_is_zero)
+            return self._on_raw(sql, params, _run_prepared, self, prepared, params, duplicate_is_zero)
         except exc.DBAPIError as e:
             if not _retryable(e):
                 raise
         return retry_on_disconnect(
-            lambda: self._on_raw(sql, params, _run_prepared, prepared, params, duplicate_is_zero)
+            lambda: self._on_raw(sql, params, _run_prepared, self, prepared, params, duplicate_is_zero)
         )
 
     def _prepare(self, sql: str) -> tuple[bytes, bytes]:
@@ -263,6 +306,13 @@ class Database:
             try:
                 result = run(conn, cur, *args)
             except Exception as e:
+                if getattr(e, "sqlstate", None) in _POOLER_SQLSTATES:
+                    # Behind a transaction pooler: the statement did not run. Unprepared
+                    # from now on; this connection (with its psycopg cache) is dropped and
+                    # the statement retried as after a lost connection.
+                    self._fall_back(e)
+                    _close_quietly(conn)
+                    raise exc.OperationalError(sql, params, e, connection_invalidated=True) from e
                 disconnected = self._writer.dialect.is_disconnect(cast(Any, e), conn.dbapi_connection, cur)
                 if disconnected:
                     _close_quietly(conn)
@@ -345,8 +395,12 @@ _COMMAND_OK, _TUPLES_OK = pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK
 _SQLSTATE, _UNIQUE_VIOLATION = pq.DiagnosticField.SQLSTATE, UNIQUE_VIOLATION.encode()
 
 
-def _run_prepared(conn: Any, _cur: Any, prepared: tuple[bytes, bytes], params: Sequence[Any], duplicate_is_zero: bool) -> int:
-    return exec_prepared(conn.dbapi_connection, prepared[0], prepared[1], params, duplicate_is_zero)
+def _run_prepared(
+    conn: Any, _cur: Any, db: Database, prepared: tuple[bytes, bytes], params: Sequence[Any], duplicate_is_zero: bool
+) -> int:
+    if db.use_prepared_statements:
+        return exec_prepared(conn.dbapi_connection, prepared[0], prepared[1], params, duplicate_is_zero)
+    return exec_unprepared(conn.dbapi_connection, prepared[1], params, duplicate_is_zero)
 
 
 def exec_prepared(
@@ -366,6 +420,19 @@ def exec_prepared(
     if name not in prepared:
         _check(pg, pgconn.prepare(name, text))
         prepared.add(name)
+    values, formats = _libpq_params(params)
+    return _outcome(pg, pgconn.exec_prepared(name, values, formats), duplicate_is_zero)
+
+
+def exec_unprepared(pg: Any, text: bytes, params: Sequence[Any], duplicate_is_zero: bool = False) -> int:
+    """As :func:`exec_prepared`, but the statement is sent unnamed (libpq
+    ``PQexecParams``): nothing outlives it on the server session, as a
+    transaction pooler requires."""
+    values, formats = _libpq_params(params)
+    return _outcome(pg, pg.pgconn.exec_params(text, values, param_formats=formats), duplicate_is_zero)
+
+
+def _libpq_params(params: Sequence[Any]) -> tuple[list[Optional[bytes]], list[int]]:
     values: list[Optional[bytes]] = []
     formats: list[int] = []
     for v in params:
@@ -384,7 +451,10 @@ def exec_prepared(
             formats.append(0)
         else:
             raise TypeError(f"hot-path parameter of type {t.__name__}: expected str, int, bytes or None")
-    result = pgconn.exec_prepared(name, values, formats)
+    return values, formats
+
+
+def _outcome(pg: Any, result: Any, duplicate_is_zero: bool) -> int:
     if result.status != _COMMAND_OK:
         if duplicate_is_zero and result.error_field(_SQLSTATE) == _UNIQUE_VIOLATION:
             return 0
