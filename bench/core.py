@@ -118,6 +118,13 @@ PAYLOAD = b"\x80\x05K\x01."  # about what a pickled small int weighs
 
 
 LIBPQ = "/* libpq */ "  # marks a captured statement the library sent through libpq directly
+UNPREPARED = False  # --no-prepared: use_prepared_statements False (behind PgBouncer), the floor too
+
+
+def _libpq(pg: Any, name: bytes, text: bytes, params: Any, *a: Any) -> int:
+    if UNPREPARED:
+        return database.exec_unprepared(pg, text, params, *a)
+    return database.exec_prepared(pg, name, text, params, *a)
 
 
 class PgFloor:
@@ -125,6 +132,8 @@ class PgFloor:
 
     def __init__(self, conninfo: str) -> None:
         self.conn = psycopg.connect(conninfo, autocommit=True)
+        if UNPREPARED:
+            self.conn.prepare_threshold = None
         self.conn.execute(
             "CREATE TABLE floor (k text NOT NULL, n integer NOT NULL, v bytea, PRIMARY KEY (k, n))"
         )
@@ -137,7 +146,7 @@ class PgFloor:
     def once_libpq(self) -> None:
         """The same INSERT prepared and sent through libpq, as the library's hot path sends."""
         self.n += 1
-        database.exec_prepared(self.conn, b"floor", b"INSERT INTO floor (k, n, v) VALUES ($1, $2, $3)",
+        _libpq(self.conn, b"floor", b"INSERT INTO floor (k, n, v) VALUES ($1, $2, $3)",
                                ("bench-floor", self.n, PAYLOAD))
 
     def replayer(self) -> "Replayer":
@@ -146,7 +155,7 @@ class PgFloor:
         def execute(sql: str, params: Any) -> None:
             if sql.startswith(LIBPQ):  # as the library sends it: prepared, through libpq
                 name = names.setdefault(sql, f"replay_{len(names)}".encode())
-                database.exec_prepared(self.conn, name, sql.removeprefix(LIBPQ).encode(), params, True)
+                _libpq(self.conn, name, sql.removeprefix(LIBPQ).encode(), params, True)
             else:
                 self.conn.execute(sql, params)
 
@@ -240,7 +249,14 @@ class Capture:
             log(LIBPQ + text.decode(), params)
             return real_exec_prepared(pg, name, text, params, *a)
 
+        real_exec_unprepared = database.exec_unprepared
+
+        def exec_unprepared(pg: Any, text: bytes, params: Any, *a: Any) -> int:
+            log(LIBPQ + text.decode(), params)
+            return real_exec_unprepared(pg, text, params, *a)
+
         setattr(database, "exec_prepared", exec_prepared)
+        setattr(database, "exec_unprepared", exec_unprepared)
         setattr(psycopg.Cursor, "execute", execute)
         setattr(psycopg.Connection, "commit", end("COMMIT", commit))
         setattr(psycopg.Connection, "rollback", end("ROLLBACK", rollback))
@@ -261,6 +277,7 @@ class Capture:
 
         def undo() -> None:
             setattr(database, "exec_prepared", real_exec_prepared)
+            setattr(database, "exec_unprepared", real_exec_unprepared)
             setattr(psycopg.Cursor, "execute", cur_execute)
             setattr(psycopg.Connection, "commit", commit)
             setattr(psycopg.Connection, "rollback", rollback)
@@ -328,6 +345,8 @@ def run_backend(label: str, system_url: str, floor: Any, engine_kwargs: Optional
     config: DBOSConfig = {"name": "bench_core", "system_database_url": system_url, "log_level": "WARNING"}
     if engine_kwargs:
         config["db_engine_kwargs"] = engine_kwargs
+    if UNPREPARED:
+        config["use_prepared_statements"] = False
     DBOS(config=config)
     DBOS.launch()
     try:
@@ -569,7 +588,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         type=json.loads,
         help="passed to DBOSConfig.db_engine_kwargs, e.g. '{\"pool_use_lifo\": true}'",
     )
+    p.add_argument(
+        "--no-prepared",
+        action="store_true",
+        help="use_prepared_statements: False (e.g. --pg-url through PgBouncer in transaction mode)",
+    )
     args = p.parse_args(argv)
+    global UNPREPARED
+    UNPREPARED = args.no_prepared
     engine_kwargs: Optional[dict[str, Any]] = args.db_engine_kwargs
 
     started = time.monotonic()
