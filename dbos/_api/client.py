@@ -93,7 +93,8 @@ class DBOSClient:
             env={},
         )
         logger = logging.getLogger("dbos.client")
-        self._db = Database(settings.system_database_url, settings.schema, 4, settings.db_engine_kwargs)
+        self._db = Database(settings.system_database_url, settings.schema, 4, settings.db_engine_kwargs,
+                            settings.use_prepared_statements)
         migrate_system(self._db)
         self._pool = WorkflowPool(32)
         hub = Hub()

@@ -150,13 +150,13 @@ class DBOS(metaclass=_DBOSMeta):
         s = self.settings
         # On PostgreSQL one connection of the budget is the heartbeat's own (``_start``).
         budget = s.sys_db_pool_size - (0 if s.system_database_url.startswith("sqlite") else 1)
-        sys_db = Database(s.system_database_url, s.schema, max(1, budget), s.db_engine_kwargs)
+        sys_db = Database(s.system_database_url, s.schema, max(1, budget), s.db_engine_kwargs, s.use_prepared_statements)
         self._dbs.append(sys_db)
         app_db = sys_db
         try:
             migrate_system(sys_db)
             if s.application_database_url != s.system_database_url:
-                app_db = Database(s.application_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs)
+                app_db = Database(s.application_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs, s.use_prepared_statements)
                 self._dbs.append(app_db)
             migrate_application(app_db)
         except Exception as e:
@@ -185,7 +185,7 @@ class DBOS(metaclass=_DBOSMeta):
         # The heartbeat has a connection of its own (PostgreSQL), so a saturated pool cannot delay it.
         beat_db = sys_db
         if not sys_db.dialect.is_sqlite:
-            beat_db = Database(s.system_database_url, s.schema, 1, s.db_engine_kwargs)
+            beat_db = Database(s.system_database_url, s.schema, 1, s.db_engine_kwargs, s.use_prepared_statements)
             self._dbs.append(beat_db)
         hb = self._heartbeat = Heartbeat(
             beat_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger, queues=served

@@ -70,7 +70,7 @@ class Settings:
     otlp_logs_endpoints: tuple[str, ...] = ()
     otlp_attributes: Mapping[str, str] = field(default_factory=dict)
     # False behind a transaction pooler (PgBouncer): no named prepared statements, ours
-    # or psycopg's. Also carried in db_engine_kwargs as connect_args prepare_threshold=None.
+    # or psycopg's (every Database built from these settings is given it).
     use_prepared_statements: bool = True
 
     @property
@@ -187,11 +187,8 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
     worker_default = _opt(config, "default_worker_concurrency", int)
     if worker_default is not None and not 1 <= worker_default <= 10_000:
         raise DBOSConfigError(f"config key 'default_worker_concurrency' must be 1..10000, got {worker_default}")
-    engine_kwargs = dict(_opt(config, "db_engine_kwargs", dict) or {})
+    engine_kwargs = _opt(config, "db_engine_kwargs", dict) or {}
     use_prepared = _opt(config, "use_prepared_statements", bool)
-    if use_prepared is False:
-        # Every Database built from these settings reads this (see Database.__init__).
-        engine_kwargs["connect_args"] = {**(engine_kwargs.get("connect_args") or {}), "prepare_threshold": None}
     traces = _opt(config, "otlp_traces_endpoints", list) or []
     logs = _opt(config, "otlp_logs_endpoints", list) or []
     for key, endpoints in (("otlp_traces_endpoints", traces), ("otlp_logs_endpoints", logs)):

@@ -88,6 +88,3 @@ def recover_executors(rt: Runtime, executor_ids: Iterable[str]) -> list[str]:
                 rt.logger.error("cannot recover workflow %s: %s", row.workflow_uuid, e)
     return started
 
-
-def executor_row(rt: Runtime) -> "executors.ExecutorRow | None":
-    return rt.sys_db.query(lambda c: executors.get(c, rt.executor_id))
