@@ -180,6 +180,7 @@ class DBOS(metaclass=_DBOSMeta):
         hub = Hub()
         rt = Runtime(s, sys_db, app_db, REGISTRY, app_version, self._pool, hub, self.logger)
         self._runtime = rt
+        self._pool.running = rt.running_ids  # named when the interpreter exits with workflows running
         listened = self._listen_queues
         served = None if listened is None else sorted({INTERNAL_QUEUE.name, *listened})
         # The heartbeat has a connection of its own (PostgreSQL), so a saturated pool cannot delay it.

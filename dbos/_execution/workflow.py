@@ -123,6 +123,8 @@ def create(
     enqueue_fields: Optional[dict[str, Any]] = None,
 ) -> Created:
     """Write (or find) the status row of a workflow about to start or be enqueued."""
+    if rt.registry.cleared:
+        rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
     parent = ctx.run if ctx.run is not None and not ctx.in_step else None
     fid: Optional[int] = None
@@ -243,6 +245,15 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
     if isinstance(error, DBOSWorkflowCancelledError) or local.cancel_event.is_set():
         # Preempted (cancelled, timed out, or DBOS destroyed): record no outcome.
         _settle(rt, wid, run.queue_name, local, None, DBOSAwaitedWorkflowCancelledError(wid))
+        return
+    if error is not None and not isinstance(error, Exception):
+        # KeyboardInterrupt, SystemExit, asyncio.CancelledError...: an interrupt of this
+        # process, not the workflow's outcome. It stays PENDING and is recovered like after
+        # a crash; the interrupt goes on to end the process (docs/decisions.md, "Interrupts").
+        rt.logger.warning(
+            "workflow %s interrupted by %s: it stays PENDING and is recovered", wid, type(error).__name__
+        )
+        _settle(rt, wid, run.queue_name, local, None, error)
         return
     if isinstance(error, DBOSDatabaseUnavailableError):
         # A write inside the workflow (a step's checkpoint, a send...) failed: that is no
