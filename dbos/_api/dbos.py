@@ -137,6 +137,7 @@ class DBOS(metaclass=_DBOSMeta):
         self._pool: Optional[WorkflowPool] = None
         self._dbs: list[Database] = []
         self._stop_otlp: Callable[[], None] = lambda: None
+        self._admin: Any = None  # the admin server of config run_admin_server
         self.logger = configure(self.settings.log_level, self.settings.executor_id)
 
     # -- lifecycle ----------------------------------------------------------
@@ -179,8 +180,8 @@ class DBOS(metaclass=_DBOSMeta):
         self._pool = WorkflowPool(s.max_executor_threads)
         hub = Hub()
         rt = Runtime(s, sys_db, app_db, REGISTRY, app_version, self._pool, hub, self.logger)
-        self._runtime = rt
         self._pool.running = rt.running_ids  # named when the interpreter exits with workflows running
+        self._runtime = rt
         listened = self._listen_queues
         served = None if listened is None else sorted({INTERNAL_QUEUE.name, *listened})
         # The heartbeat has a connection of its own (PostgreSQL), so a saturated pool cannot delay it.
@@ -193,7 +194,17 @@ class DBOS(metaclass=_DBOSMeta):
         )
         hb.running = lambda: len(rt.running_ids())
         hb.on_declared_dead = lambda: fleet.rejoin(rt, hb)
-        rt.incarnation = hb.register()
+        holder = fleet.check_identity(beat_db, s.executor_id, self.logger)
+        if holder is None:
+            rt.incarnation = hb.register()
+        else:
+            # Another live process holds this ID: taking its row or its PENDING work would
+            # run that work twice. Run without recovery and without a heartbeat of our own.
+            self.logger.error(
+                "executor ID %s is also used by the live pid %d on %s: this process recovers none of its "
+                "workflows and does not heartbeat; give every process its own DBOS__VMID",
+                s.executor_id, holder.pid, holder.hostname,
+            )
         # Every background service this process runs, in start order (all but the
         # heartbeat start after recovery, so recovered work is not claimed twice).
         self._services = [self._heartbeat]
@@ -213,16 +224,26 @@ class DBOS(metaclass=_DBOSMeta):
         # Writes workflows owe the database after an outage (their outcome, or a resume).
         retrier = OutcomeRetrier(rt, s.polling_interval_sec, self.logger)
         self._services += [poller, canceller, retrier]
-        self._heartbeat.start()
+        if holder is None:
+            self._heartbeat.start()
+        else:
+            self._services.remove(hb)
         HOLDER.runtime = rt
         self._launched = True
-        recovered = type(self)._recover_pending()
-        for service in self._services[1:]:
-            service.start()
+        recovered = type(self)._recover_pending() if holder is None else 0
+        for service in self._services:
+            if service is not hb:
+                service.start()
         self.logger.info(
             "DBOS launched: executor %s, app version %s, %d workflow(s) recovered",
             s.executor_id, app_version, recovered,
         )
+        if s.run_admin_server:
+            from dbos._api.admin import AdminServer
+
+            admin = AdminServer("127.0.0.1", s.admin_port, self.logger)
+            admin.start()
+            self._admin = admin
 
     @classmethod
     def _recover_pending(cls) -> int:
@@ -256,6 +277,9 @@ class DBOS(metaclass=_DBOSMeta):
     def _release(self, *, wait: bool) -> None:
         """Stop what this instance started: services, workflows, pool, connections, exporters."""
         rt = self._runtime
+        if self._admin is not None:
+            self._admin.stop()
+            self._admin = None
         for service in reversed(self._services):
             service.stop()
         if rt is not None:

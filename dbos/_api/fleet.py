@@ -18,6 +18,15 @@ from dbos._execution.runtime import Runtime
 from dbos._storage import queues, workflows
 from dbos.error import DBOSInitializationError
 
+ExecutorIdInUse = fleet.ExecutorIdInUse
+
+
+def refuse_shared_executor_id() -> None:
+    """From now on a launch whose executor ID a live process holds fails with
+    ``ExecutorIdInUse`` (after up to twice the dead-after for a holder on another
+    host), instead of running with that ID's recovery disabled. ``dbos-worker``'s rule."""
+    fleet.identity_policy = "refuse"
+
 
 def _launched() -> DBOS:
     inst = DBOS._instance

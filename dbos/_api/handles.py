@@ -20,7 +20,7 @@ def get_status(rt: Runtime, workflow_id: str) -> Optional[WorkflowStatus]:
     return WorkflowStatus.from_row(row) if row is not None else None
 
 
-def _as_step(rt: Runtime, name: str, workflow_id: str, fn: Callable[[], Any]) -> Any:
+def _as_step(rt: Runtime, name: str, workflow_id: Optional[str], fn: Callable[[], Any]) -> Any:
     """Inside a workflow, record what ``fn`` returns so replay sees the same value."""
     run = durable_run(context.current())
     if run is None:
@@ -39,9 +39,11 @@ def _as_step(rt: Runtime, name: str, workflow_id: str, fn: Callable[[], Any]) ->
 
 
 class WorkflowHandle(Generic[R]):
-    def __init__(self, rt: Runtime, workflow_id: str) -> None:
+    def __init__(self, rt: Runtime, workflow_id: str, *, await_creation: bool = False) -> None:
         self._rt = rt
         self._workflow_id = workflow_id
+        # retrieve_workflow(existing_workflow=False): get_result waits for the workflow to exist.
+        self._await_creation = await_creation
 
     @property
     def workflow_id(self) -> str:
@@ -53,7 +55,8 @@ class WorkflowHandle(Generic[R]):
     def get_result(self) -> R:
         """Wait for the workflow to finish; return its result or raise its error."""
         return _as_step(  # type: ignore[no-any-return]
-            self._rt, "DBOS.getResult", self._workflow_id, lambda: wait_result(self._rt, self._workflow_id)
+            self._rt, "DBOS.getResult", self._workflow_id,
+            lambda: wait_result(self._rt, self._workflow_id, await_creation=self._await_creation),
         )
 
     def get_status(self) -> WorkflowStatus:
@@ -70,8 +73,8 @@ class WorkflowHandle(Generic[R]):
 
 
 class WorkflowHandleAsync(Generic[R]):
-    def __init__(self, rt: Runtime, workflow_id: str) -> None:
-        self._sync: WorkflowHandle[R] = WorkflowHandle(rt, workflow_id)
+    def __init__(self, rt: Runtime, workflow_id: str, *, await_creation: bool = False) -> None:
+        self._sync: WorkflowHandle[R] = WorkflowHandle(rt, workflow_id, await_creation=await_creation)
 
     @property
     def workflow_id(self) -> str:

@@ -72,6 +72,9 @@ class Settings:
     # False behind a transaction pooler (PgBouncer): no named prepared statements, ours
     # or psycopg's (every Database built from these settings is given it).
     use_prepared_statements: bool = True
+    # The admin server for a plain ``DBOS.launch()`` (``dbos-worker`` has its own flags).
+    run_admin_server: bool = False
+    admin_port: int = 3001
 
     @property
     def is_sqlite(self) -> bool:
@@ -196,8 +199,10 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
             _check_endpoint(key, endpoint)
     attributes = _opt(config, "otlp_attributes", dict) or {}
     enable_otlp = _opt(config, "enable_otlp", bool)
-    _opt(config, "run_admin_server", bool)
-    _opt(config, "admin_port", int)
+    run_admin = _opt(config, "run_admin_server", bool)
+    admin_port = _opt(config, "admin_port", int)
+    if admin_port is not None and not 1 <= admin_port <= 65535:
+        raise DBOSConfigError(f"config key 'admin_port' must be a TCP port 1..65535, got {admin_port}")
 
     return Settings(
         name=name,
@@ -213,11 +218,13 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
         redis_url=redis_url,
         polling_interval_sec=float(polling) if polling is not None else 1.0,
         max_executor_threads=threads or 512,
-        heartbeat_interval_sec=float(heartbeat) if heartbeat is not None else 2.0,
+        heartbeat_interval_sec=float(heartbeat) if heartbeat is not None else 1.0,
         default_worker_concurrency=worker_default or 16,
         enable_otlp=bool(enable_otlp) if enable_otlp is not None else bool(traces or logs),
         otlp_traces_endpoints=tuple(traces),
         otlp_logs_endpoints=tuple(logs),
         otlp_attributes=dict(attributes),
         use_prepared_statements=use_prepared is not False,
+        run_admin_server=bool(run_admin),
+        admin_port=admin_port if admin_port is not None else 3001,
     )

@@ -8,7 +8,12 @@ coordinator share one implementation (docs/fleet.md). No SQL, no threads.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Iterable
+import json
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import sqlalchemy as sa
 
@@ -18,10 +23,117 @@ from dbos._execution.runtime import Runtime, now_ms
 from dbos._storage import executors, workflows
 from dbos._storage.database import Database
 from dbos._wakeups.local import queue_ready
-from dbos.error import DBOSException
+from dbos.error import DBOSException, DBOSInitializationError
 
 if TYPE_CHECKING:
     from dbos._services.heartbeat import Heartbeat
+
+
+# A RUNNING or DRAINING row whose heartbeat is older than this is dead to the fleet
+# (the coordinator's and ``dbos fleet executors``' default ``--dead-after``).
+DEAD_AFTER_SEC = 3.0
+
+# What a launch does when its executor ID is held by another live process:
+# "warn" (plain ``DBOS.launch()``: run without recovering or heartbeating that ID)
+# or "refuse" (``dbos-worker``: wait up to twice the dead-after, then fail).
+identity_policy = "warn"
+
+
+class ExecutorIdInUse(DBOSInitializationError):
+    """Another live process holds this executor ID."""
+
+    def __init__(self, executor_id: str, holder: executors.ExecutorRow) -> None:
+        super().__init__(
+            f"executor ID {executor_id!r} is held by a live executor: pid {holder.pid} on host "
+            f"{holder.hostname!r} ({holder.state}, heartbeat {max(0, now_ms() - holder.heartbeat_at) / 1000:.1f} s ago); "
+            "give this process its own DBOS__VMID"
+        )
+        self.executor_id = executor_id
+        self.holder = holder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_holder(row: Optional[executors.ExecutorRow], now: int, dead_after_sec: float = DEAD_AFTER_SEC) -> bool:
+    """Whether ``row`` is another process that still holds its executor ID: RUNNING or
+    DRAINING with a fresh heartbeat, and, on this host, a pid that is not ours and exists."""
+    if row is None or row.state not in executors.LIVE_STATES:
+        return False
+    if now - row.heartbeat_at >= dead_after_sec * 1000:
+        return False
+    if row.hostname == socket.gethostname():
+        return row.pid != os.getpid() and _pid_alive(row.pid)
+    return True
+
+
+def check_identity(
+    db: Database, executor_id: str, logger: logging.Logger, dead_after_sec: float = DEAD_AFTER_SEC
+) -> Optional[executors.ExecutorRow]:
+    """Before registering: None if this process may take ``executor_id``; else the live holder.
+
+    Under the "refuse" policy a holder on another host gets up to twice the
+    dead-after to go stale (a pod restarted under its stable name right after a
+    crash), then ``ExecutorIdInUse`` is raised."""
+    row = db.query(lambda c: executors.get(c, executor_id))
+    if not live_holder(row, now_ms(), dead_after_sec):
+        return None
+    assert row is not None
+    if identity_policy != "refuse":
+        return row
+    if row.hostname != socket.gethostname():
+        logger.warning(
+            "executor ID %s is held by pid %d on %s with a fresh heartbeat; waiting up to %.0f s for it to go stale",
+            executor_id, row.pid, row.hostname, 2 * dead_after_sec,
+        )
+        end = time.monotonic() + 2 * dead_after_sec
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            row = db.query(lambda c: executors.get(c, executor_id))
+            if not live_holder(row, now_ms(), dead_after_sec):
+                return None
+        assert row is not None
+    raise ExecutorIdInUse(executor_id, row)
+
+
+def derived_state(row: executors.ExecutorRow, now: int, dead_after_sec: float = DEAD_AFTER_SEC) -> str:
+    """The state the fleet should see: a live row whose heartbeat is stale is DEAD,
+    whether or not a coordinator has marked it yet."""
+    if row.state in executors.LIVE_STATES and now - row.heartbeat_at >= dead_after_sec * 1000:
+        return "DEAD"
+    return row.state
+
+
+def executor_view(db: Database, dead_after_sec: float, hide_older_than_ms: Optional[int]) -> list[dict[str, Any]]:
+    """Every executor as ``dbos fleet executors`` and the coordinator show it (JSON-ready).
+    With ``hide_older_than_ms``, STOPPED and DEAD rows silent longer than that are left out."""
+    now = now_ms()
+    since = None if hide_older_than_ms is None else now - hide_older_than_ms
+    out = []
+    for row in db.query(lambda c: executors.list_all(c, since)):
+        state = derived_state(row, now, dead_after_sec)
+        if since is not None and state == "DEAD" and row.heartbeat_at < since:
+            continue
+        out.append({
+            "executor_id": row.executor_id,
+            "app_version": row.app_version,
+            "state": state,
+            "heartbeat_age_s": round(max(0, now - row.heartbeat_at) / 1000, 3),
+            "running": row.running if state in executors.LIVE_STATES else 0,
+            "hostname": row.hostname,
+            "pid": row.pid,
+            "queues": json.loads(row.queues) if row.queues is not None else None,
+            "incarnation": row.incarnation,
+            "started_at": row.started_at,
+        })
+    return out
 
 
 def hand_back(rt: Runtime) -> list[tuple[str, str]]:

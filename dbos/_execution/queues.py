@@ -74,6 +74,8 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
 
 def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
     """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID."""
+    if rt.registry.cleared:
+        rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
     try:

@@ -18,7 +18,7 @@ from dbos._execution.serialization import deserialize, deserialize_error
 from dbos._storage import workflows
 from dbos._storage.schema import TERMINAL
 from dbos._wakeups.hub import hint_data
-from dbos._wakeups.local import cancelled, workflow_done
+from dbos._wakeups.local import cancelled, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSMaxRecoveryAttemptsExceededError,
@@ -62,8 +62,12 @@ def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error:
     raise AssertionError(f"not a final status: {status}")
 
 
-def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) -> Any:
+def wait_result(
+    rt: Runtime, workflow_id: str, timeout: Optional[float] = None, *, await_creation: bool = False
+) -> Any:
     """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
+    ``await_creation``: a workflow that does not exist yet is waited for (woken by its
+    creation anywhere in the fleet), not reported missing.
 
     Called from a workflow (or one of its steps), the wait is also that workflow's:
     cancelling it, or its deadline passing, wakes the wait and raises
@@ -72,6 +76,8 @@ def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) 
     caller = context.current().run
     end = None if timeout is None else time.monotonic() + timeout
     watch = [workflow_done(workflow_id)]
+    if await_creation:
+        watch.append(workflow_created(workflow_id))
     if caller is not None:
         watch.append(cancelled(caller.workflow_id))
         caller.check_cancelled()
@@ -93,12 +99,37 @@ def wait_result(rt: Runtime, workflow_id: str, timeout: Optional[float] = None) 
             if found is None:
                 found = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
             if found is None:
-                raise DBOSNonExistentWorkflowError(workflow_id)
+                if not await_creation:
+                    raise DBOSNonExistentWorkflowError(workflow_id)
+                if not _pause(rt, waiter, caller, end):
+                    raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+                continue
             status, output, error = found
             if status in TERMINAL:
                 return outcome_value(workflow_id, status, output, error)
             if not _pause(rt, waiter, caller, end):
                 raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
+
+
+def wait_first(rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = None) -> str:
+    """Block until one of these workflows has finished (here or anywhere in the fleet);
+    return its ID (the first of the list among those already finished). Woken by the
+    finish of any of them; polls one statement for all of them as the fallback."""
+    caller = context.current().run
+    end = None if timeout is None else time.monotonic() + timeout
+    watch = [workflow_done(w) for w in workflow_ids]
+    if caller is not None:
+        watch.append(cancelled(caller.workflow_id))
+        caller.check_cancelled()
+    with rt.wakeups.subscribe(*watch) as waiter:
+        while True:
+            found = rt.sys_db.query(lambda c: workflows.outcomes_among(c, workflow_ids))
+            for wid in workflow_ids:
+                row = found.get(wid)
+                if row is not None and row[0] in TERMINAL:
+                    return wid
+            if not _pause(rt, waiter, caller, end):
+                raise TimeoutError(f"none of workflows {workflow_ids} finished in {timeout} s")
 
 
 def _pause(rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float]) -> bool:

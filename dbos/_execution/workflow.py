@@ -125,6 +125,8 @@ def create(
     """Write (or find) the status row of a workflow about to start or be enqueued."""
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
+    if rt.registry.cleared:
+        rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
     parent = ctx.run if ctx.run is not None and not ctx.in_step else None
     fid: Optional[int] = None

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import time
 from typing import Callable, Optional, Sequence
 
 from dbos._execution.runtime import now_ms
@@ -44,6 +45,7 @@ class Heartbeat(Service):
         self.state = "RUNNING"
         self.running: Callable[[], int] = lambda: 0
         self.on_declared_dead: Callable[[], None] = lambda: None
+        self.last_beat = 0.0  # time.monotonic() of the last heartbeat written
 
     def register(self) -> int:
         """Start a new incarnation of this executor (RUNNING); return its number."""
@@ -54,6 +56,7 @@ class Heartbeat(Service):
         )
         self.incarnation = self.db.run(lambda c: executors.register(c, self.db.dialect, row))
         self.state = "RUNNING"
+        self.last_beat = time.monotonic()
         return self.incarnation
 
     def run_once(self) -> None:
@@ -61,7 +64,9 @@ class Heartbeat(Service):
         alive = self.db.run(
             lambda c: executors.heartbeat(c, self.executor_id, self.incarnation, beat[0], beat[1], now_ms())
         )
-        if not alive and self.state != "STOPPED":
+        if alive:
+            self.last_beat = time.monotonic()
+        elif self.state != "STOPPED":
             self.logger.warning(
                 "executor %s (incarnation %d) was declared dead by the fleet; its work was handed over",
                 self.executor_id, self.incarnation,

@@ -85,6 +85,12 @@ def get_event(conn: sa.Connection, workflow_id: str, key: str) -> Optional[bytes
     return bytes(row[0]) if row is not None else None
 
 
+def get_all_events(conn: sa.Connection, workflow_id: str) -> dict[str, bytes]:
+    """Every event a workflow has set: key -> latest value."""
+    rows = conn.execute(sa.select(ev.c.key, ev.c.value).where(ev.c.workflow_uuid == workflow_id).order_by(ev.c.key))
+    return {str(r[0]): bytes(r[1]) for r in rows}
+
+
 def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
     return conn.execute(sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == workflow_id)).first() is not None
 

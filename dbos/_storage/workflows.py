@@ -118,6 +118,16 @@ def get_outcome(conn: sa.Connection, workflow_id: str) -> Optional[tuple[str, Op
     return (row[0], row[1], row[2]) if row is not None else None
 
 
+def outcomes_among(
+    conn: sa.Connection, workflow_ids: Sequence[str]
+) -> dict[str, tuple[str, Optional[bytes], Optional[bytes]]]:
+    """(status, output, error) of each of these workflows that exists (``DBOS.wait_first``)."""
+    stmt = sa.select(ws.c.workflow_uuid, ws.c.status, ws.c.output, ws.c.error).where(
+        ws.c.workflow_uuid.in_(list(workflow_ids))
+    )
+    return {str(r[0]): (str(r[1]), r[2], r[3]) for r in conn.execute(stmt)}
+
+
 def begin_attempt(
     conn: sa.Connection, workflow_id: str, executor_id: str, now: int
 ) -> Optional[int]:

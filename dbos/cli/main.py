@@ -203,6 +203,37 @@ def cmd_fork(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+_EXECUTOR_COLUMNS = ("executor_id", "app_version", "state", "heartbeat_age_s", "running", "hostname", "pid", "queues")
+_DAY_MS = 24 * 3600 * 1000
+
+
+def _dead_after(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def cmd_fleet_executors(args: argparse.Namespace) -> int:
+    from dbos._execution.fleet import executor_view
+
+    db = Database(_db_url(args), args.schema)
+    try:
+        migrate_system(db)
+        rows = executor_view(db, args.dead_after, None if args.all else _DAY_MS)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        shown = [{**r, "queues": "all" if r["queues"] is None else ",".join(r["queues"])} for r in rows]
+        print(_table(shown, _EXECUTOR_COLUMNS))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db-url", help="system database URL (default: $DBOS_SYSTEM_DATABASE_URL)")
@@ -253,6 +284,14 @@ def parser() -> argparse.ArgumentParser:
     ql = qsub.add_parser("list", parents=[common, listing], help="list enqueued and running queued workflows")
     ql.add_argument("--queue", help="queue name")
     ql.set_defaults(func=cmd_queue_list)
+
+    fl = sub.add_parser("fleet", help="inspect the fleet's executors")
+    fsub = fl.add_subparsers(dest="action", required=True)
+    fe = fsub.add_parser("executors", parents=[common], help="list executors and their derived state")
+    fe.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+                    help="a RUNNING or DRAINING executor silent this long shows as DEAD (default 3)")
+    fe.add_argument("--all", action="store_true", help="also stopped and dead executors older than a day")
+    fe.set_defaults(func=cmd_fleet_executors)
     return p
 
 
