@@ -17,7 +17,7 @@ from typing import Any, Callable, Concatenate, Coroutine, List, Optional, ParamS
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._config.settings import load_settings
-from dbos._execution import context, management, messaging
+from dbos._execution import context, management, messaging, results
 from dbos._execution import workflow as wf
 from dbos._execution.context import IdBox
 from dbos._execution.queues import QueueSpec, enqueue_fields
@@ -157,14 +157,31 @@ class DBOSClient:
 
     # -- handles, messages, events ------------------------------------------------
     def retrieve_workflow(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
-        from dbos._api.dbos import _await_existence
+        """As ``DBOS.retrieve_workflow``: ``existing_workflow=False`` returns at once."""
+        from dbos._api.dbos import _check_exists
 
-        _await_existence(self._rt, workflow_id, existing_workflow)
-        return WorkflowHandle(self._rt, workflow_id)
+        if existing_workflow:
+            _check_exists(self._rt, workflow_id)
+        return WorkflowHandle(self._rt, workflow_id, await_creation=not existing_workflow)
 
     async def retrieve_workflow_async(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandleAsync[Any]:
         await self._rt.to_thread(self.retrieve_workflow, workflow_id, existing_workflow)
-        return WorkflowHandleAsync(self._rt, workflow_id)
+        return WorkflowHandleAsync(self._rt, workflow_id, await_creation=not existing_workflow)
+
+    def wait_first(self, handles: List[WorkflowHandle[Any]]) -> WorkflowHandle[Any]:
+        """Wait until one of these workflows has finished; return its handle."""
+        from dbos._api.calls import _distinct_ids
+
+        ids = _distinct_ids(handles)
+        with context.updated(run=None):
+            return handles[ids.index(results.wait_first(self._rt, ids))]
+
+    async def wait_first_async(self, handles: List[WorkflowHandleAsync[Any]]) -> WorkflowHandleAsync[Any]:
+        from dbos._api.calls import _distinct_ids
+
+        ids = _distinct_ids(handles)
+        first = await self._rt.to_thread(results.wait_first, self._rt, ids)
+        return handles[ids.index(first)]
 
     def send(self, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
         with context.updated(run=None):
@@ -227,7 +244,7 @@ class DBOSClient:
         return management.list_steps(self._rt, workflow_id)
 
     def cancel_workflow(self, workflow_id: str) -> None:
-        management.cancel(self._rt, workflow_id)
+        management.cancel(self._rt, workflow_id)  # an unknown ID: nothing to do
 
     def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id))

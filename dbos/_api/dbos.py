@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable, ClassVar, Coroutine, List, Optional, ParamSpec, TypeVar, Union
 
 from dbos._api import classes, decorators
+from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._config.settings import DBOSConfig, Settings, load_settings
@@ -32,7 +33,7 @@ from dbos._storage.migrations import migrate_application, migrate_system
 from dbos._telemetry import otlp
 from dbos._telemetry.logs import LOGGER_NAME, configure
 from dbos._wakeups.hub import Hub
-from dbos._wakeups.local import queue_ready, workflow_created
+from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
 
 P = ParamSpec("P")
@@ -103,7 +104,7 @@ def _auth() -> context.Auth:
     return ctx.auth
 
 
-class DBOS(metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None
@@ -264,15 +265,18 @@ class DBOS(metaclass=_DBOSMeta):
         return count
 
     @classmethod
-    def destroy(cls, *, workflow_completion_timeout_sec: float = 0) -> None:
-        """Stop every thread this process started and close every connection."""
+    def destroy(cls, *, destroy_registry: bool = False, workflow_completion_timeout_sec: float = 0) -> None:
+        """Stop every thread this process started and close every connection.
+        ``destroy_registry``: also forget every registered workflow, class, configured
+        instance and queue, so the next DBOS starts from an empty registry (tests)."""
         with HOLDER.lock:
             self = cls._instance
             cls._instance = None
-        if self is None:
-            return
-        HOLDER.runtime = None
-        self._release(wait=workflow_completion_timeout_sec > 0)
+        if self is not None:
+            HOLDER.runtime = None
+            self._release(wait=workflow_completion_timeout_sec > 0)
+        if destroy_registry:
+            REGISTRY.clear()
 
     def _release(self, *, wait: bool) -> None:
         """Stop what this instance started: services, workflows, pool, connections, exporters."""
@@ -357,6 +361,7 @@ class DBOS(metaclass=_DBOSMeta):
     # -- starting and finding workflows ---------------------------------------
     @classmethod
     def start_workflow(cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
+        check_not_async("start_workflow")
         rt = runtime()
         info, instance = decorators.info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
@@ -383,6 +388,7 @@ class DBOS(metaclass=_DBOSMeta):
     # -- messages, events, sleep ----------------------------------------------
     @classmethod
     def send(cls, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+        check_not_async("send")
         messaging.send(runtime(), destination_id, message, topic)
 
     @classmethod
@@ -392,6 +398,7 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def recv(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
+        check_not_async("recv")
         return messaging.recv(runtime(), topic, timeout_seconds)
 
     @classmethod
@@ -401,6 +408,7 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def set_event(cls, key: str, value: Any) -> None:
+        check_not_async("set_event")
         messaging.set_event(runtime(), key, value)
 
     @classmethod
@@ -410,6 +418,7 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        check_not_async("get_event")
         return messaging.get_event(runtime(), workflow_id, key, timeout_seconds)
 
     @classmethod
@@ -419,13 +428,14 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def sleep(cls, seconds: float) -> None:
+        check_not_async("sleep")
         messaging.sleep(maybe_runtime(), seconds)
 
     @classmethod
     async def sleep_async(cls, seconds: float) -> None:
         rt = maybe_runtime()
-        if rt is None or context.current().run is None:
-            await asyncio.sleep(seconds)
+        if rt is None:
+            messaging.sleep(None, seconds)  # raises: only a workflow sleeps durably
             return
         await rt.to_thread(messaging.sleep, rt, seconds)
 
@@ -528,17 +538,22 @@ class DBOS(metaclass=_DBOSMeta):
 
     @classmethod
     def retrieve_workflow(cls, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
+        """A handle on the workflow; ``existing_workflow=False``: at once, even before the
+        workflow exists (its ``get_result`` then waits for it to be created)."""
+        check_not_async("retrieve_workflow")
         rt = runtime()
-        _await_existence(rt, workflow_id, existing_workflow)
-        return WorkflowHandle(rt, workflow_id)
+        if existing_workflow:
+            _check_exists(rt, workflow_id)
+        return WorkflowHandle(rt, workflow_id, await_creation=not existing_workflow)
 
     @classmethod
     async def retrieve_workflow_async(
         cls, workflow_id: str, existing_workflow: bool = True
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        await rt.to_thread(_await_existence, rt, workflow_id, existing_workflow)
-        return WorkflowHandleAsync(rt, workflow_id)
+        if existing_workflow:
+            await rt.to_thread(_check_exists, rt, workflow_id)
+        return WorkflowHandleAsync(rt, workflow_id, await_creation=not existing_workflow)
 
 
 def wakeup_namespace(s: Settings) -> str:
@@ -554,16 +569,9 @@ async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:
         pass
 
 
-def _await_existence(rt: Runtime, workflow_id: str, existing_workflow: bool) -> None:
-    """Return once the workflow's row exists; raise at once if it must exist already."""
-    while True:
-        with rt.wakeups.subscribe(workflow_created(workflow_id)) as waiter:
-            row = rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id))
-            if row is not None:
-                return
-            if existing_workflow:
-                raise DBOSNonExistentWorkflowError(workflow_id)
-            waiter.wait(rt.settings.polling_interval_sec)
+def _check_exists(rt: Runtime, workflow_id: str) -> None:
+    if rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id)) is None:
+        raise DBOSNonExistentWorkflowError(workflow_id)
 
 
 __all__ = ["DBOS", "now_ms"]

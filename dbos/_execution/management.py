@@ -114,14 +114,16 @@ def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:
 # -- cancel, resume, fork --------------------------------------------------------
 
 
-def cancel(rt: Runtime, workflow_id: str) -> None:
-    """CANCELLED (unless finished), off its queue, and preempted wherever it runs."""
+def cancel(rt: Runtime, workflow_id: str) -> bool:
+    """CANCELLED (unless finished), off its queue, and preempted wherever it runs.
+    An unknown ID changes nothing (False), as in DBOS Transact 2.x."""
     status = rt.sys_db.run(lambda c: workflows.cancel(c, workflow_id, now_ms()), tx=True)
     if status is None:
-        raise DBOSNonExistentWorkflowError(workflow_id)
+        return False
     rt.preempt_local(workflow_id)
     rt.wakeups.notify(keys.cancelled(workflow_id))  # other processes
     rt.wakeups.notify(keys.workflow_done(workflow_id))  # awaiting handles re-check
+    return True
 
 
 def resume(rt: Runtime, workflow_id: str) -> str:

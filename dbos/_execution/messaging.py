@@ -216,15 +216,22 @@ def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -
     return value
 
 
+def get_all_events(rt: Runtime, workflow_id: str) -> dict[str, Any]:
+    """Every event the workflow has set so far, deserialized (``DBOS.get_all_events``)."""
+    raw = rt.sys_db.query(lambda c: messages.get_all_events(c, workflow_id))
+    return {key: deserialize(value, f"the value of event {key!r}") for key, value in raw.items()}
+
+
 # -- sleep --------------------------------------------------------------------
 
 
 def sleep(rt: Optional[Runtime], seconds: float) -> None:
     seconds = _timeout(seconds)
-    run = durable_run(context.current())
-    if run is None or rt is None:
-        time.sleep(seconds)
-        return
+    # Outside a workflow there is nothing to make durable, and a step cannot record a
+    # wake-up time of its own: both are mistakes DBOS Transact 2.x reports too.
+    run = _require_workflow("DBOS.sleep")
+    if rt is None:
+        rt = run.runtime
     end = _durable_deadline(rt, run, seconds)
     with rt.wakeups.subscribe(keys.cancelled(run.workflow_id)) as waiter:
         run.check_cancelled()

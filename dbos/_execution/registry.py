@@ -44,6 +44,7 @@ class Registry:
     class_roles: dict[str, list[str]] = field(default_factory=dict)
     queues: dict[str, Any] = field(default_factory=dict)  # name -> QueueSpec
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cleared: bool = False  # ``clear`` ran: what code still holds may need re-registering on use
 
     def add_workflow(self, info: WorkflowInfo) -> None:
         with self.lock:
@@ -64,6 +65,41 @@ class Registry:
 
     def instance(self, class_name: str, config_name: str) -> Any:
         return self.instances.get((class_name, config_name))
+
+    def clear(self) -> None:
+        """Forget everything registered (``DBOS.destroy(destroy_registry=True)``): the next
+        DBOS starts empty and the same workflow, class and queue names may be declared again."""
+        with self.lock:
+            self.workflows.clear()
+            self.instances.clear()
+            self.classes.clear()
+            self.class_roles.clear()
+            self.queues.clear()
+            self.cleared = True
+
+    def ensure_call(self, info: WorkflowInfo, class_name: Optional[str], config_name: Optional[str],
+                    instance: Any) -> None:
+        """Re-register, on use, what a cleared registry forgot but code still holds (a
+        module-level workflow, class or configured instance called after
+        ``destroy(destroy_registry=True)``), so a queue or recovery finds it again by name.
+        A name declared anew since the clear keeps its new meaning."""
+        if info.name not in self.workflows:
+            with self.lock:
+                self.workflows.setdefault(info.name, info)
+        if class_name is not None and class_name not in self.classes:
+            owner = instance if isinstance(instance, type) else type(instance) if instance is not None else None
+            if owner is not None and getattr(owner, "__dbos_class_name__", None) == class_name:
+                with self.lock:
+                    self.classes.setdefault(class_name, owner)
+        if config_name is not None and class_name is not None and (class_name, config_name) not in self.instances:
+            with self.lock:
+                self.instances.setdefault((class_name, config_name), instance)
+
+    def ensure_queue(self, spec: Any) -> None:
+        """Re-register a queue object used after the registry was cleared (see ``ensure_call``)."""
+        if spec.name not in self.queues:
+            with self.lock:
+                self.queues.setdefault(spec.name, spec)
 
     def source_hash(self) -> str:
         """A stable hash of the registered workflows' source: the default app version."""

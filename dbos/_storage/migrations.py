@@ -178,6 +178,36 @@ def _migrate(db: Database, table: sa.Table, steps: list[Migration], lock_key: in
     return retry_on_disconnect(apply)
 
 
+def reset_system(db: Database, *, truncate: bool = False) -> None:
+    """Drop every system table (on PostgreSQL the whole schema), so the next
+    ``migrate_system`` builds the system database afresh; ``truncate``: delete
+    every row instead, keeping the tables (``DBOS.reset_system_database``)."""
+    _reset(db, s.system, s.migrations, truncate)
+
+
+def reset_application(db: Database, *, truncate: bool = False) -> None:
+    """The same for this library's tables in the application database (the user's own stay)."""
+    _reset(db, s.application, s.app_migrations, truncate)
+
+
+def _reset(db: Database, metadata: sa.MetaData, versions: sa.Table, truncate: bool) -> None:
+    def apply() -> None:
+        with db.transaction() as conn:
+            present = set(sa.inspect(conn).get_table_names(schema=None if db.dialect.is_sqlite else db.schema))
+            if truncate:
+                for table in reversed(metadata.sorted_tables):
+                    if table is not versions and table.name in present:
+                        conn.execute(table.delete())
+            elif not db.dialect.is_sqlite and metadata is s.system:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{db.schema}" CASCADE'))
+            else:
+                for table in reversed(metadata.sorted_tables):
+                    if table.name in present:
+                        table.drop(conn)
+
+    retry_on_disconnect(apply)
+
+
 def current_version(db: Database, table: sa.Table = s.migrations) -> int:
     with db.read() as conn:
         if not sa.inspect(conn).has_table(table.name, schema=db.schema):

@@ -178,6 +178,8 @@ def cmd_steps(client: Any, args: argparse.Namespace) -> int:
 
 @_with_client
 def cmd_cancel(client: Any, args: argparse.Namespace) -> int:
+    if client.get_workflow(args.workflow_id) is None:  # cancel itself ignores an unknown ID
+        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
     client.cancel_workflow(args.workflow_id)
     _emit(args, {"workflow_id": args.workflow_id, "status": "CANCELLED"})
     return 0

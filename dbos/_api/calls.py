@@ -1,0 +1,220 @@
+"""DBOS class methods that look up, await and run without a decorated function:
+``get_result``, ``get_workflow_status``, ``get_all_events``, ``wait_first``,
+``run_step``, and ``reset_system_database`` (DBOS Transact 2.x).
+
+``DBOS`` inherits them (``_CallsMixin``); each is a few lines over
+``_execution``. Called from a workflow, the lookups and waits are recorded as
+steps, so a replay returns what the first execution saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar, Union, cast
+
+from dbos._api.decorators import _check_step_options
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, get_status
+from dbos._api.instance import maybe_runtime, runtime
+from dbos._execution import messaging, results
+from dbos._execution import step as steps
+from dbos._execution.registry import StepOptions as _StepConfig
+from dbos._execution.status import WorkflowStatus
+from dbos._storage.database import Database
+from dbos._storage.migrations import reset_application, reset_system
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StepOptions(TypedDict, total=False):
+    """Options of ``DBOS.run_step``: those of ``@DBOS.step()``."""
+
+    name: str
+    retries_allowed: bool
+    interval_seconds: float
+    max_attempts: int
+    backoff_rate: float
+
+
+def check_not_async(method: str) -> None:
+    """A blocking DBOS method called on a thread running an event loop would block the
+    loop (and every async workflow on it): refuse, naming the ``_async`` variant."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"DBOS.{method}() was called while an asyncio event loop is running in this thread; "
+        f"use `await DBOS.{method}_async(...)` instead"
+    )
+
+
+def _step_config(options: Optional[StepOptions], func: Callable[..., Any]) -> _StepConfig:
+    opts: Dict[str, Any] = dict(options or {})
+    unknown = set(opts) - set(StepOptions.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown step option(s) {sorted(unknown)}; expected {sorted(StepOptions.__annotations__)}")
+    config = _StepConfig(
+        name=str(opts.get("name") or getattr(func, "__qualname__", repr(func))),
+        retries_allowed=opts.get("retries_allowed", False),
+        interval_seconds=opts.get("interval_seconds", 1.0),
+        max_attempts=opts.get("max_attempts", 3),
+        backoff_rate=opts.get("backoff_rate", 2.0),
+    )
+    _check_step_options(config.retries_allowed, config.interval_seconds, config.max_attempts, config.backoff_rate)
+    return config
+
+
+def _distinct_ids(handles: List[Any]) -> List[str]:
+    if not handles:
+        raise ValueError("wait_first needs at least one handle")
+    ids = [h.workflow_id for h in handles]
+    if len(set(ids)) != len(ids):
+        raise ValueError("wait_first: the handles name the same workflow more than once")
+    return ids
+
+
+class _CallsMixin:
+    @classmethod
+    def get_workflow_status(cls, workflow_id: str) -> Optional[WorkflowStatus]:
+        """The workflow's status, or None if no workflow has this ID."""
+        check_not_async("get_workflow_status")
+        rt = runtime()
+        return _as_step(rt, "DBOS.getStatus", workflow_id, lambda: get_status(rt, workflow_id))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def get_workflow_status_async(cls, workflow_id: str) -> Optional[WorkflowStatus]:
+        rt = runtime()
+        return await rt.to_thread(functools.partial(_as_step, rt, "DBOS.getStatus", workflow_id,
+                                                    lambda: get_status(rt, workflow_id)))
+
+    @classmethod
+    def get_result(cls, workflow_id: str) -> Any:
+        """Wait for the workflow to finish (waiting for it to exist first) and return its
+        result or raise its error."""
+        check_not_async("get_result")
+        rt = runtime()
+        return _as_step(rt, "DBOS.getResult", workflow_id,
+                        lambda: results.wait_result(rt, workflow_id, await_creation=True))
+
+    @classmethod
+    async def get_result_async(cls, workflow_id: str) -> Any:
+        rt = runtime()
+        return await rt.to_thread(functools.partial(
+            _as_step, rt, "DBOS.getResult", workflow_id,
+            lambda: results.wait_result(rt, workflow_id, await_creation=True),
+        ))
+
+    @classmethod
+    def get_all_events(cls, workflow_id: str) -> Dict[str, Any]:
+        """Every event the workflow has set so far: key -> latest value."""
+        check_not_async("get_all_events")
+        rt = runtime()
+        return _as_step(rt, "DBOS.get_events", None, lambda: messaging.get_all_events(rt, workflow_id))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def get_all_events_async(cls, workflow_id: str) -> Dict[str, Any]:
+        rt = runtime()
+        return await rt.to_thread(functools.partial(
+            _as_step, rt, "DBOS.get_events", None, lambda: messaging.get_all_events(rt, workflow_id)
+        ))
+
+    @classmethod
+    def wait_first(cls, handles: List[WorkflowHandle[Any]]) -> WorkflowHandle[Any]:
+        """Wait until one of these workflows has finished; return its handle."""
+        check_not_async("wait_first")
+        ids = _distinct_ids(handles)
+        rt = runtime()
+        first = _as_step(rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids))
+        return handles[ids.index(first)]
+
+    @classmethod
+    async def wait_first_async(cls, handles: List[WorkflowHandleAsync[Any]]) -> WorkflowHandleAsync[Any]:
+        ids = _distinct_ids(handles)
+        rt = runtime()
+        first = await rt.to_thread(functools.partial(
+            _as_step, rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids)
+        ))
+        return handles[ids.index(first)]
+
+    @classmethod
+    def run_step(
+        cls,
+        dbos_step_options: Optional[StepOptions],
+        func: Union[Callable[P, R], Callable[P, Coroutine[Any, Any, R]]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run ``func(*args, **kwargs)`` as a checkpointed step of the calling workflow
+        (outside a workflow: just call it), with the options of ``@DBOS.step()``."""
+        check_not_async("run_step")
+        config = _step_config(dbos_step_options, func)
+        target: Callable[..., Any] = func
+        if inspect.iscoroutinefunction(func):
+            target = functools.wraps(func)(lambda *a, **k: asyncio.run(func(*a, **k)))
+        return cast(R, steps.run_step(maybe_runtime(), config, target, args, kwargs))
+
+    @classmethod
+    async def run_step_async(
+        cls,
+        dbos_step_options: Optional[StepOptions],
+        func: Union[Callable[P, R], Callable[P, Coroutine[Any, Any, R]]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """``run_step`` for async code: a coroutine function runs on the caller's loop, a
+        plain function on the blocking pool."""
+        config = _step_config(dbos_step_options, func)
+        rt = maybe_runtime()
+        target: Callable[..., Any] = func
+        if not inspect.iscoroutinefunction(func):
+            plain = cast(Callable[..., Any], func)
+
+            async def in_thread(*a: Any, **k: Any) -> Any:
+                if rt is None:
+                    return plain(*a, **k)
+                return await rt.to_thread(functools.partial(plain, *a, **k))
+
+            target = in_thread
+        return cast(R, await steps.run_step_async(rt, config, target, args, kwargs))
+
+    @classmethod
+    def reset_system_database(
+        cls, *, system_database_url: Optional[str] = None, schema: Optional[str] = None, truncate: bool = False
+    ) -> None:
+        """Before launch: drop (``truncate``: empty) the configured system database, and
+        this library's table in the application database, so the next launch starts
+        from nothing. For tests; destroys every workflow's record."""
+        from dbos._api.dbos import DBOS
+        from dbos.error import DBOSException, DBOSInitializationError
+
+        inst = DBOS._instance
+        if inst is None and system_database_url is None:
+            raise DBOSInitializationError("call DBOS(config=...) before DBOS.reset_system_database()")
+        if inst is not None and inst._launched:
+            raise DBOSException(
+                "DBOS.reset_system_database() must be called before DBOS.launch() (or after DBOS.destroy())"
+            )
+        urls: List[str] = []
+        if system_database_url is not None:
+            from dbos._config.settings import load_settings
+
+            s = load_settings({"name": "reset", "system_database_url": system_database_url}, env={})
+            kwargs, prepared = s.db_engine_kwargs, s.use_prepared_statements
+            urls = [s.system_database_url]
+        else:
+            assert inst is not None
+            s = inst.settings
+            kwargs, prepared = s.db_engine_kwargs, s.use_prepared_statements
+            urls = [s.system_database_url, s.application_database_url]
+        target_schema = schema or s.schema
+        for i, url in enumerate(dict.fromkeys(urls)):
+            db = Database(url, target_schema, 2, kwargs, prepared)
+            try:
+                if i == 0:
+                    reset_system(db, truncate=truncate)
+                reset_application(db, truncate=truncate)
+            finally:
+                db.dispose()
