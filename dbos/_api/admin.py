@@ -18,13 +18,11 @@ import hmac
 import ipaddress
 import logging
 import os
-import threading
 import time
 from typing import Any, Callable, Iterator, Optional
 
-import uvicorn
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,10 +30,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from dbos._api import fleet
+from dbos._api.http_thread import HTTPServerThread
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._storage import executors
-from dbos._telemetry.metrics import BUCKETS, Histogram
+from dbos._telemetry.metrics import histogram_family
 from dbos.error import DBOSException, DBOSInitializationError
 
 TOKEN_ENV = "DBOS_ADMIN_TOKEN"
@@ -82,8 +81,8 @@ class _Collector:
         for queue, n in list(stats.claims.items()):
             claims.add_metric([queue], n)
         yield claims
-        yield _histogram("dbos_workflow_duration_seconds", "Workflow run time on this executor", stats.workflow_seconds)
-        yield _histogram("dbos_step_duration_seconds", "Step run time on this executor", stats.step_seconds)
+        yield histogram_family("dbos_workflow_duration_seconds", "Workflow run time on this executor", stats.workflow_seconds)
+        yield histogram_family("dbos_step_duration_seconds", "Step run time on this executor", stats.step_seconds)
         running = GaugeMetricFamily("dbos_workflows_running", "Workflows running on this executor now")
         running.add_metric([], len(rt.running_ids()))
         yield running
@@ -108,15 +107,6 @@ class _Collector:
         except Exception:  # the database is down: the other families still answer
             pass
         yield depth
-
-
-def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
-    counts = list(h.counts)
-    cumulative, total = [], 0
-    for bound, n in zip([*(str(b) for b in BUCKETS), "+Inf"], counts):
-        total += n
-        cumulative.append((bound, total))
-    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=h.total)
 
 
 def _queues_metadata() -> list[dict[str, Any]]:
@@ -216,8 +206,8 @@ def build_app(token: Optional[str], logger: logging.Logger) -> Starlette:
     return Starlette(routes=routes)
 
 
-class AdminServer:
-    """uvicorn on a daemon thread; ``start`` returns once it listens (or raises)."""
+class AdminServer(HTTPServerThread):
+    """The admin endpoints on their own thread; ``start`` returns once it listens (or raises)."""
 
     def __init__(self, host: str, port: int, logger: logging.Logger, token: Optional[str] = None) -> None:
         if token is None:
@@ -227,28 +217,4 @@ class AdminServer:
                 f"the admin server binds {host}, which is not loopback: set {TOKEN_ENV} "
                 "(its mutating endpoints then require it as a Bearer token)"
             )
-        self.host, self.port, self.logger = host, port, logger
-        config = uvicorn.Config(
-            build_app(token, logger),
-            host=host, port=port, log_level="warning", access_log=False, lifespan="off",
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="dbos-admin", daemon=True)
-
-    def start(self, timeout_sec: float = 10.0) -> None:
-        self._thread.start()
-        end = time.monotonic() + timeout_sec
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > end:
-                raise DBOSInitializationError(f"the admin server could not listen on {self.host}:{self.port}")
-            time.sleep(0.01)
-        if self.port == 0:
-            sockets = [s for srv in (self._server.servers or []) for s in (srv.sockets or [])]
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
-        self.logger.info("admin server listening on http://%s:%d", self.host, self.port)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        super().__init__(build_app(token, logger), host, port, "admin server", logger)

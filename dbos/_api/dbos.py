@@ -34,6 +34,7 @@ from dbos._telemetry import otlp
 from dbos._telemetry.logs import LOGGER_NAME, configure
 from dbos._wakeups.hub import Hub
 from dbos._wakeups.local import queue_ready
+from dbos._wakeups.redis_bridge import namespace_for
 from dbos.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
 
 P = ParamSpec("P")
@@ -558,8 +559,7 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
 
 def wakeup_namespace(s: Settings) -> str:
     """Redis channel prefix: one namespace per system database and schema."""
-    database = s.system_database_url.rsplit("/", 1)[-1].split("?", 1)[0]
-    return f"dbos:{database}:{s.schema}:"
+    return namespace_for(s.system_database_url, s.schema)
 
 
 async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:

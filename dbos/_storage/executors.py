@@ -128,3 +128,13 @@ def lock_dead(conn: sa.Connection, dialect: Dialect, executor_id: str, incarnati
     if not dialect.is_sqlite:
         stmt = stmt.with_for_update()
     return conn.execute(stmt).first() is not None
+
+
+def dead_with_work(conn: sa.Connection) -> list[ExecutorRow]:
+    """DEAD executors that still own PENDING workflows (what a hand-over has left to do)."""
+    from dbos._storage.schema import status_in
+    from dbos._storage.schema import workflow_status as ws
+
+    owns = sa.select(ws.c.workflow_uuid).where(ws.c.executor_id == ex.c.executor_id, status_in("PENDING"))
+    stmt = sa.select(*_ROW).where(ex.c.state == "DEAD", owns.exists())
+    return [ExecutorRow(*r) for r in conn.execute(stmt)]

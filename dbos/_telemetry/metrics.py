@@ -9,17 +9,24 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
+from prometheus_client.core import HistogramMetricFamily
+
 # Histogram buckets, seconds: steps are milliseconds, workflows up to minutes.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 @dataclass
 class Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    buckets: tuple[float, ...] = BUCKETS
+    counts: list[int] = field(default_factory=list)  # one per bucket, then +Inf
     total: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = [0] * (len(self.buckets) + 1)
+
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
         self.total += seconds
 
 
@@ -48,3 +55,13 @@ class Stats:
 
     def claimed(self, queue: str, n: int) -> None:
         self.claims[queue] = self.claims.get(queue, 0) + n
+
+
+def histogram_family(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    """A Prometheus histogram from our per-bucket counts (made cumulative here)."""
+    counts = list(h.counts)
+    cumulative, total = [], 0
+    for bound, n in zip([*(str(b) for b in h.buckets), "+Inf"], counts):
+        total += n
+        cumulative.append((bound, total))
+    return HistogramMetricFamily(name, doc, buckets=cumulative, sum_value=h.total)

@@ -30,9 +30,15 @@ from dbos._services.base import Service
 
 _MAX_BACKOFF = 5.0
 ALWAYS = ("queue:", "cancel:")  # kinds of hint every process hears
-ON_DEMAND = ("done:", "created:", "msg:", "event:")  # kinds heard only while someone here waits
+ON_DEMAND = ("done:", "created:", "msg:", "event:", "fleet:")  # kinds heard only while someone here waits
 _LINGER_SEC = 30.0  # an on-demand kind stays subscribed this long after its last waiter
 _CONFIRM_SEC = 1.0  # how long a waiter waits for its kind's subscription (then it polls)
+
+
+def namespace_for(database_url: str, schema: str) -> str:
+    """Redis channel prefix: one namespace per system database and schema."""
+    database = database_url.rsplit("/", 1)[-1].split("?", 1)[0]
+    return f"dbos:{database}:{schema}:"
 
 
 class RedisBridge(Service):

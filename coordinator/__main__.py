@@ -1,0 +1,155 @@
+"""``dbos-coordinator``: hands a dead executor's work to live ones, within seconds.
+
+Any number may run against one system database; the holder of the leader lease
+acts (``dbos._services.coordinator``: the rules live in the library). It never
+imports user code. SIGTERM / SIGINT give the lease up at once and exit 0.
+
+Exit codes: 0 after a signal; 2 for bad arguments or a database or Redis that
+cannot be reached at start (later outages are retried with backoff).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Optional, Sequence
+
+EXIT_USAGE = 2
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dbos-coordinator",
+                                description="Declare silent executors dead and hand their work to live ones.")
+    p.add_argument("--db-url", help="system database URL (default: $DBOS_SYSTEM_DATABASE_URL)")
+    p.add_argument("--redis-url", help="Redis URL for instant wakeups (default: $DBOS_REDIS_URL)")
+    p.add_argument("--dead-after", type=_positive, default=3.0, metavar="SEC",
+                   help="an executor silent this long is DEAD (default 3)")
+    p.add_argument("--interval", type=_positive, default=1.0, metavar="SEC",
+                   help="seconds between scans (default 1; also at once on a Redis hint)")
+    p.add_argument("--http-host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
+    p.add_argument("--http-port", type=_port, default=None, help="serve /healthz, /metrics and /api/* here")
+    p.add_argument("--schema", default="dbos", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    import redis
+
+    from dbos._api.coordinator_http import CoordinatorHTTP
+    from dbos._config.settings import normalize_database_url
+    from dbos._services.coordinator import Coordinator
+    from dbos._storage.database import Database
+    from dbos._storage.migrations import migrate_system
+    from dbos._telemetry.logs import configure
+    from dbos._wakeups.hub import Hub
+    from dbos._wakeups.redis_bridge import namespace_for
+    from dbos.error import DBOSException
+
+    def fail(message: str) -> int:
+        print(f"dbos-coordinator: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    raw_url = args.db_url or os.environ.get("DBOS_SYSTEM_DATABASE_URL")
+    if not raw_url:
+        return fail("no database: pass --db-url or set DBOS_SYSTEM_DATABASE_URL")
+    try:
+        url = normalize_database_url(raw_url, "--db-url")
+    except DBOSException as e:
+        return fail(str(e))
+    redis_url = args.redis_url or os.environ.get("DBOS_REDIS_URL") or None
+    logger = configure(os.environ.get("DBOS_LOG_LEVEL", "INFO").upper(), "coordinator")
+
+    db = Database(url, args.schema, 2)
+    try:
+        migrate_system(db)
+    except Exception as e:
+        db.dispose()
+        return fail(f"cannot prepare the system database {_safe(url)}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+    hub = Hub()
+    bridge = None
+    if redis_url is not None:
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
+        except (redis.RedisError, ValueError) as e:
+            db.dispose()
+            return fail(f"cannot reach Redis at {redis_url}: {e}")
+        bridge = hub.attach_redis(redis_url, namespace_for(url, args.schema), logger)
+
+    coord = Coordinator(db, hub, logger, dead_after_sec=args.dead_after, interval_sec=args.interval)
+    hub.add_listener("fleet:", lambda _key: coord.wake())
+    http = None
+    if args.http_port is not None:
+        try:
+            http = CoordinatorHTTP(coord, args.http_host, args.http_port, logger)
+            http.start()
+        except DBOSException as e:
+            db.dispose()
+            return fail(str(e))
+    if bridge is not None:
+        bridge.start()
+        threading.Thread(target=bridge.want, args=("fleet:",), name="dbos-coordinator-want", daemon=True).start()
+    logger.info(
+        "dbos-coordinator %s started: database %s, redis %s, dead after %g s, every %g s",
+        coord.holder, _safe(url), "on" if bridge is not None else "off", args.dead_after, args.interval,
+    )
+    coord.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        coord.stop()
+        coord.step_down()
+        if http is not None:
+            http.stop()
+        if bridge is not None:
+            bridge.stop()
+        db.dispose()
+    logger.info("dbos-coordinator %s stopped", coord.holder)
+    return 0
+
+
+def _safe(url: str) -> str:
+    try:
+        import sqlalchemy as sa
+
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The coordinator's loop: hold the leader lease, declare silent executors DEAD,
+hand their work over, report work no live executor can run (docs/fleet.md).
+
+Any number of coordinators run this; the one holding the lease acts. Every
+tick (``interval``, or at once on a ``fleet:`` Redis hint) the leader:
+
+1. renews its lease (standbys try to take an expired one);
+2. marks DEAD every RUNNING or DRAINING executor silent for ``dead_after``;
+3. hands over the PENDING work of every DEAD incarnation that still owns some
+   (``fleet.hand_over``: one conditional transaction per executor), and wakes
+   the queues it released over Redis;
+4. counts the ENQUEUED work of versions no live executor runs ("waiting").
+
+Each step is a conditional change, so two leaders overlapping for a moment, or
+a leader killed half-way, change nothing twice; a hand-over that failed is
+simply found again at the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+from dbos._execution import fleet
+from dbos._execution.runtime import now_ms
+from dbos._services.base import Service
+from dbos._storage import executors, leases, queues
+from dbos._storage.database import Database
+from dbos._telemetry.metrics import Histogram
+from dbos._wakeups.hub import Hub
+from dbos._wakeups.local import queue_ready
+
+LEASE_NAME = "coordinator"
+# Hand-over latency buckets, seconds from the dead executor's last heartbeat.
+HANDOVER_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 60.0)
+
+
+@dataclass
+class CoordinatorStats:
+    handovers: int = 0  # workflows handed over
+    dead_declared: int = 0
+    handover_seconds: Histogram = field(default_factory=lambda: Histogram(buckets=HANDOVER_BUCKETS))
+    waiting: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED with no live executor
+    enqueued: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED (all)
+    last_tick: float = 0.0
+
+
+class Coordinator(Service):
+    name = "coordinator"
+
+    def __init__(
+        self,
+        db: Database,
+        hub: Hub,
+        logger: logging.Logger,
+        *,
+        dead_after_sec: float = fleet.DEAD_AFTER_SEC,
+        interval_sec: float = 1.0,
+        holder: Optional[str] = None,
+    ) -> None:
+        super().__init__(interval_sec, logger, jitter=0.05)
+        self.db = db
+        self.hub = hub
+        self.dead_after_sec = dead_after_sec
+        self.holder = holder or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # Long enough to survive a missed renewal, short enough that a standby acts
+        # within about three intervals after the leader dies.
+        self.lease_ms = int(max(3.0, 2.5 * interval_sec) * 1000)
+        self.term: Optional[int] = None
+        self.stats = CoordinatorStats()
+        self._reported_waiting: dict[str, int] = {}
+        self._backoff = 0.0
+
+    def next_delay(self) -> float:
+        """The interval; while the database fails, doubling up to 10 s."""
+        if self._failing:
+            self._backoff = min(10.0, max(self._backoff * 2, self.interval_sec))
+            return self._backoff
+        self._backoff = 0.0
+        return super().next_delay()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.term is not None
+
+    def run_once(self) -> None:
+        now = now_ms()
+        try:
+            term = self.db.run(
+                lambda c: leases.acquire(c, self.db.dialect, LEASE_NAME, self.holder, now, self.lease_ms)
+            )
+        except Exception:
+            if self.term is not None:
+                self.logger.warning("coordinator %s: cannot renew the leader lease; acting as standby", self.holder)
+            self.term = None
+            raise
+        if term != self.term:
+            if term is None:
+                self.logger.info("coordinator %s: lost the leader lease; standby", self.holder)
+            else:
+                self.logger.info("coordinator %s: leader (term %d)", self.holder, term)
+        self.term = term
+        self.stats.last_tick = time.monotonic()
+        if term is None:
+            return
+        self.scan()
+
+    def scan(self) -> None:
+        """One leader pass: declare the silent dead, hand their work over, count the waiting."""
+        now = now_ms()
+        stale_before = now - int(self.dead_after_sec * 1000)
+        for row in self.db.run(lambda c: executors.mark_dead(c, stale_before), tx=True):
+            self.stats.dead_declared += 1
+            self.logger.warning(
+                "executor %s (incarnation %d, version %s, pid %d on %s) declared DEAD: no heartbeat for %.1f s",
+                row.executor_id, row.incarnation, row.app_version, row.pid, row.hostname,
+                (now - row.heartbeat_at) / 1000,
+            )
+        for row in self.db.query(executors.dead_with_work):
+            released = fleet.hand_over(self.db, row.executor_id, row.incarnation)
+            if not released:
+                continue
+            age = max(0.0, (now_ms() - row.heartbeat_at) / 1000)
+            self.stats.handovers += len(released)
+            for _ in released:
+                self.stats.handover_seconds.observe(age)
+            for queue in sorted({q for _, q in released}):
+                self.hub.notify(queue_ready(queue))
+            self.logger.info(
+                "handed over %d workflow(s) of dead executor %s (incarnation %d) %.1f s after its last heartbeat",
+                len(released), row.executor_id, row.incarnation, age,
+            )
+        self._count_waiting()
+
+    def _count_waiting(self) -> None:
+        rows = self.db.query(lambda c: executors.list_all(c, now_ms() - 24 * 3600 * 1000))
+        now = now_ms()
+        live = {r.app_version for r in rows if fleet.derived_state(r, now, self.dead_after_sec) in executors.LIVE_STATES}
+        enqueued = self.db.query(queues.waiting_by_version)
+        self.stats.enqueued = {v: n for v, n in enqueued.items() if v is not None}
+        waiting = {v: n for v, n in enqueued.items() if v is not None and v not in live}
+        self.stats.waiting = waiting
+        for version, n in waiting.items():
+            if version not in self._reported_waiting:
+                self.logger.warning(
+                    "%d workflow(s) of app version %s wait: no live executor runs that version", n, version
+                )
+        for version in self._reported_waiting:
+            if version not in waiting:
+                self.logger.info("app version %s has a live executor again (or nothing waiting)", version)
+        self._reported_waiting = dict(waiting)
+
+    def step_down(self) -> None:
+        """Give the lease up at once (a clean stop), so a standby takes over at its next tick."""
+        if self.term is None:
+            return
+        try:
+            self.db.run(lambda c: leases.release(c, LEASE_NAME, self.holder))
+            self.logger.info("coordinator %s: gave up the leader lease", self.holder)
+        except Exception as e:
+            self.logger.warning("coordinator %s: could not give up the lease (%s); it expires by itself", self.holder, e)
+        self.term = None
