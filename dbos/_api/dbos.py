@@ -228,6 +228,7 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
         self._services += [poller, canceller, retrier]
         if holder is None:
             self._heartbeat.start()
+            rt.confirm_alive = hb.confirm_alive
         else:
             self._services.remove(hb)
         HOLDER.runtime = rt

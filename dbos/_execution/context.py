@@ -80,7 +80,9 @@ class WorkflowRun:
         return self.next_fid
 
     def check_cancelled(self) -> None:
-        """Preempt at the start of a step: cancelled, or past the deadline."""
+        """Preempt at the start of a step: cancelled, handed to another executor, or
+        past the deadline."""
+        self.runtime.confirm_alive()
         if self.cancel_event.is_set():
             raise DBOSWorkflowCancelledError(f"Workflow {self.workflow_id} was cancelled")
         if self.deadline_ms is not None and time.time() * 1000 >= self.deadline_ms:

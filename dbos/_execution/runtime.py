@@ -183,6 +183,10 @@ class ClaimGate:
                 self._cond.notify_all()
 
 
+def _no_fence() -> None:
+    pass
+
+
 class Runtime:
     def __init__(
         self,
@@ -203,6 +207,9 @@ class Runtime:
         self.executor_id = settings.executor_id
         self.stats = Stats()
         self.incarnation = 0  # this process's incarnation of its executor ID (the heartbeat registers it)
+        # Called at the start of every step: makes sure this executor was not declared
+        # dead meanwhile (a zombie must not start a step of work handed to another).
+        self.confirm_alive: Callable[[], None] = _no_fence
         self.pool = pool
         self.wakeups = wakeups
         self.logger = logger

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -46,6 +47,11 @@ class Heartbeat(Service):
         self.running: Callable[[], int] = lambda: 0
         self.on_declared_dead: Callable[[], None] = lambda: None
         self.last_beat = 0.0  # time.monotonic() of the last heartbeat written
+        # A step may start only while the last heartbeat is younger than this (else it
+        # beats first): well inside the fleet's dead-after, so a paused process learns
+        # it was declared dead before it runs anything of work handed to another.
+        self.fence_sec = 2.0
+        self._beat_lock = threading.Lock()
 
     def register(self) -> int:
         """Start a new incarnation of this executor (RUNNING); return its number."""
@@ -59,7 +65,25 @@ class Heartbeat(Service):
         self.last_beat = time.monotonic()
         return self.incarnation
 
+    def confirm_alive(self) -> None:
+        """The fence at each step: a fresh heartbeat is an in-memory check; an old one
+        (the process was paused, or its thread starved) beats now, and a refusal
+        stops the work handed over (``on_declared_dead``) before this step runs.
+        With the database unreachable the step goes on (it cannot record either)."""
+        if time.monotonic() - self.last_beat < self.fence_sec:
+            return
+        try:
+            self.run_once()
+        except Exception:
+            pass
+
     def run_once(self) -> None:
+        with self._beat_lock:
+            if self.state == "STOPPED":
+                return
+            self._beat()
+
+    def _beat(self) -> None:
         beat = self.state, self.running()
         alive = self.db.run(
             lambda c: executors.heartbeat(c, self.executor_id, self.incarnation, beat[0], beat[1], now_ms())
