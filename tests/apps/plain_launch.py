@@ -1,0 +1,29 @@
+"""A plain ``DBOS.launch()`` process (not ``dbos-worker``) for tests/test_worker.py.
+
+Usage: plain_launch.py (env: W12_DB, DBOS__VMID, DBOS__APPVERSION, W12_DIR, W12_SIDE_DB).
+Launches with the workflows of worker_flows.py, writes ``plain-ready-<pid>``
+into W12_DIR, and runs until ``release-plain-stop`` exists, then destroys DBOS.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from worker_flows import DIR, POLL, released
+
+from dbos import DBOS
+
+
+def main() -> None:
+    DBOS(config={"name": "w12-plain", "system_database_url": os.environ["W12_DB"],
+                 "polling_interval_sec": POLL, "log_level": "INFO"})
+    DBOS.launch()
+    (DIR / f"plain-ready-{os.getpid()}").write_text("ready")
+    while not released("plain-stop"):
+        time.sleep(0.05)
+    DBOS.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""A ``dbos-worker`` app that builds its own ``DBOS(config=...)`` at import (tests/test_worker*.py).
+
+Its config comes from variables the worker itself does not read (``W12_DB``,
+``W12_REDIS``), so a worker that ignored this instance would not find the
+test's database. The workflows are tests/apps/worker_flows.py's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from worker_flows import POLL  # noqa: F401  (registers the queues and workflows)
+
+from dbos import DBOS
+
+config: dict[str, Any] = {
+    "name": "w12-own",
+    "system_database_url": os.environ["W12_DB"],
+    "polling_interval_sec": POLL,
+    "log_level": "INFO",
+}
+if os.environ.get("W12_REDIS"):
+    config["redis_url"] = os.environ["W12_REDIS"]
+DBOS(config=config)  # type: ignore[arg-type]
