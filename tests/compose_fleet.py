@@ -8,8 +8,9 @@ rewritten as little as it takes to share one host:
   PostgreSQL; one whose host is ``redis`` becomes the test Redis (its wakeup
   namespace follows the database, so parallel tests do not hear each other);
 - ``--admin-port`` / ``--http-port`` get a free loopback port each (three workers
-  cannot all have 3001 on one host) and ``--admin-host`` / ``--http-host``
-  0.0.0.0 becomes 127.0.0.1 (only loopback here);
+  cannot all have 3001 on one host), ``--admin-host`` / ``--http-host``
+  0.0.0.0 becomes 127.0.0.1 (only loopback here), and a local launcher's
+  ``--launch-log-dir`` moves into the test's directory;
 - the executables are this venv's (its ``bin`` goes first on PATH, which also
   serves a local launcher's ``--worker-cmd``), the working directory is the
   repository root, where ``examples/`` sits as it does in the image's /app.
@@ -47,8 +48,8 @@ HOST_FLAGS = ("--admin-host", "--http-host")
 # The coordinator's launcher flags (issue 14, launchers part). While the running
 # dbos-coordinator does not know them, the fleet drops them from its commands:
 # the compose file already carries them for `docker compose up`.
-LAUNCHER_FLAGS = ("--launcher", "--worker-cmd", "--image-template", "--max-launches-per-version",
-                  "--namespace", "--secret-name")
+LAUNCHER_FLAGS = ("--launcher", "--worker-cmd", "--image-template", "--image-configmap",
+                  "--max-launches-per-version", "--launch-timeout", "--launch-log-dir", "--namespace", "--secret-name")
 
 
 def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
@@ -228,6 +229,8 @@ class ComposeFleet:
             if flag_value(argv, flag) is not None:
                 port = free_port()
                 argv = replace_flag(argv, flag, str(port))
+        if flag_value(argv, "--launch-log-dir") is not None:
+            argv = replace_flag(argv, "--launch-log-dir", str(self.log_dir / "launches"))
         for flag in HOST_FLAGS:
             if flag_value(argv, flag) not in (None, "127.0.0.1", "localhost"):
                 argv = replace_flag(argv, flag, "127.0.0.1")

@@ -198,6 +198,8 @@ def test_coordinator_command_and_launcher_settings() -> None:
     assert "{version}" in (flag_value(argv, "--image-template") or "")
     assert flag_value(argv, "--secret-name") == "dbos-fleet"
     assert flag_value(argv, "--namespace") == "$(POD_NAMESPACE)"
+    job_worker = parse_worker(shlex.split(flag_value(argv, "--worker-cmd") or ""))
+    assert job_worker.app == EXAMPLE_APP and job_worker.exit_when_idle is not None
     env = {e["name"]: e for e in coord.get("env", [])}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert_secret_env(objects("base"), coord)
@@ -296,6 +298,40 @@ def test_keda_overlay_scales_the_worker_deployment_on_the_coordinator() -> None:
     assert m.group(4) == "/api/versions"
 
 
+needs_launcher = pytest.mark.skipif(
+    not coordinator_knows_launcher(),
+    reason="dbos-coordinator has no --launcher yet (issue 14, launchers part); the manifests and the compose "
+           "file already configure it, and this check runs once the coordinator has it")
+
+
+@needs_launcher
+def test_launcher_job_bodies_validate_strict_and_stay_out_of_the_deployments(tmp_path: Path) -> None:
+    """The Jobs the kubernetes launcher would create from the base's coordinator flags:
+    valid for the pinned Kubernetes, and covered by no worker Deployment or PDB."""
+    from coordinator.launchers import build_job, worker_argv
+
+    validate = tool("kubernetes-validate", "pip install -e '.[test]' (or pip install kubernetes-validate)")
+    objs = objects("base")
+    argv = container(one(objs, "Deployment", "dbos-coordinator"))["command"]
+    template, worker_cmd = flag_value(argv, "--image-template"), flag_value(argv, "--worker-cmd")
+    assert template and worker_cmd
+    jobs = [build_job(app_version=v, launch_id=f"l{n}abcdef", image=template.replace("{version}", v),
+                      worker_args=worker_argv(worker_cmd, v), secret_name=str(flag_value(argv, "--secret-name")),
+                      namespace=NAMESPACE)
+            for n, v in enumerate(["v1", "v2", "2026.12.03+build.7"])]
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all(jobs))
+    out = run([validate, "--strict", "--kubernetes-version", K8S_VERSION, str(path)])
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+    assert out.returncode == 0 and len(lines) == len(jobs) and all(" passed " in ln for ln in lines), "\n".join(lines)
+    selectors = [o["spec"]["selector"]["matchLabels"] for o in objs if o["kind"] in ("Deployment", "PodDisruptionBudget")]
+    for job in jobs:
+        pod_labels = job["spec"]["template"]["metadata"]["labels"]
+        assert not [sel for sel in selectors if selects(sel, pod_labels)], f"{job['metadata']['name']}'s pods"
+        envs = job["spec"]["template"]["spec"]["containers"][0].get("envFrom", [])
+        assert {"secretRef": {"name": "dbos-fleet"}} in envs
+
+
 # -- docker-compose.yml -------------------------------------------------------------------
 
 
@@ -337,6 +373,8 @@ def test_compose_services_fit_together() -> None:
         worker_cmd = shlex.split(flag_value(argv, "--worker-cmd") or "")
         worker_args = parse_worker(worker_cmd)
         assert worker_args.app == EXAMPLE_APP and worker_args.exit_when_idle is not None
+        # The image's /app is not writable by its user: launch logs go to /tmp.
+        assert (flag_value(argv, "--launch-log-dir") or "").startswith("/tmp/"), name
 
 
 # -- the Dockerfile -----------------------------------------------------------------------
@@ -503,9 +541,7 @@ def test_compose_fleet_hands_a_killed_workers_work_over(compose_fleet: ComposeFl
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(not coordinator_knows_launcher(),
-                    reason="dbos-coordinator has no --launcher yet (issue 14, launchers part); docker-compose.yml "
-                           "already configures the local launcher, and this check runs once the coordinator has it")
+@needs_launcher
 def test_compose_fleet_launches_a_v2_worker_for_a_v2_fork(compose_fleet: ComposeFleet) -> None:
     vmids = {w.env["DBOS__VMID"] for w in compose_fleet.by_kind("worker")}
     with DBOSClient(compose_fleet.db_url, redis_url=compose_fleet.redis_url) as client:
