@@ -240,6 +240,13 @@ class Cluster:
             self.wait_registered(proc)
         return proc
 
+    def start_workers(self, *vmids: str, **options: Any) -> list[Proc]:
+        """Start several at once, then wait for each to register."""
+        procs = [self.start_worker(v, wait=False, **options) for v in vmids]
+        for p in procs:
+            self.wait_registered(p)
+        return procs
+
     def wait_registered(self, proc: Proc, timeout: float = 30) -> None:
         def registered() -> bool:
             if not proc.alive():

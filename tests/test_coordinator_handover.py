@@ -45,8 +45,7 @@ def test_sigkill_with_60_in_flight_over_three_queues(cluster: Cluster) -> None:
     before = cluster.statuses(ids)
     assert {s.status for s in before.values()} == {"PENDING"}
     assert {s.executor_id for s in before.values()} == {a}
-    b_proc = cluster.start_worker(b)
-    c_proc = cluster.start_worker(c)
+    b_proc, c_proc = cluster.start_workers(b, c)
 
     killed_at = cluster.workers[a].kill()
     recorded_at_kill = cluster.checkpointed(ids)

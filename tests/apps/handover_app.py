@@ -65,7 +65,8 @@ class _Recorder:
                 try:
                     if self._conn is None or self._conn.closed:
                         self._conn = psycopg.connect(self._url, autocommit=True)
-                    return self._conn.execute(sql, params).fetchone() if "RETURNING" in sql else None
+                    cursor = self._conn.execute(sql, params)
+                    return cursor.fetchone() if cursor.description is not None else None
                 except psycopg.OperationalError:
                     self._conn = None
                     if attempt == 49:
