@@ -710,25 +710,27 @@ def test_retrieve_workflow_waits_for_creation(dbos: Harness) -> None:
     def later() -> str:
         return "created later"
 
-    got: list[WorkflowHandle[Any]] = []
+    got: list[Any] = []
     errors: list[BaseException] = []
+    # The handle comes at once (issue 11); its get_result waits for the workflow to exist.
+    handle: WorkflowHandle[Any] = DBOS.retrieve_workflow("later-id", existing_workflow=False)
+    assert handle.workflow_id == "later-id"
 
     def waiter() -> None:
         try:
-            got.append(DBOS.retrieve_workflow("later-id", existing_workflow=False))
+            got.append(handle.get_result())
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
 
     t = threading.Thread(target=waiter)
     t.start()
     t.join(0.3)
-    assert t.is_alive(), "retrieve_workflow(existing_workflow=False) must wait for the workflow"
+    assert t.is_alive(), "get_result() of a workflow not created yet must wait for it"
     with SetWorkflowID("later-id"):
         DBOS.start_workflow(later)
     t.join(10)
     assert not t.is_alive() and not errors
-    assert got[0].workflow_id == "later-id"
-    assert got[0].get_result() == "created later"
+    assert got == ["created later"]
 
 
 def test_retrieve_workflow_async_waits_for_creation(dbos: Harness) -> None:
@@ -741,12 +743,12 @@ def test_retrieve_workflow_async_waits_for_creation(dbos: Harness) -> None:
             DBOS.start_workflow(later)
 
     async def main() -> str:
-        task = asyncio.ensure_future(DBOS.retrieve_workflow_async("later-async", existing_workflow=False))
+        handle = await DBOS.retrieve_workflow_async("later-async", existing_workflow=False)
+        task = asyncio.ensure_future(handle.get_result())
         await asyncio.sleep(0.1)
         assert not task.done()
         await asyncio.get_running_loop().run_in_executor(None, create_soon)
-        handle = await asyncio.wait_for(task, 10)
-        return str(await handle.get_result())
+        return str(await asyncio.wait_for(task, 10))
 
     assert asyncio.run(main()) == "async later"
 

@@ -535,10 +535,10 @@ def test_durable_sleep_records_its_wake_up_time(launched: App, backend: Backend)
         assert sleeper() < 0.2
 
 
-def test_sleep_outside_a_workflow_just_sleeps(launched: App) -> None:
-    start = time.monotonic()
-    DBOS.sleep(0.1)
-    assert 0.09 <= time.monotonic() - start < 2
+def test_sleep_outside_a_workflow_raises(launched: App) -> None:
+    # As in DBOS Transact 2.x: only a workflow sleeps durably (tests/test_dbos_2x.py).
+    with pytest.raises(DBOSException, match="within a workflow"):
+        DBOS.sleep(0.1)
 
 
 # -- async variants ------------------------------------------------------------------

@@ -322,9 +322,9 @@ def test_retrieve_workflow_waits_for_creation(dbos: Harness, backend: Backend) -
     found: dict[str, Any] = {}
 
     def wait() -> None:
-        handle = DBOS.retrieve_workflow("created-later", existing_workflow=False)
+        handle = DBOS.retrieve_workflow("created-later", existing_workflow=False)  # at once (issue 11)
+        found["result"] = handle.get_result()  # waits for the workflow to exist, then finish
         found["at"] = time.monotonic()
-        found["result"] = handle.get_result()
 
     client = DBOSClient(backend.url, polling_interval_sec=0.1)
     try:
@@ -350,11 +350,12 @@ def test_retrieve_workflow_waits_for_creation(dbos: Harness, backend: Backend) -
         client.destroy()
 
     async def main() -> Any:
-        task = asyncio.ensure_future(DBOS.retrieve_workflow_async("created-later-async", existing_workflow=False))
+        handle = await DBOS.retrieve_workflow_async("created-later-async", existing_workflow=False)
+        task = asyncio.ensure_future(handle.get_result())
         await asyncio.sleep(0.3)
         assert not task.done()
         with SetWorkflowID("created-later-async"):
             await DBOS.start_workflow_async(late, 1)
-        return await (await task).get_result()
+        return await task
 
     assert asyncio.run(main()) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Coroutine, Optional, ParamSpec, TypedDict, TypeVar
 
 from dbos._api.decorators import info_of
@@ -26,9 +27,29 @@ def _positive_int(name: str, value: Any) -> None:
         raise DBOSException(f"Queue {name} must be a positive integer or None, got {value!r}")
 
 
+class QueueArgumentError(DBOSException, ValueError):
+    """An invalid ``Queue(...)`` argument: a ValueError, as DBOS Transact 2.x raises."""
+
+
+def _argument_errors(init: Callable[..., None]) -> Callable[..., None]:
+    """``Queue.__init__`` raising a ValueError (still a DBOSException) for a bad argument."""
+
+    @functools.wraps(init)
+    def checked(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except DBOSException as e:
+            if isinstance(e, ValueError):
+                raise
+            raise QueueArgumentError(str(e)) from None
+
+    return checked
+
+
 class Queue:
     """A named queue of workflows, shared by every executor of the fleet."""
 
+    @_argument_errors
     def __init__(
         self,
         name: str,

@@ -77,6 +77,21 @@ class Registry:
             self.queues.clear()
             self.cleared = True
 
+    def snapshot(self) -> tuple[dict[Any, Any], ...]:
+        """Copies of the tables (tests that clear the registry put it back after)."""
+        with self.lock:
+            return (dict(self.workflows), dict(self.instances), dict(self.classes), dict(self.class_roles),
+                    dict(self.queues))
+
+    def restore(self, saved: tuple[dict[Any, Any], ...]) -> None:
+        with self.lock:
+            tables: tuple[dict[Any, Any], ...] = (
+                self.workflows, self.instances, self.classes, self.class_roles, self.queues
+            )
+            for table, content in zip(tables, saved):
+                table.clear()
+                table.update(content)
+
     def ensure_call(self, info: WorkflowInfo, class_name: Optional[str], config_name: Optional[str],
                     instance: Any) -> None:
         """Re-register, on use, what a cleared registry forgot but code still holds (a

@@ -89,9 +89,20 @@ class Call:
 
     def stored_inputs(self) -> bytes:
         args = self.args
-        if self.instance is not None and self.config_name is None:
+        if isinstance(self.instance, type):
+            # A classmethod's class travels by its registered name, never by value: a class
+            # defined in a function, or holding a lock, cannot be pickled.
+            args = (ClassRef(self.class_name or self.instance.__qualname__), *args)
+        elif self.instance is not None and self.config_name is None:
             args = (self.instance, *args)  # a plain instance travels by value
         return serialize((args, self.kwargs), "the arguments of workflow %s", self.info.name)
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """The class of a classmethod workflow, in its stored inputs: its registered name."""
+
+    name: str
 
 
 # Not frozen: built on every call, and a frozen dataclass's __init__ costs ~4x more. Never mutated.
@@ -460,6 +471,7 @@ def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) ->
             result = call.invoke()
         except BaseException as e:
             _finish(rt, run, local, None, e)
+            _raise_as_awaited(run, e)
             raise
         _finish(rt, run, local, result, None)
     return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
@@ -472,9 +484,17 @@ async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalE
             result = await call.invoke()
         except BaseException as e:
             await rt.to_thread(_finish, rt, run, local, None, e)
+            _raise_as_awaited(run, e)
             raise
         await rt.to_thread(_finish, rt, run, local, result, None)
     return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
+
+
+def _raise_as_awaited(run: WorkflowRun, error: BaseException) -> None:
+    """A workflow preempted (cancelled, or past its deadline) inside a direct call: its
+    caller sees what a handle's get_result() raises, DBOSAwaitedWorkflowCancelledError."""
+    if isinstance(error, DBOSWorkflowCancelledError):
+        raise DBOSAwaitedWorkflowCancelledError(run.workflow_id) from error
 
 
 def claim_for_execution(rt: Runtime, created: Created) -> Optional[LocalExecution]:
@@ -597,5 +617,12 @@ def call_from_row(rt: Runtime, info: WorkflowInfo, row: WorkflowRow) -> Call:
                     f"no instance of {row.class_name} configured as {row.config_name!r}",
                 )
             return Call(info, instance, tuple(args), dict(kwargs))
-        return Call(info, args[0], tuple(args[1:]), dict(kwargs))
+        owner = args[0]
+        if isinstance(owner, ClassRef):
+            owner = rt.registry.classes.get(owner.name)
+            if owner is None:
+                raise DBOSWorkflowFunctionNotFoundError(
+                    row.workflow_uuid, f"no class registered as {args[0].name!r} (@DBOS.dbos_class())"
+                )
+        return Call(info, owner, tuple(args[1:]), dict(kwargs))
     return Call(info, None, tuple(args), dict(kwargs))
