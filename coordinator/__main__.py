@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 EXIT_USAGE = 2
 
@@ -54,7 +54,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--http-host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
     p.add_argument("--http-port", type=_port, default=None, help="serve /healthz, /metrics and /api/* here")
     p.add_argument("--schema", default="dbos", help=argparse.SUPPRESS)
+    launch = p.add_argument_group("launcher", "start an executor for a version with waiting work and none running")
+    launch.add_argument("--launcher", choices=("none", "local", "kubernetes"), default="none",
+                        help="how (default none: waiting work is only reported)")
+    launch.add_argument("--worker-cmd", metavar="CMD",
+                        help="the worker command, split as a shell would; may contain {version}; "
+                             "give it --exit-when-idle (e.g. 'dbos-worker shop/app.py --exit-when-idle 30')")
+    launch.add_argument("--max-launches-per-version", type=_count, default=1, metavar="N",
+                        help="launches in flight per version at most (default 1)")
+    launch.add_argument("--launch-timeout", type=_positive, default=120.0, metavar="SEC",
+                        help="a launch whose executor has not heartbeat by then failed (default 120)")
+    launch.add_argument("--launch-log-dir", default=None, metavar="DIR",
+                        help="local launcher: one log file per launch here (default ./dbos-launches)")
+    launch.add_argument("--image-template", metavar="TEMPLATE",
+                        help="kubernetes: the image, with {version} (e.g. registry/shop:{version})")
+    launch.add_argument("--image-configmap", metavar="NAME",
+                        help="kubernetes: a ConfigMap mapping version -> image (before --image-template)")
+    launch.add_argument("--namespace", help="kubernetes: the Jobs' namespace (default: this pod's, else default)")
+    launch.add_argument("--secret-name", default="dbos-fleet",
+                        help="kubernetes: the Secret with the database and Redis URLs (default dbos-fleet)")
     return p
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -109,7 +138,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return fail(f"cannot reach Redis at {redis_url}: {e}")
         bridge = hub.attach_redis(redis_url, namespace_for(url, args.schema), logger)
 
-    coord = Coordinator(db, hub, logger, dead_after_sec=args.dead_after, interval_sec=args.interval)
+    try:
+        launcher = _launcher(args, url, redis_url, logger)
+    except Exception as e:
+        db.dispose()
+        return fail(f"--launcher {args.launcher}: {e}")
+    coord = Coordinator(
+        db, hub, logger, dead_after_sec=args.dead_after, interval_sec=args.interval, launcher=launcher,
+        max_launches_per_version=args.max_launches_per_version, launch_timeout_sec=args.launch_timeout,
+    )
     hub.add_listener("fleet:", lambda _key: coord.wake())
     http = None
     if args.http_port is not None:
@@ -123,8 +160,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bridge.start()
         threading.Thread(target=bridge.want, args=("fleet:",), name="dbos-coordinator-want", daemon=True).start()
     logger.info(
-        "dbos-coordinator %s started: database %s, redis %s, dead after %g s, every %g s",
+        "dbos-coordinator %s started: database %s, redis %s, dead after %g s, every %g s, launcher %s",
         coord.holder, _safe(url), "on" if bridge is not None else "off", args.dead_after, args.interval,
+        args.launcher,
     )
     coord.start()
     try:
@@ -140,6 +178,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         db.dispose()
     logger.info("dbos-coordinator %s stopped", coord.holder)
     return 0
+
+
+def _launcher(args: argparse.Namespace, db_url: str, redis_url: Optional[str], logger: Any) -> Any:
+    if args.launcher == "none":
+        return None
+    from pathlib import Path
+
+    from coordinator import launchers
+
+    if not args.worker_cmd:
+        raise ValueError("needs --worker-cmd (the worker command, with --exit-when-idle)")
+    if args.launcher == "local":
+        log_dir = Path(args.launch_log_dir or "dbos-launches").resolve()
+        return launchers.LocalLauncher(args.worker_cmd, log_dir, launchers.child_env(db_url, redis_url), logger)
+    return launchers.KubernetesLauncher(
+        image_template=args.image_template, image_configmap=args.image_configmap,
+        worker_args=launchers.worker_argv(args.worker_cmd, "{version}"),
+        namespace=args.namespace or launchers.in_cluster_namespace(), secret_name=args.secret_name, logger=logger,
+    )
 
 
 def _safe(url: str) -> str:

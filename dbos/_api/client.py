@@ -17,7 +17,7 @@ from typing import Any, Callable, Concatenate, Coroutine, List, Optional, ParamS
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._config.settings import load_settings
-from dbos._execution import context, management, messaging, results
+from dbos._execution import checks, context, management, messaging, results, versions
 from dbos._execution import workflow as wf
 from dbos._execution.context import IdBox
 from dbos._execution.queues import QueueSpec, enqueue_fields
@@ -102,6 +102,7 @@ class DBOSClient:
         if self._bridge is not None:
             self._bridge.start()
         self._rt = Runtime(settings, self._db, self._db, Registry(), "", self._pool, hub, logger)
+        self._latest_version = versions.LatestCache(self._db)
 
     def destroy(self) -> None:
         if self._bridge is not None:
@@ -123,6 +124,11 @@ class DBOSClient:
             raise DBOSException("DBOSClient.enqueue needs options['workflow_name']")
         if not isinstance(queue_name, str) or not queue_name:
             raise DBOSException("DBOSClient.enqueue needs options['queue_name']")
+        checks.identifier("options['queue_name']", queue_name)
+        if options.get("workflow_id") is not None:
+            checks.identifier("options['workflow_id']", options["workflow_id"])
+        if options.get("workflow_timeout") is not None:
+            checks.duration("options['workflow_timeout']", options["workflow_timeout"], positive=True)
         # Validates priority range and key types the same way SetEnqueueOptions does.
         opts = SetEnqueueOptions(
             deduplication_id=options.get("deduplication_id"),
@@ -131,7 +137,9 @@ class DBOSClient:
             queue_partition_key=options.get("queue_partition_key"),
         ).options
         spec = QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
-        fields = enqueue_fields(spec, opts, None)
+        # Work that names no version goes to the latest registered one (DBOS 2.x); with
+        # none registered yet it is unpinned (any version may run it).
+        fields = enqueue_fields(spec, opts, self._latest_version.get())
         fields["class_name"] = options.get("workflow_class_name")
         fields["config_name"] = options.get("workflow_config_name")
         info = WorkflowInfo(workflow_name, _noop, False, 100, False, options.get("workflow_class_name"))
@@ -274,6 +282,20 @@ class DBOSClient:
     list_workflow_steps_async = _in_thread(list_workflow_steps)
     cancel_workflow_async = _in_thread(cancel_workflow)
     get_workflow_async = _in_thread(get_workflow)
+
+    def list_application_versions(self) -> List[versions.VersionInfo]:
+        return versions.list_versions(self._rt.sys_db)
+
+    def get_latest_application_version(self) -> Optional[versions.VersionInfo]:
+        return versions.latest(self._rt.sys_db)
+
+    def set_latest_application_version(self, version_name: str) -> None:
+        versions.set_latest(self._rt.sys_db, version_name)
+        self._latest_version = versions.LatestCache(self._rt.sys_db)
+
+    list_application_versions_async = _in_thread(list_application_versions)
+    get_latest_application_version_async = _in_thread(get_latest_application_version)
+    set_latest_application_version_async = _in_thread(set_latest_application_version)
 
     @property
     def runtime(self) -> Runtime:

@@ -15,7 +15,7 @@ from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._config.settings import DBOSConfig, Settings, load_settings
-from dbos._execution import context, fleet, management, messaging
+from dbos._execution import context, fleet, management, messaging, versions
 from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
@@ -207,6 +207,7 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
                 "workflows and does not heartbeat; give every process its own DBOS__VMID",
                 s.executor_id, holder.pid, holder.hostname,
             )
+        versions.register(sys_db, app_version)
         # Every background service this process runs, in start order (all but the
         # heartbeat start after recovery, so recovered work is not claimed twice).
         self._services = [self._heartbeat]
@@ -556,6 +557,22 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
         if existing_workflow:
             await rt.to_thread(_check_exists, rt, workflow_id)
         return WorkflowHandleAsync(rt, workflow_id, await_creation=not existing_workflow)
+
+    # -- application versions (DBOS 2.x) ------------------------------------------
+    @classmethod
+    def list_application_versions(cls) -> List[versions.VersionInfo]:
+        """Every version an executor launched with, the latest first."""
+        return versions.list_versions(runtime().sys_db)
+
+    @classmethod
+    def get_latest_application_version(cls) -> Optional[versions.VersionInfo]:
+        """The version new work that names none goes to (from clients)."""
+        return versions.latest(runtime().sys_db)
+
+    @classmethod
+    def set_latest_application_version(cls, version_name: str) -> None:
+        """Promote a registered version to latest (an older one: a rollback)."""
+        versions.set_latest(runtime().sys_db, version_name)
 
 
 def wakeup_namespace(s: Settings) -> str:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
-from dbos._storage import executors, workflows
+from dbos._storage import executors, queues, versions, workflows
 from dbos._storage.database import Database
 from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException, DBOSInitializationError
@@ -134,6 +134,60 @@ def executor_view(db: Database, dead_after_sec: float, hide_older_than_ms: Optio
             "started_at": row.started_at,
         })
     return out
+
+
+def versions_view(db: Database, dead_after_sec: float = DEAD_AFTER_SEC) -> list[dict[str, Any]]:
+    """Per app version, what ``dbos fleet versions`` and the coordinator's ``/api/versions``
+    show: live executors (RUNNING, fresh), workflows waiting for an executor of it
+    (ENQUEUED while none runs, plus PENDING work of dead executors), the oldest
+    waiting age, launches in flight, and whether it is the latest."""
+    now = now_ms()
+    stale_before = now - int(dead_after_sec * 1000)
+
+    def read(c: sa.Connection) -> tuple[Any, ...]:
+        return (
+            executors.list_all(c, now - 24 * 3600 * 1000),
+            queues.oldest_waiting_by_version(c),
+            executors.stranded_pending_by_version(c, stale_before),
+            versions.in_flight(c),
+            versions.list_all(c),
+        )
+
+    rows, enqueued, stranded, launching, registered = db.query(read)
+    latest = registered[0].version_name if registered else None
+    out: dict[str, dict[str, Any]] = {}
+
+    def entry(v: str) -> dict[str, Any]:
+        return out.setdefault(v, {
+            "app_version": v, "live_executors": 0, "draining_executors": 0, "running": 0, "enqueued": 0,
+            "waiting": 0, "oldest_waiting_age_s": None, "launches_in_flight": 0, "latest": v == latest,
+        })
+
+    for v in registered:
+        entry(v.version_name)
+    for r in rows:
+        e = entry(r.app_version)
+        state = derived_state(r, now, dead_after_sec)
+        if state == "RUNNING":
+            e["live_executors"] += 1
+            e["running"] += r.running
+        elif state == "DRAINING":
+            e["draining_executors"] += 1
+    for v, (n, _) in enqueued.items():
+        entry(v)["enqueued"] = n
+    for launch in launching:
+        entry(launch.app_version)["launches_in_flight"] += 1
+    for v, e in out.items():
+        oldest: list[int] = []
+        if e["live_executors"] == 0 and v in enqueued:
+            e["waiting"] += enqueued[v][0]
+            oldest.append(enqueued[v][1])
+        if v in stranded:
+            e["waiting"] += stranded[v][0]
+            oldest.append(stranded[v][1])
+        if oldest:
+            e["oldest_waiting_age_s"] = round(max(0, now - min(oldest)) / 1000, 3)
+    return sorted(out.values(), key=lambda e: e["app_version"])
 
 
 def hand_back(rt: Runtime) -> list[tuple[str, str]]:

@@ -24,12 +24,14 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol
+
+import sqlalchemy as sa
 
 from dbos._execution import fleet
 from dbos._execution.runtime import now_ms
 from dbos._services.base import Service
-from dbos._storage import executors, leases, queues
+from dbos._storage import executors, leases, queues, versions
 from dbos._storage.database import Database
 from dbos._telemetry.metrics import Histogram
 from dbos._wakeups.hub import Hub
@@ -40,6 +42,29 @@ LEASE_NAME = "coordinator"
 HANDOVER_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 20.0, 60.0)
 
 
+class Launcher(Protocol):
+    """Starts an executor of one app version (``coordinator/launchers.py``: local, kubernetes)."""
+
+    kind: str
+
+    def launch(self, app_version: str, executor_id: str, launch_id: str) -> str:
+        """Start it; return a handle (pid, Job name). Raise to report a failed start."""
+        ...
+
+    def failed(self, launch: versions.LaunchRow) -> Optional[str]:
+        """Why this launch failed (it exited, its Job failed), or None (running, or unknown here)."""
+        ...
+
+    def abandon(self, launch: versions.LaunchRow) -> None:
+        """Stop a launch given up on (timed out)."""
+        ...
+
+
+def launch_backoff_sec(attempt: int) -> float:
+    """After the ``attempt``-th failed launch in a row: 2, 4, 8, ... up to 60 s."""
+    return float(min(60, 2 ** max(1, attempt)))
+
+
 @dataclass
 class CoordinatorStats:
     handovers: int = 0  # workflows handed over
@@ -48,6 +73,10 @@ class CoordinatorStats:
     waiting: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED with no live executor
     enqueued: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED (all)
     last_tick: float = 0.0
+    launches: dict[tuple[str, str], int] = field(default_factory=dict)  # (version, started|succeeded|failed)
+
+    def launch_event(self, version: str, what: str) -> None:
+        self.launches[(version, what)] = self.launches.get((version, what), 0) + 1
 
 
 class Coordinator(Service):
@@ -62,6 +91,9 @@ class Coordinator(Service):
         dead_after_sec: float = fleet.DEAD_AFTER_SEC,
         interval_sec: float = 1.0,
         holder: Optional[str] = None,
+        launcher: Optional[Launcher] = None,
+        max_launches_per_version: int = 1,
+        launch_timeout_sec: float = 120.0,
     ) -> None:
         super().__init__(interval_sec, logger, jitter=0.05)
         self.db = db
@@ -75,6 +107,12 @@ class Coordinator(Service):
         self.stats = CoordinatorStats()
         self._reported_waiting: dict[str, int] = {}
         self._backoff = 0.0
+        self.launcher = launcher
+        self.max_launches_per_version = max_launches_per_version
+        self.launch_timeout_sec = launch_timeout_sec
+        self.launcher = launcher
+        self.max_launches_per_version = max_launches_per_version
+        self.launch_timeout_sec = launch_timeout_sec
 
     def next_delay(self) -> float:
         """The interval; while the database fails, doubling up to 10 s."""
@@ -136,6 +174,77 @@ class Coordinator(Service):
                 len(released), row.executor_id, row.incarnation, age,
             )
         self._count_waiting()
+        if self.launcher is not None:
+            self._launch_pass(self.launcher)
+
+    def _launch_pass(self, launcher: Launcher) -> None:
+        """Settle the launches in flight, then start an executor for every version
+        with waiting work and no live executor (within the per-version cap and the
+        backoff after failures)."""
+        view = fleet.versions_view(self.db, self.dead_after_sec)
+        live = {e["app_version"] for e in view if e["live_executors"] > 0}
+        now = now_ms()
+        for launch in self.db.query(lambda c: versions.in_flight(c)):
+            if launch.app_version in live:
+                if self._finish_launch(launch.launch_id, "SUCCEEDED"):
+                    self.stats.launch_event(launch.app_version, "succeeded")
+                    self.logger.info("launch %s of version %s: its executor runs (%.1f s after the launch)",
+                                     launch.launch_id, launch.app_version, (now - launch.started_at) / 1000)
+                continue
+            why = launcher.failed(launch)
+            if why is None and now - launch.started_at > self.launch_timeout_sec * 1000:
+                why = f"no executor of version {launch.app_version} heartbeat within {self.launch_timeout_sec:g} s"
+                launcher.abandon(launch)
+            if why is not None and self._finish_launch(launch.launch_id, "FAILED", why):
+                self.stats.launch_event(launch.app_version, "failed")
+                self.logger.warning(
+                    "launch %s of version %s (attempt %d) failed: %s; retrying in %.0f s",
+                    launch.launch_id, launch.app_version, launch.attempt, why, launch_backoff_sec(launch.attempt),
+                )
+        for entry in view:
+            version = entry["app_version"]
+            if entry["waiting"] > 0 and version not in live:
+                self._maybe_launch(launcher, version, entry["waiting"])
+
+    def _finish_launch(self, launch_id: str, state: str, why: Optional[str] = None) -> bool:
+        return bool(self.db.run(lambda c: versions.finish_launch(c, launch_id, state, now_ms(), why)))
+
+    def _maybe_launch(self, launcher: Launcher, version: str, waiting: int) -> None:
+        now = now_ms()
+        launch_id = uuid.uuid4().hex[:12]
+        executor_id = f"launch-{launch_id}"
+
+        def decide(c: sa.Connection) -> Optional[versions.LaunchRow]:
+            versions.lock_version(c, self.db.dialect, version)  # two leaders decide one at a time
+            if len(versions.in_flight(c, version)) >= self.max_launches_per_version:
+                return None
+            last = versions.last_for(c, version)
+            attempt = 1
+            if last is not None and last.state == "FAILED":
+                attempt = last.attempt + 1
+                if now < (last.finished_at or last.started_at) + launch_backoff_sec(last.attempt) * 1000:
+                    return None
+            row = versions.LaunchRow(launch_id, version, launcher.kind, "LAUNCHING", attempt, now,
+                                     None, None, executor_id, None)
+            versions.insert_launch(c, row)
+            return row
+
+        row = self.db.run(decide, tx=True)
+        if row is None:
+            return
+        self.stats.launch_event(version, "started")
+        self.logger.info("launching an executor of version %s (%s, attempt %d, launch %s): %d workflow(s) wait",
+                         version, launcher.kind, row.attempt, launch_id, waiting)
+        try:
+            handle = launcher.launch(version, executor_id, launch_id)
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"
+            self._finish_launch(launch_id, "FAILED", why)
+            self.stats.launch_event(version, "failed")
+            self.logger.warning("launch %s of version %s (attempt %d) could not start: %s; retrying in %.0f s",
+                                launch_id, version, row.attempt, why, launch_backoff_sec(row.attempt))
+            return
+        self.db.run(lambda c: versions.set_handle(c, launch_id, handle))
 
     def _count_waiting(self) -> None:
         rows = self.db.query(lambda c: executors.list_all(c, now_ms() - 24 * 3600 * 1000))

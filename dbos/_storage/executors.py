@@ -138,3 +138,19 @@ def dead_with_work(conn: sa.Connection) -> list[ExecutorRow]:
     owns = sa.select(ws.c.workflow_uuid).where(ws.c.executor_id == ex.c.executor_id, status_in("PENDING"))
     stmt = sa.select(*_ROW).where(ex.c.state == "DEAD", owns.exists())
     return [ExecutorRow(*r) for r in conn.execute(stmt)]
+
+
+def stranded_pending_by_version(conn: sa.Connection, stale_before: int) -> dict[str, tuple[int, int]]:
+    """Per version: (PENDING workflows owned by executors that are not live, the oldest
+    one's ``updated_at``): work waiting for a hand-over."""
+    from dbos._storage.schema import status_in
+    from dbos._storage.schema import workflow_status as ws
+
+    dead = sa.or_(ex.c.state.not_in(LIVE_STATES), ex.c.heartbeat_at < stale_before)
+    stmt = (
+        sa.select(ws.c.application_version, sa.func.count(), sa.func.min(ws.c.updated_at))
+        .select_from(ws.join(ex, ws.c.executor_id == ex.c.executor_id))
+        .where(status_in("PENDING"), dead, ws.c.application_version.is_not(None))
+        .group_by(ws.c.application_version)
+    )
+    return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt)}

@@ -138,11 +138,17 @@ def _v3_system(conn: sa.Connection, dialect: Dialect) -> None:
     s.leader_lease.create(conn, checkfirst=True)
 
 
+def _v4_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Versions as first-class: the registered app versions; the launcher's launches."""
+    s.application_versions.create(conn, checkfirst=True)
+    s.launches.create(conn, checkfirst=True)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

@@ -407,3 +407,13 @@ def waiting_by_version(conn: sa.Connection) -> dict[Optional[str], int]:
         ws.c.application_version
     )
     return {(str(r[0]) if r[0] is not None else None): int(r[1]) for r in conn.execute(stmt)}
+
+
+def oldest_waiting_by_version(conn: sa.Connection) -> dict[str, tuple[int, int]]:
+    """Per pinned version: (ENQUEUED count, epoch ms the oldest of them became ENQUEUED)."""
+    stmt = (
+        sa.select(ws.c.application_version, sa.func.count(), sa.func.min(ws.c.updated_at))
+        .where(status_in("ENQUEUED"), ws.c.application_version.is_not(None))
+        .group_by(ws.c.application_version)
+    )
+    return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt)}

@@ -150,6 +150,34 @@ leader_lease = sa.Table(
     sa.Column("term", sa.BigInteger, nullable=False),
 )
 
+# Every app version an executor launched with; the latest (highest timestamp) is
+# where clients send unpinned work. ``set_latest`` moves a version's timestamp up.
+application_versions = sa.Table(
+    "application_versions",
+    system,
+    sa.Column("version_id", sa.Text, primary_key=True),
+    sa.Column("version_name", sa.Text, nullable=False, unique=True),
+    sa.Column("version_timestamp", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
+# Executors the coordinator's launcher started for a version with waiting work.
+launches = sa.Table(
+    "launches",
+    system,
+    sa.Column("launch_id", sa.Text, primary_key=True),
+    sa.Column("app_version", sa.Text, nullable=False),
+    sa.Column("launcher", sa.Text, nullable=False),  # local | kubernetes
+    sa.Column("state", sa.Text, nullable=False),  # LAUNCHING | SUCCEEDED | FAILED
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("finished_at", sa.BigInteger),
+    sa.Column("handle", sa.Text),  # pid or Job name
+    sa.Column("executor_id", sa.Text),  # the DBOS__VMID given to the launched worker
+    sa.Column("error", sa.Text),
+    sa.Index("launches_version_state", "app_version", "state"),
+)
+
 migrations = sa.Table(
     "dbos_migrations",
     system,

@@ -146,14 +146,17 @@ def _with_client(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argp
 
 @_with_client
 def cmd_list(client: Any, args: argparse.Namespace) -> int:
-    rows = [_status_dict(s) for s in client.list_workflows(**_filters(args, queued=False))]
+    # The table shows no inputs or outputs: only --json loads them (they may be large).
+    loads = {"load_input": args.json, "load_output": args.json}
+    rows = [_status_dict(s) for s in client.list_workflows(**_filters(args, queued=False), **loads)]
     _emit(args, rows, _STATUS_COLUMNS)
     return 0
 
 
 @_with_client
 def cmd_queue_list(client: Any, args: argparse.Namespace) -> int:
-    rows = [_status_dict(s) for s in client.list_queued_workflows(**_filters(args, queued=True))]
+    loads = {"load_input": args.json}  # as cmd_list
+    rows = [_status_dict(s) for s in client.list_queued_workflows(**_filters(args, queued=True), **loads)]
     _emit(args, rows, _STATUS_COLUMNS)
     return 0
 
@@ -181,12 +184,19 @@ def cmd_cancel(client: Any, args: argparse.Namespace) -> int:
     if client.get_workflow(args.workflow_id) is None:  # cancel itself ignores an unknown ID
         raise DBOSException(f"Workflow {args.workflow_id} does not exist")
     client.cancel_workflow(args.workflow_id)
-    _emit(args, {"workflow_id": args.workflow_id, "status": "CANCELLED"})
+    after = client.get_workflow(args.workflow_id)  # report what the database says, not what we asked
+    status = after.status if after is not None else None
+    if status != "CANCELLED":
+        raise DBOSException(f"Workflow {args.workflow_id} is {status}: it had already finished, not cancelled")
+    _emit(args, {"workflow_id": args.workflow_id, "status": status})
     return 0
 
 
 @_with_client
 def cmd_resume(client: Any, args: argparse.Namespace) -> int:
+    before = client.get_workflow(args.workflow_id)
+    if before is not None and before.status in ("SUCCESS", "ERROR"):  # resume leaves these alone
+        raise DBOSException(f"Workflow {args.workflow_id} is {before.status}: finished, nothing to resume")
     handle = client.resume_workflow(args.workflow_id)
     _emit(args, {"workflow_id": handle.workflow_id, "resumed": True})
     return 0
@@ -196,12 +206,49 @@ def cmd_resume(client: Any, args: argparse.Namespace) -> int:
 def cmd_fork(client: Any, args: argparse.Namespace) -> int:
     from dbos._api.context_managers import SetWorkflowID
 
+    step = _failed_step(client, args.workflow_id) if args.from_failure else args.step
     if args.forked_workflow_id:
         with SetWorkflowID(args.forked_workflow_id):
-            handle = client.fork_workflow(args.workflow_id, args.step, application_version=args.app_version)
+            handle = client.fork_workflow(args.workflow_id, step, application_version=args.app_version)
     else:
-        handle = client.fork_workflow(args.workflow_id, args.step, application_version=args.app_version)
-    _emit(args, {"workflow_id": handle.workflow_id, "forked_from": args.workflow_id, "start_step": args.step})
+        handle = client.fork_workflow(args.workflow_id, step, application_version=args.app_version)
+    _emit(args, {"workflow_id": handle.workflow_id, "forked_from": args.workflow_id, "start_step": step,
+                 "app_version": args.app_version})
+    return 0
+
+
+def _failed_step(client: Any, workflow_id: str) -> int:
+    """``--from-failure``: the first step that recorded an error, else (the workflow
+    failed in its own code) the step after the last one recorded."""
+    status = client.get_workflow(workflow_id)
+    if status is None:
+        raise DBOSException(f"Workflow {workflow_id} does not exist")
+    if status.status not in ("ERROR", "RETRIES_EXCEEDED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "CANCELLED"):
+        raise DBOSException(f"--from-failure: workflow {workflow_id} did not fail (it is {status.status})")
+    steps = client.list_workflow_steps(workflow_id)
+    failed = [s["function_id"] for s in steps if s.get("error") is not None]
+    if failed:
+        return int(min(failed))
+    return max((int(s["function_id"]) for s in steps), default=0) + 1
+
+
+_VERSION_COLUMNS = ("app_version", "latest", "live_executors", "waiting", "oldest_waiting_age_s",
+                    "launches_in_flight", "enqueued", "running")
+
+
+def cmd_fleet_versions(args: argparse.Namespace) -> int:
+    from dbos._execution.fleet import versions_view
+
+    db = Database(_db_url(args), args.schema)
+    try:
+        migrate_system(db)
+        rows = versions_view(db, args.dead_after)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(_table(rows, _VERSION_COLUMNS))
     return 0
 
 
@@ -269,14 +316,17 @@ def parser() -> argparse.ArgumentParser:
         ("get", cmd_get, "show one workflow"),
         ("steps", cmd_steps, "list a workflow's recorded steps"),
         ("cancel", cmd_cancel, "cancel a workflow"),
-        ("resume", cmd_resume, "resume a cancelled or failed workflow"),
+        ("resume", cmd_resume, "resume a CANCELLED, RETRIES_EXCEEDED or PENDING workflow"),
     ):
         a = wsub.add_parser(action, parents=[common], help=text)
         a.add_argument("workflow_id")
         a.set_defaults(func=func)
     fk = wsub.add_parser("fork", parents=[common], help="start a new workflow from a step of another")
     fk.add_argument("workflow_id")
-    fk.add_argument("--step", type=int, default=1, help="first step to re-run (default 1)")
+    fk_from = fk.add_mutually_exclusive_group()
+    fk_from.add_argument("--step", type=int, default=1, help="first step to re-run (default 1)")
+    fk_from.add_argument("--from-failure", action="store_true",
+                         help="re-run from the step that failed (the patch-fork: pair it with --app-version)")
     fk.add_argument("--app-version", help="run the fork on executors of this version")
     fk.add_argument("--forked-workflow-id", help="ID of the new workflow")
     fk.set_defaults(func=cmd_fork)
@@ -294,6 +344,10 @@ def parser() -> argparse.ArgumentParser:
                     help="a RUNNING or DRAINING executor silent this long shows as DEAD (default 3)")
     fe.add_argument("--all", action="store_true", help="also stopped and dead executors older than a day")
     fe.set_defaults(func=cmd_fleet_executors)
+    fv = fsub.add_parser("versions", parents=[common], help="per app version: executors, waiting work, launches")
+    fv.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+                    help="a RUNNING executor silent this long is not live (default 3)")
+    fv.set_defaults(func=cmd_fleet_versions)
     return p
 
 
