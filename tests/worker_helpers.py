@@ -95,6 +95,8 @@ class Worker:
 
     def wait_started(self, timeout: float = 30) -> "Worker":
         def started() -> bool:
+            if STARTED in self.stderr():
+                return True
             self.check_alive()
             return STARTED in self.stderr()
 
