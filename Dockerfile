@@ -1,8 +1,8 @@
-# syntax=docker/dockerfile:1
 # The application image of the example fleet: the project (dbos, dbos-worker,
 # dbos-coordinator) plus examples/fleet_app.py. docker-compose.yml and k8s/ run it
 # as workers (the default command) and as coordinators (command overridden).
-# Build: docker build -t dbos-fleet-example:v1 .   (docs/deploy.md)
+# Build: docker build -t dbos-fleet-example:v1 .   (BuildKit, the default since
+# Docker 23, for RUN --mount; docs/deploy.md)
 #
 # Your own app: keep the two stages, replace `COPY examples/` with your code and
 # the CMD's app path with your module.

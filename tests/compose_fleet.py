@@ -278,6 +278,7 @@ class ComposeFleet:
         assert s.proc is not None
         os.killpg(s.proc.pid, signal.SIGKILL)
         s.proc.wait(timeout=10)
+        s.proc = None  # gone on purpose: check_alive() and stop() leave it be
 
     def stop(self) -> None:
         """SIGTERM every process this fleet started (a second one skips a worker's drain

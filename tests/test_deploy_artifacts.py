@@ -527,7 +527,17 @@ def test_compose_fleet_hands_a_killed_workers_work_over(compose_fleet: ComposeFl
         service = next(n for n, s in compose_fleet.services.items() if s is workers[killed])
         compose_fleet.kill(service)  # SIGKILL: its PENDING work stays owned by a dead executor
 
-        results = {w: client.retrieve_workflow(w).get_result() for w in ids}  # the handle waits
+        def all_done() -> bool:
+            compose_fleet.check_alive()
+            sql = f"SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS' AND workflow_uuid IN {tuple(ids)}"
+            return bool(status_rows(compose_fleet.db_url, sql)[0][0] == len(ids))
+
+        try:
+            eventually(all_done, timeout=30, interval=0.1, what=f"(every order done after {killed} was killed)")
+        except AssertionError as e:
+            logs = "".join(f"--- {s.name}\n{s.log()[-3000:]}" for s in compose_fleet.by_kind("coordinator"))
+            raise AssertionError(f"{e}\n{logs}") from None
+        results = {w: client.retrieve_workflow(w).get_result() for w in ids}
         steps = results[workflow_id]
         assert steps[0] == f"reserve stock: {killed}", steps  # recorded before the kill, not run again
         assert steps[-1].split(": ")[1] in set(workers) - {killed}, steps
