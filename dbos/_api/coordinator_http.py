@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator
+from typing import Iterator
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,33 +19,9 @@ from starlette.routing import Route
 from dbos._api.http_thread import HTTPServerThread
 from dbos._execution import fleet
 from dbos._services.coordinator import Coordinator
-from dbos._storage import executors
 from dbos._telemetry.metrics import histogram_family
 
 _DAY_MS = 24 * 3600 * 1000
-
-
-def versions_view(coord: Coordinator, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per app version: executors by state, workflows running, ENQUEUED and waiting
-    (ENQUEUED with no live executor of that version)."""
-    out: dict[str, dict[str, Any]] = {}
-
-    def entry(version: str) -> dict[str, Any]:
-        return out.setdefault(version, {
-            "app_version": version, "executors": {}, "live_executors": 0, "running": 0, "enqueued": 0, "waiting": 0,
-        })
-
-    for r in rows:
-        e = entry(r["app_version"])
-        e["executors"][r["state"]] = e["executors"].get(r["state"], 0) + 1
-        if r["state"] in executors.LIVE_STATES:
-            e["live_executors"] += 1
-            e["running"] += r["running"]
-    for version, n in coord.stats.enqueued.items():
-        entry(version)["enqueued"] = n
-    for version, n in coord.stats.waiting.items():
-        entry(version)["waiting"] = n
-    return sorted(out.values(), key=lambda e: e["app_version"])
 
 
 class _Collector:
@@ -74,6 +50,18 @@ class _Collector:
         for version, n in sorted(coord.stats.waiting.items()):
             waiting.add_metric([version], n)
         yield waiting
+        desired = GaugeMetricFamily(
+            "dbos_fleet_desired_executors", "Executors each version's ENQUEUED and PENDING work needs "
+            "(per queue ceil(n / worker_concurrency), capped by its concurrency)", labels=["app_version"],
+        )
+        for version, n in sorted(coord.stats.desired.items()):
+            desired.add_metric([version], n)
+        yield desired
+        launches = CounterMetricFamily("dbos_coordinator_launches", "Executor launches by version and outcome",
+                                       labels=["app_version", "outcome"])
+        for (version, outcome), n in sorted(coord.stats.launches.items()):
+            launches.add_metric([version, outcome], n)
+        yield launches
         by_state = GaugeMetricFamily(
             "dbos_fleet_executors", "Executors by derived state and app version", labels=["state", "app_version"]
         )
@@ -114,16 +102,27 @@ def build_app(coord: Coordinator) -> Starlette:
 
     async def api_versions(request: Request) -> Response:
         try:
-            rows = fleet.executor_view(coord.db, coord.dead_after_sec, _DAY_MS)
+            rows = fleet.versions_view(coord.db, coord.dead_after_sec)
         except Exception as e:
             return JSONResponse({"error": f"database unreachable: {str(e).splitlines()[0]}"}, 503)
-        return JSONResponse(versions_view(coord, rows))
+        for row in rows:
+            row["desired_executors"] = coord.stats.desired.get(row["app_version"], 0)
+        return JSONResponse(rows)
+
+    async def api_scaling(request: Request) -> Response:
+        """For a KEDA ``metrics-api`` trigger: ``valueLocation: desired_executors``."""
+        version = request.path_params.get("version")
+        if version is not None:
+            return JSONResponse({"app_version": version, "desired_executors": coord.stats.desired.get(version, 0)})
+        return JSONResponse({"desired_executors": dict(coord.stats.desired)})
 
     return Starlette(routes=[
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/api/executors", api_executors, methods=["GET"]),
         Route("/api/versions", api_versions, methods=["GET"]),
+        Route("/api/scaling", api_scaling, methods=["GET"]),
+        Route("/api/scaling/{version}", api_scaling, methods=["GET"]),
     ])
 
 

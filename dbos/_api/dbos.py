@@ -191,8 +191,14 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
         if not sys_db.dialect.is_sqlite:
             beat_db = Database(s.system_database_url, s.schema, 1, s.db_engine_kwargs, s.use_prepared_statements)
             self._dbs.append(beat_db)
+        specs = [
+            {"name": q.name, "concurrency": q.concurrency,
+             "worker_concurrency": q.limits(s.default_worker_concurrency).worker_concurrency}
+            for q in (INTERNAL_QUEUE, *REGISTRY.queues.values()) if served is None or q.name in served
+        ]
         hb = self._heartbeat = Heartbeat(
-            beat_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger, queues=served
+            beat_db, s.executor_id, app_version, s.heartbeat_interval_sec, self.logger, queues=served,
+            queue_specs=specs,
         )
         hb.running = lambda: len(rt.running_ids())
         hb.on_declared_dead = lambda: fleet.rejoin(rt, hb)

@@ -190,6 +190,34 @@ def versions_view(db: Database, dead_after_sec: float = DEAD_AFTER_SEC) -> list[
     return sorted(out.values(), key=lambda e: e["app_version"])
 
 
+def desired_executors(db: Database, default_worker_concurrency: int = 16) -> dict[str, int]:
+    """The autoscaling signal: per pinned version, how many executors its work needs.
+
+    Per queue: ``ceil((ENQUEUED + PENDING) / worker_concurrency)``, capped by what the
+    queue's global concurrency lets run at once, summed over the version's queues.
+    The limits come from the queue specs its executors published (the newest one's);
+    for a version no executor ever ran, each queue counts as unlimited with the
+    default worker concurrency, so waiting work always asks for at least one."""
+
+    def read(c: sa.Connection) -> tuple[Any, ...]:
+        return executors.list_all(c), queues.active_by_version_queue(c)
+
+    rows, active = db.query(read)
+    specs: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: r.heartbeat_at):  # the newest executor's specs win
+        if row.queue_specs:
+            specs[row.app_version] = {q["name"]: q for q in json.loads(row.queue_specs)}
+    desired: dict[str, int] = {}
+    for (version, queue), n in active.items():
+        spec = specs.get(version, {}).get(queue or INTERNAL_QUEUE.name, {})
+        per_worker = int(spec.get("worker_concurrency") or default_worker_concurrency)
+        need = -(-n // per_worker)
+        if spec.get("concurrency"):
+            need = min(need, -(-int(spec["concurrency"]) // per_worker))
+        desired[version] = desired.get(version, 0) + max(1, need)
+    return desired
+
+
 def hand_back(rt: Runtime) -> list[tuple[str, str]]:
     """Give every workflow this executor holds back to the fleet at once (its queue,
     or the internal queue for direct work) and wake the fleet; return (ID, queue).

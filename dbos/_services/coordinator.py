@@ -73,6 +73,7 @@ class CoordinatorStats:
     waiting: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED with no live executor
     enqueued: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED (all)
     last_tick: float = 0.0
+    desired: dict[str, int] = field(default_factory=dict)  # version -> executors its work needs
     launches: dict[tuple[str, str], int] = field(default_factory=dict)  # (version, started|succeeded|failed)
 
     def launch_event(self, version: str, what: str) -> None:
@@ -174,6 +175,7 @@ class Coordinator(Service):
                 len(released), row.executor_id, row.incarnation, age,
             )
         self._count_waiting()
+        self.stats.desired = fleet.desired_executors(self.db)
         if self.launcher is not None:
             self._launch_pass(self.launcher)
 

@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from dbos._execution.runtime import now_ms
 from dbos._services.base import Service
@@ -36,12 +36,14 @@ class Heartbeat(Service):
         interval_sec: float,
         logger: logging.Logger,
         queues: Optional[Sequence[str]] = None,
+        queue_specs: Optional[Sequence[dict[str, Any]]] = None,
     ) -> None:
         super().__init__(interval_sec, logger)
         self.db = db
         self.executor_id = executor_id
         self.app_version = app_version
         self.queues = json.dumps(sorted(queues)) if queues is not None else None
+        self.queue_specs = json.dumps(list(queue_specs)) if queue_specs is not None else None
         self.incarnation = 0
         self.state = "RUNNING"
         self.running: Callable[[], int] = lambda: 0
@@ -58,7 +60,7 @@ class Heartbeat(Service):
         now = now_ms()
         row = executors.ExecutorRow(
             self.executor_id, self.app_version, socket.gethostname(), os.getpid(), now, now, "RUNNING",
-            queues=self.queues,
+            queues=self.queues, queue_specs=self.queue_specs,
         )
         self.incarnation = self.db.run(lambda c: executors.register(c, self.db.dialect, row))
         self.state = "RUNNING"

@@ -33,6 +33,7 @@ class ExecutorRow:
     incarnation: int = 0
     queues: Optional[str] = None  # JSON list; None: every queue
     running: int = 0
+    queue_specs: Optional[str] = None  # JSON list of {name, concurrency, worker_concurrency}
 
 
 _ROW = [ex.c[name] for name in ExecutorRow.__dataclass_fields__]
@@ -51,6 +52,7 @@ def _register_stmt(dialect: Dialect) -> Any:
             "heartbeat_at": stmt.excluded.heartbeat_at,
             "state": stmt.excluded.state,
             "queues": stmt.excluded.queues,
+            "queue_specs": stmt.excluded.queue_specs,
             "running": 0,
             "incarnation": ex.c.incarnation + 1,
         },

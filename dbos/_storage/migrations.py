@@ -144,11 +144,20 @@ def _v4_system(conn: sa.Connection, dialect: Dialect) -> None:
     s.launches.create(conn, checkfirst=True)
 
 
+def _v5_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Executors publish their queues' limits (the autoscaling signal)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("executors", schema=schema)}
+    table = f'"{schema}".executors' if schema else "executors"
+    if "queue_specs" not in have:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN queue_specs TEXT"))
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

@@ -417,3 +417,13 @@ def oldest_waiting_by_version(conn: sa.Connection) -> dict[str, tuple[int, int]]
         .group_by(ws.c.application_version)
     )
     return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in conn.execute(stmt)}
+
+
+def active_by_version_queue(conn: sa.Connection) -> dict[tuple[str, str], int]:
+    """ENQUEUED + PENDING workflows per (pinned version, queue; '' for direct work)."""
+    stmt = (
+        sa.select(ws.c.application_version, ws.c.queue_name, sa.func.count())
+        .where(status_in("ENQUEUED", "PENDING"), ws.c.application_version.is_not(None))
+        .group_by(ws.c.application_version, ws.c.queue_name)
+    )
+    return {(str(r[0]), str(r[1] or "")): int(r[2]) for r in conn.execute(stmt)}

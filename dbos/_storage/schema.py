@@ -138,6 +138,9 @@ executors = sa.Table(
     sa.Column("incarnation", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("queues", sa.Text),  # JSON list of the queues it serves; NULL: all
     sa.Column("running", sa.Integer, nullable=False, server_default="0"),
+    # JSON list of {name, concurrency, worker_concurrency} of the queues it serves: what
+    # the coordinator's autoscaling signal divides the waiting work by.
+    sa.Column("queue_specs", sa.Text),
 )
 
 # The coordinators' leader: one row, held by whoever renewed it last, until it expires.
