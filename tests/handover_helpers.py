@@ -97,6 +97,7 @@ class Proc:
         self.pid = self.popen.pid
         self.stopped = False
         self.killed_at: Optional[float] = None  # time.time() of the SIGKILL
+        self.ended = False  # the test ended it (SIGKILL or SIGTERM): its exit is no failure
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -107,6 +108,7 @@ class Proc:
     def kill(self) -> float:
         """SIGKILL (no clean-up at all); return the time.time() just before the signal."""
         self.killed_at = time.time()
+        self.ended = True
         os.kill(self.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
         self.stopped = False
@@ -121,6 +123,7 @@ class Proc:
         self.stopped = False
 
     def terminate(self, timeout: float = 20) -> Optional[int]:
+        self.ended = True
         if self.popen.poll() is None:
             if self.stopped:
                 self.resume()
@@ -287,7 +290,7 @@ class Cluster:
         return proc
 
     def check_alive(self, *procs: Proc) -> None:
-        for p in procs or [p for p in self.all if p.killed_at is None]:
+        for p in procs or [p for p in self.all if not p.ended]:
             if not p.alive():
                 pytest.fail(f"{p.name} exited with {p.popen.returncode}:\n{p.log()}", pytrace=False)
 
@@ -329,14 +332,15 @@ class Cluster:
     # -- reads ---------------------------------------------------------------------
     def executor(self, vmid: str) -> Optional[dict[str, Any]]:
         rows = self.backend.rows(
-            f"SELECT executor_id, state, incarnation, pid, heartbeat_at, app_version FROM {self.backend.table('executors')} "
+            f"SELECT executor_id, state, incarnation, pid, heartbeat_at, app_version, running "
+            f"FROM {self.backend.table('executors')} "
             "WHERE executor_id = :e", e=vmid,
         )
         if not rows:
             return None
         r = rows[0]
         return {"executor_id": r[0], "state": r[1], "incarnation": int(r[2]), "pid": int(r[3]),
-                "heartbeat_at": int(r[4]), "app_version": r[5]}
+                "heartbeat_at": int(r[4]), "app_version": r[5], "running": int(r[6])}
 
     def statuses(self, ids: Iterable[str]) -> dict[str, Status]:
         wanted = list(ids)
