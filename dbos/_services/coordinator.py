@@ -146,6 +146,9 @@ class Coordinator(Service):
         self.term = term
         self.stats.last_tick = time.monotonic()
         if term is None:
+            # A standby acts on nothing, but reports what it sees (any replica may
+            # answer an autoscaler's or a console's request).
+            self._count_waiting()
             return
         self.scan()
 
@@ -175,7 +178,6 @@ class Coordinator(Service):
                 len(released), row.executor_id, row.incarnation, age,
             )
         self._count_waiting()
-        self.stats.desired = fleet.desired_executors(self.db)
         if self.launcher is not None:
             self._launch_pass(self.launcher)
 
@@ -249,6 +251,7 @@ class Coordinator(Service):
         self.db.run(lambda c: versions.set_handle(c, launch_id, handle))
 
     def _count_waiting(self) -> None:
+        self.stats.desired = fleet.desired_executors(self.db)
         rows = self.db.query(lambda c: executors.list_all(c, now_ms() - 24 * 3600 * 1000))
         now = now_ms()
         live = {r.app_version for r in rows if fleet.derived_state(r, now, self.dead_after_sec) in executors.LIVE_STATES}
