@@ -3,7 +3,10 @@
 Exactly the public names of the reference live here; everything else is private.
 """
 
+from typing import Any
+
 from dbos import error
+from dbos._api.calls import StepOptions
 from dbos._api.classes import DBOSConfiguredInstance
 from dbos._api.client import DBOSClient, EnqueueOptions
 from dbos._api.context_managers import (
@@ -46,6 +49,7 @@ __all__ = [
     "SetWorkflowID",
     "SetWorkflowTimeout",
     "StepInfo",
+    "StepOptions",
     "StepStatus",
     "WorkflowHandle",
     "WorkflowHandleAsync",
@@ -65,3 +69,10 @@ __all__ = [
     "DBOSWorkflowCancelledError",
     "DBOSWorkflowConflictIDError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
+    from dbos._api import missing
+
+    missing.raise_missing("dbos", name, missing.MODULE_NAMES)

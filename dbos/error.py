@@ -197,6 +197,13 @@ class DBOSDatabaseUnavailableError(DBOSException):
         super().__init__(msg, DBOSErrorCode.DatabaseUnavailable.value)
 
 
+def __getattr__(name: str) -> Any:
+    """A DBOS 2.x error class left out here: a clear DBOSNotImplementedError on import."""
+    from dbos._api import missing
+
+    missing.raise_missing("dbos.error", name, missing.ERROR_NAMES)
+
+
 __all__ = [
     "DBOSErrorCode",
     "DBOSException",

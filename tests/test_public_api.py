@@ -83,7 +83,7 @@ def test_exception_hierarchy() -> None:
 
 def test_workflow_statuses() -> None:
     assert {s.value for s in dbos.WorkflowStatusString} == {
-        "ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED",
+        "ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED", "DELAYED",
     }
 
 

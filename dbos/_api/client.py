@@ -300,3 +300,9 @@ class DBOSClient:
     @property
     def runtime(self) -> Runtime:
         return self._rt
+
+    def __getattr__(self, name: str) -> Any:
+        """A DBOS 2.x client method left out here: a clear DBOSNotImplementedError."""
+        from dbos._api import missing
+
+        missing.raise_missing("DBOSClient", name, missing.CLIENT_METHODS)

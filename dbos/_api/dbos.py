@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any, Callable, ClassVar, Coroutine, List, Optional, ParamSpec, TypeVar, Union
 
-from dbos._api import classes, decorators
+from dbos._api import classes, decorators, missing
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
@@ -82,6 +82,10 @@ class _DBOSMeta(type):
     @property
     def assumed_role(cls) -> Optional[str]:
         return _auth().assumed_role
+
+    def __getattr__(cls, name: str) -> Any:
+        """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
+        missing.raise_missing("DBOS", name, missing.DBOS_METHODS)
 
     @property
     def span(cls) -> Any:

@@ -113,3 +113,9 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        """A DBOS 2.x Queue method left out here: a clear DBOSNotImplementedError."""
+        from dbos._api import missing
+
+        missing.raise_missing("Queue", name, missing.QUEUE_METHODS)

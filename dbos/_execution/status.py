@@ -19,6 +19,7 @@ class WorkflowStatusString(str, Enum):
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
     RETRIES_EXCEEDED = "RETRIES_EXCEEDED"
+    DELAYED = "DELAYED"  # enqueued with SetEnqueueOptions(delay_seconds=...), not due yet
 
 
 assert tuple(s.value for s in WorkflowStatusString) == STATUSES  # one list: the storage layer's

@@ -153,11 +153,46 @@ def _v5_system(conn: sa.Connection, dialect: Dialect) -> None:
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN queue_specs TEXT"))
 
 
+_QUEUED = "status IN ('DELAYED', 'ENQUEUED', 'PENDING')"
+
+
+def _v6_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Delayed enqueues: ``delay_until_epoch_ms`` and the DELAYED status, which the
+    deduplication and queued-listing indexes now cover as well."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    table = f'"{schema}".workflow_status' if schema else "workflow_status"
+    if "delay_until_epoch_ms" not in have:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN delay_until_epoch_ms BIGINT"))
+    ws = s.workflow_status
+    prefix = f'"{schema}".' if schema else ""
+    for name in ("ws_queue_dedup", "ws_queued_created", "ws_queue_created"):
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {prefix}{name}"))
+    indexes = [
+        sa.Index(
+            "ws_queue_dedup", ws.c.queue_name, ws.c.deduplication_id, unique=True,
+            **_where(f"deduplication_id IS NOT NULL AND {_QUEUED}"),
+        ),
+        sa.Index(
+            "ws_queued_created", ws.c.created_at, ws.c.workflow_uuid, **_where(f"queue_name IS NOT NULL AND {_QUEUED}")
+        ),
+        sa.Index(
+            "ws_queue_created", ws.c.queue_name, ws.c.created_at, ws.c.workflow_uuid,
+            **_where(f"queue_name IS NOT NULL AND {_QUEUED}"),
+        ),
+        # The promotion of due DELAYED rows to ENQUEUED (queues.promote_delayed).
+        sa.Index("ws_delayed_until", ws.c.delay_until_epoch_ms, **_where("status = 'DELAYED'")),
+    ]
+    for index in indexes:
+        index.create(conn, checkfirst=True)
+        index.table.indexes.discard(index)  # type: ignore[union-attr]  (see _v1_system)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

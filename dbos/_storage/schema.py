@@ -15,7 +15,10 @@ system = sa.MetaData()
 
 LIVE = ("ENQUEUED", "PENDING")
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "RETRIES_EXCEEDED")
-STATUSES = LIVE + TERMINAL
+# DELAYED: enqueued with a delay, not claimable before ``delay_until_epoch_ms`` (then ENQUEUED).
+DELAYED = "DELAYED"
+STATUSES = LIVE + TERMINAL + (DELAYED,)
+QUEUED = (DELAYED,) + LIVE  # a queued workflow not finished yet
 
 
 def status_in(*values: str) -> sa.ColumnElement[bool]:
@@ -70,6 +73,7 @@ workflow_status = sa.Table(
     sa.Column("parent_workflow_id", sa.Text),
     sa.Column("forked_from", sa.Text),
     sa.Column("trace_context", sa.Text),
+    sa.Column("delay_until_epoch_ms", sa.BigInteger),  # DELAYED until then (migration v6)
 )
 
 operation_outputs = sa.Table(

@@ -1,0 +1,141 @@
+"""Names of DBOS Transact 2.31.1 this library does not implement, and why.
+
+Code written for DBOS that reaches one of them gets a ``DBOSNotImplementedError``
+(a ``NotImplementedError`` and a ``DBOSException``) naming the feature, never an
+``AttributeError``: ``DBOS.<name>``, ``DBOSClient(...).<name>``, ``Queue(...).<name>``,
+``dbos.<name>`` and ``dbos.error.<name>`` all look here, and only after the normal
+lookup failed, so an implemented name never reaches this table.
+docs/decisions.md ("Left out of the DBOS 2.x API") lists the same names.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from dbos.error import DBOSException
+
+_SCHEDULES = "scheduled workflows (cron schedules)"
+_STREAMS = "workflow streams"
+_DB_QUEUES = "queues stored in the database (declare Queue(...) in code; every executor declares the same)"
+_BULK = "bulk sends (call send once per message)"
+_ATTRIBUTES = "workflow attributes"
+_DELETE = "deleting workflow records"
+_TX_CLIENT = "client writes inside the caller's own database transaction"
+_QUEUE_AT_RUNTIME = "changing a queue's settings at runtime (a Queue's settings are fixed where it is declared)"
+_PARTITION_LIMITS = "per-partition limits other than serializing each partition (concurrency=1)"
+_SERIALIZERS = "pluggable and portable (JSON) serialization: every value is pickled"
+_DATASOURCES = "transactions on extra data sources (@DBOS.transaction runs on application_database_url)"
+_PATCH = "workflow patching (run old workflows on their own app version, or fork_workflow them onto a new one)"
+
+DBOS_METHODS: dict[str, str] = {
+    **{n: _SCHEDULES for n in (
+        "scheduled", "create_schedule", "list_schedules", "get_schedule", "delete_schedule", "pause_schedule",
+        "resume_schedule", "apply_schedules", "backfill_schedule", "trigger_schedule", "create_schedule_async",
+        "list_schedules_async", "get_schedule_async", "delete_schedule_async", "apply_schedules_async",
+    )},
+    **{n: _STREAMS for n in (
+        "write_stream", "close_stream", "read_stream", "read_stream_offset", "write_stream_async",
+        "close_stream_async", "read_stream_async", "read_stream_offset_async",
+    )},
+    **{n: _DB_QUEUES for n in (
+        "register_queue", "register_queue_async", "retrieve_queue", "retrieve_queue_async", "delete_queue",
+        "delete_queue_async", "list_queues", "list_queues_async",
+    )},
+    **{n: _PATCH for n in ("patch", "patch_async", "deprecate_patch", "deprecate_patch_async")},
+    **{n: _DELETE for n in ("delete_workflow", "delete_workflow_async", "delete_workflows", "delete_workflows_async")},
+    "update_workflow_attributes": _ATTRIBUTES,
+    "update_workflow_attributes_async": _ATTRIBUTES,
+    "send_bulk": _BULK,
+    "send_bulk_async": _BULK,
+    "kafka_consumer": "Kafka consumers",
+    "asyncio_wait": "a durable asyncio.wait (use DBOS.wait_first_async on workflow handles)",
+    "enqueue_workflow": "enqueueing by function from DBOS (use Queue(...).enqueue, or DBOSClient.enqueue by name)",
+    "enqueue_workflow_async": "enqueueing by function from DBOS (use Queue(...).enqueue_async)",
+    "enqueue_workflow_with_options": "enqueueing with per-call options (use SetEnqueueOptions around Queue.enqueue)",
+    "enqueue_workflow_with_options_async": "enqueueing with per-call options (use SetEnqueueOptions)",
+    "register_instance": "register_instance (a DBOSConfiguredInstance registers itself when constructed)",
+    "tracer": "DBOS.tracer (DBOS.span is the current OpenTelemetry span; use opentelemetry's API for more)",
+    "alert_handler": "DBOS Conductor alerts",
+    "list_application_versions_async": "the async variants of the application-version methods",
+    "get_latest_application_version_async": "the async variants of the application-version methods",
+    "set_latest_application_version_async": "the async variants of the application-version methods",
+}
+
+CLIENT_METHODS: dict[str, str] = {
+    **{n: r for n, r in DBOS_METHODS.items() if r in (_SCHEDULES, _STREAMS, _DB_QUEUES, _DELETE, _ATTRIBUTES, _BULK)},
+    "check_connection": "DBOSClient.check_connection (construction already connects and migrates)",
+    "check_connection_async": "DBOSClient.check_connection_async",
+    "enqueue_in_transaction": _TX_CLIENT,
+    "send_in_transaction": _TX_CLIENT,
+    "send_bulk_in_transaction": _TX_CLIENT,
+    "rename_application": "renaming an application",
+    "rename_application_async": "renaming an application",
+    "list_application_versions": "application versions from DBOSClient",
+    "get_latest_application_version": "application versions from DBOSClient",
+    "set_latest_application_version": "application versions from DBOSClient",
+    "list_application_versions_async": "application versions from DBOSClient",
+    "get_latest_application_version_async": "application versions from DBOSClient",
+    "set_latest_application_version_async": "application versions from DBOSClient",
+}
+
+_QUEUE_SETTINGS = ("concurrency", "worker_concurrency", "limiter", "priority_enabled", "partition_queue",
+                   "polling_interval_sec", "global_concurrency", "partition_concurrency",
+                   "partition_worker_concurrency", "partition_limiter")
+QUEUE_METHODS: dict[str, str] = {
+    **{f"set_{n}": _QUEUE_AT_RUNTIME for n in _QUEUE_SETTINGS},
+    **{f"set_{n}_async": _QUEUE_AT_RUNTIME for n in _QUEUE_SETTINGS},
+    **{f"get_{n}_async": "reading a queue's settings asynchronously (they are plain attributes here)"
+       for n in _QUEUE_SETTINGS},
+    "partition_concurrency": _PARTITION_LIMITS,
+    "partition_worker_concurrency": _PARTITION_LIMITS,
+    "partition_limiter": _PARTITION_LIMITS,
+}
+
+MODULE_NAMES: dict[str, str] = {
+    **{n: _SERIALIZERS for n in (
+        "Serializer", "DBOSPortableJSONSerializer", "WorkflowSerializationFormat", "PortableWorkflowError",
+    )},
+    **{n: _SCHEDULES for n in ("ScheduleInput", "WorkflowSchedule", "ClientScheduleInput")},
+    **{n: _DATASOURCES for n in ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")},
+    "DuplicationPolicy": "a duplication policy for workflow IDs (a second call with an ID returns its recorded result)",
+    "SetWorkflowAttributes": _ATTRIBUTES,
+    "PropagateOtelContext": "PropagateOtelContext (a workflow's span continues its caller's trace already)",
+    "KafkaMessage": "Kafka consumers",
+    "SendMessage": _BULK,
+    "VersionInfo": "the VersionInfo type of the application-version methods",
+    "Debouncer": "debouncing workflows",
+    "DebouncerClient": "debouncing workflows",
+    "pydantic_args_validator": "validating workflow arguments with pydantic",
+    "make_pydantic_args_validator": "validating workflow arguments with pydantic",
+    "run_dbos_database_migrations": "run_dbos_database_migrations (run `dbos migrate`; launch migrates too)",
+}
+
+ERROR_NAMES: dict[str, str] = {
+    "DBOSBaseException": "DBOSBaseException (every error here is a DBOSException, an Exception)",
+    "DBOSRecoveryError": "DBOSRecoveryError (recovery logs what it cannot recover)",
+    "DBOSStreamTimeoutError": _STREAMS,
+    "DBOSStreamNondeterminismError": _STREAMS,
+    "MaxRecoveryAttemptsExceededError": "this old name (use DBOSMaxRecoveryAttemptsExceededError)",
+    "DBOSStepTimeoutError": "step timeouts",
+    "DBOSConflictingRegistrationError": "DBOSConflictingRegistrationError (a conflicting registration raises "
+                                        "DBOSException)",
+    "DBOSPatchNondeterminismError": _PATCH,
+    "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded": "this error (an awaited workflow past its recovery attempts "
+                                                      "raises DBOSMaxRecoveryAttemptsExceededError)",
+}
+
+
+class DBOSNotImplementedError(DBOSException, NotImplementedError):
+    """A DBOS Transact 2.x name this library leaves out (docs/decisions.md)."""
+
+
+def raise_missing(owner: str, name: str, table: dict[str, str]) -> NoReturn:
+    """For ``__getattr__``: a left-out name raises DBOSNotImplementedError, anything else
+    the usual AttributeError."""
+    reason = table.get(name)
+    if reason is None:
+        raise AttributeError(f"{owner} has no attribute {name!r}")
+    raise DBOSNotImplementedError(
+        f"{owner}.{name} is part of DBOS Transact 2.x but not of dbos-fleet: {reason} is not implemented "
+        "(docs/decisions.md, 'Left out of the DBOS 2.x API')"
+    )
