@@ -188,11 +188,17 @@ def _v6_system(conn: sa.Connection, dialect: Dialect) -> None:
         index.table.indexes.discard(index)  # type: ignore[union-attr]  (see _v1_system)
 
 
+def _v7_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Cron schedules (issue 16); retention by age reads ws_status_created, deletes of
+    children read ws_parent, so garbage collection needs no new index."""
+    s.schedules.create(conn, checkfirst=True)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

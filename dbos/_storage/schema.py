@@ -185,6 +185,27 @@ launches = sa.Table(
     sa.Index("launches_version_state", "app_version", "state"),
 )
 
+# Cron schedules every executor sees: the @DBOS.scheduled ones (kind "decorator",
+# named by their workflow) and DBOS.create_schedule's (kind "dynamic"). A tick
+# runs as the workflow ``sched-<schedule_name>-<tick ISO time>``, so whichever
+# executors fire it, it runs once; ``last_fired_at`` (epoch ms of the newest tick
+# fired) bounds the missed-tick rule (docs/decisions.md).
+schedules = sa.Table(
+    "schedules",
+    system,
+    sa.Column("schedule_name", sa.Text, primary_key=True),
+    sa.Column("workflow_name", sa.Text, nullable=False),
+    sa.Column("workflow_class_name", sa.Text),
+    sa.Column("schedule", sa.Text, nullable=False),  # the crontab
+    sa.Column("context", sa.LargeBinary),  # pickled; passed to every tick (dynamic schedules)
+    sa.Column("status", sa.Text, nullable=False),  # ACTIVE | PAUSED
+    sa.Column("kind", sa.Text, nullable=False),  # decorator | dynamic
+    sa.Column("queue_name", sa.Text),
+    sa.Column("last_fired_at", sa.BigInteger),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 migrations = sa.Table(
     "dbos_migrations",
     system,
