@@ -510,7 +510,9 @@ def test_a_wakeup_that_arrives_during_a_claim_is_not_lost(monkeypatch: pytest.Mo
         return ClaimResult([])
 
     monkeypatch.setattr(queue_poller, "claim_and_start", claim)
-    rt = types.SimpleNamespace(take_orphan_sweep=lambda: False)  # the claim is replaced: no database
+    monkeypatch.setattr(queue_poller, "promote_delayed", lambda rt: [])
+    # The claim (and the promotion of delayed work) is replaced: no database.
+    rt = types.SimpleNamespace(take_orphan_sweep=lambda: False, settings=types.SimpleNamespace(polling_interval_sec=1.0))
     poller = queue_poller.QueuePoller(rt, lambda: [spec], 16, logging.getLogger("test"))  # type: ignore[arg-type]
     poller.run_once()
     assert poller.next_delay() == 0.0, "the wakeup during the claim was dropped"

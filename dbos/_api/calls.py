@@ -17,7 +17,7 @@ from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, Ty
 from dbos._api.decorators import _check_step_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, get_status
 from dbos._api.instance import maybe_runtime, runtime
-from dbos._execution import messaging, results
+from dbos._execution import management, messaging, queues, results
 from dbos._execution import step as steps
 from dbos._execution.registry import StepOptions as _StepConfig
 from dbos._execution.status import WorkflowStatus
@@ -179,6 +179,44 @@ class _CallsMixin:
 
             target = in_thread
         return cast(R, await steps.run_step_async(rt, config, target, args, kwargs))
+
+    @classmethod
+    def set_workflow_delay(
+        cls, workflow_id: str, *, delay_seconds: Optional[float] = None, delay_until_epoch_ms: Optional[int] = None
+    ) -> None:
+        """Change when a DELAYED workflow becomes claimable (from now, or at an epoch time)."""
+        queues.set_delay(runtime(), workflow_id, delay_seconds, delay_until_epoch_ms)
+
+    @classmethod
+    async def set_workflow_delay_async(
+        cls, workflow_id: str, *, delay_seconds: Optional[float] = None, delay_until_epoch_ms: Optional[int] = None
+    ) -> None:
+        rt = runtime()
+        await rt.to_thread(queues.set_delay, rt, workflow_id, delay_seconds, delay_until_epoch_ms)
+
+    @classmethod
+    def cancel_workflows(cls, workflow_ids: List[str]) -> None:
+        """``cancel_workflow`` of each (unknown IDs are skipped)."""
+        rt = runtime()
+        for workflow_id in workflow_ids:
+            management.cancel(rt, workflow_id)
+
+    @classmethod
+    async def cancel_workflows_async(cls, workflow_ids: List[str]) -> None:
+        rt = runtime()
+        await rt.to_thread(lambda: [management.cancel(rt, w) for w in workflow_ids])
+
+    @classmethod
+    def resume_workflows(cls, workflow_ids: List[str]) -> List[WorkflowHandle[Any]]:
+        """``resume_workflow`` of each; their handles, in order."""
+        rt = runtime()
+        return [WorkflowHandle(rt, management.resume(rt, w)) for w in workflow_ids]
+
+    @classmethod
+    async def resume_workflows_async(cls, workflow_ids: List[str]) -> List[WorkflowHandleAsync[Any]]:
+        rt = runtime()
+        ids = await rt.to_thread(lambda: [management.resume(rt, w) for w in workflow_ids])
+        return [WorkflowHandleAsync(rt, w) for w in ids]
 
     @classmethod
     def reset_system_database(

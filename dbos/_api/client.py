@@ -42,6 +42,7 @@ class EnqueueOptions(TypedDict, total=False):
     deduplication_id: str
     priority: int
     queue_partition_key: str
+    delay_seconds: float  # DELAYED (not claimable) for this long
     workflow_class_name: str
     workflow_config_name: str
 
@@ -135,6 +136,7 @@ class DBOSClient:
             priority=options.get("priority"),
             app_version=options.get("app_version"),
             queue_partition_key=options.get("queue_partition_key"),
+            delay_seconds=options.get("delay_seconds"),
         ).options
         spec = QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
         # Work that names no version goes to the latest registered one (DBOS 2.x); with
@@ -254,6 +256,25 @@ class DBOSClient:
     def cancel_workflow(self, workflow_id: str) -> None:
         management.cancel(self._rt, workflow_id)  # an unknown ID: nothing to do
 
+    def cancel_workflows(self, workflow_ids: List[str]) -> None:
+        for workflow_id in workflow_ids:
+            management.cancel(self._rt, workflow_id)
+
+    def resume_workflows(self, workflow_ids: List[str]) -> List[WorkflowHandle[Any]]:
+        return [WorkflowHandle(self._rt, management.resume(self._rt, w)) for w in workflow_ids]
+
+    async def resume_workflows_async(self, workflow_ids: List[str]) -> List[WorkflowHandleAsync[Any]]:
+        ids = await self._rt.to_thread(lambda: [management.resume(self._rt, w) for w in workflow_ids])
+        return [WorkflowHandleAsync(self._rt, w) for w in ids]
+
+    def set_workflow_delay(
+        self, workflow_id: str, *, delay_seconds: Optional[float] = None, delay_until_epoch_ms: Optional[int] = None
+    ) -> None:
+        """As ``DBOS.set_workflow_delay``: when a DELAYED workflow becomes claimable."""
+        from dbos._execution.queues import set_delay
+
+        set_delay(self._rt, workflow_id, delay_seconds, delay_until_epoch_ms)
+
     def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id))
 
@@ -281,6 +302,8 @@ class DBOSClient:
     list_queued_workflows_async = _in_thread(list_queued_workflows)
     list_workflow_steps_async = _in_thread(list_workflow_steps)
     cancel_workflow_async = _in_thread(cancel_workflow)
+    cancel_workflows_async = _in_thread(cancel_workflows)
+    set_workflow_delay_async = _in_thread(set_workflow_delay)
     get_workflow_async = _in_thread(get_workflow)
 
     def list_application_versions(self) -> List[versions.VersionInfo]:

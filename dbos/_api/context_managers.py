@@ -73,6 +73,13 @@ class SetWorkflowTimeout(_Block):
         return {"timeout": self.workflow_timeout_sec}
 
 
+def _delay(seconds: Any) -> float:
+    """A delay of SetEnqueueOptions: finite seconds >= 0 (at most ten years)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 315_360_000:
+        raise DBOSException(f"delay_seconds must be a number of seconds in 0..315360000, got {seconds!r}")
+    return float(seconds)
+
+
 class SetEnqueueOptions(_Block):
     """Options for enqueues in the block (not propagated to child workflows)."""
 
@@ -83,8 +90,11 @@ class SetEnqueueOptions(_Block):
         priority: Optional[int] = None,
         app_version: Optional[str] = None,
         queue_partition_key: Optional[str] = None,
+        delay_seconds: Optional[float] = None,
     ) -> None:
         super().__init__()
+        if delay_seconds is not None:
+            delay_seconds = _delay(delay_seconds)
         if priority is not None:
             if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= _MAX_PRIORITY:
                 raise DBOSException(f"priority must be an integer in 1..{_MAX_PRIORITY}, got {priority!r}")
@@ -92,7 +102,7 @@ class SetEnqueueOptions(_Block):
                            ("queue_partition_key", queue_partition_key)):
             if value is not None and (not isinstance(value, str) or not value):
                 raise DBOSException(f"{key} must be a non-empty string, got {value!r}")
-        self.options = EnqueueOptions(deduplication_id, priority, app_version, queue_partition_key)
+        self.options = EnqueueOptions(deduplication_id, priority, app_version, queue_partition_key, delay_seconds)
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
         return {"enqueue": self.options}

@@ -118,4 +118,6 @@ class Queue:
         """A DBOS 2.x Queue method left out here: a clear DBOSNotImplementedError."""
         from dbos._api import missing
 
+        if name == "global_concurrency" and "concurrency" in self.__dict__:  # DBOS 2.x's name for it
+            return self.__dict__["concurrency"]
         missing.raise_missing("Queue", name, missing.QUEUE_METHODS)

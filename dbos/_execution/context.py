@@ -52,6 +52,7 @@ class EnqueueOptions:
     priority: Optional[int] = None
     app_version: Optional[str] = None
     queue_partition_key: Optional[str] = None
+    delay_seconds: Optional[float] = None  # DELAYED (not claimable) for this long after the enqueue
 
 
 @dataclass(frozen=True)

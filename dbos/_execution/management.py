@@ -72,7 +72,7 @@ def workflow_filter(
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
     return listing.WorkflowFilter(
         workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
-        statuses=_statuses(status, ("ENQUEUED", "PENDING") if queued_only else STATUSES),
+        statuses=_statuses(status, ("DELAYED", "ENQUEUED", "PENDING") if queued_only else STATUSES),
         start_time_ms=parse_time(start_time, "start_time"),
         end_time_ms=parse_time(end_time, "end_time"),
         name=name,

@@ -64,12 +64,17 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
         raise DBOSException(
             f"queue {spec.name!r} is partitioned: enqueue needs SetEnqueueOptions(queue_partition_key=...)"
         )
-    return {
+    fields: dict[str, Any] = {
         "priority": opts.priority or 0,
         "deduplication_id": opts.deduplication_id,
         "queue_partition_key": opts.queue_partition_key,
         "application_version": opts.app_version or app_version,
     }
+    if opts.delay_seconds:
+        # Not claimable before then, by any executor: the poller's promote_delayed makes it ENQUEUED.
+        fields["status"] = "DELAYED"
+        fields["delay_until_epoch_ms"] = now_ms() + int(opts.delay_seconds * 1000)
+    return fields
 
 
 def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
@@ -118,6 +123,28 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
         if is_new:
             wf.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
     return result
+
+
+def promote_delayed(rt: Runtime) -> list[str]:
+    """DELAYED workflows whose delay has passed become ENQUEUED; return their queues."""
+    return rt.sys_db.run(lambda c: queues.promote_delayed(c, now_ms()), tx=True)
+
+
+def set_delay(rt: Runtime, workflow_id: str, delay_seconds: Optional[float], until_ms: Optional[int]) -> None:
+    """Move the due time of a DELAYED workflow (``DBOS.set_workflow_delay``)."""
+    if (delay_seconds is None) == (until_ms is None):
+        raise DBOSException("set_workflow_delay needs exactly one of delay_seconds and delay_until_epoch_ms")
+    if until_ms is None:
+        assert delay_seconds is not None
+        if isinstance(delay_seconds, bool) or not isinstance(delay_seconds, (int, float)) \
+                or not 0 <= delay_seconds <= 315_360_000:
+            raise DBOSException(f"delay_seconds must be a number of seconds in 0..315360000, got {delay_seconds!r}")
+        until_ms = now_ms() + int(delay_seconds * 1000)
+    elif isinstance(until_ms, bool) or not isinstance(until_ms, int) or until_ms < 0:
+        raise DBOSException(f"delay_until_epoch_ms must be an integer >= 0, got {until_ms!r}")
+    at = until_ms
+    if not rt.sys_db.run(lambda c: queues.set_delay(c, workflow_id, at, now_ms()), tx=True):
+        raise DBOSException(f"workflow {workflow_id} is not DELAYED: only a delayed workflow's delay can change")
 
 
 def requeue_orphans(rt: Runtime) -> list[str]:

@@ -58,6 +58,7 @@ class WorkflowStatus:
     workflow_deadline_epoch_ms: Optional[int] = None
     parent_workflow_id: Optional[str] = None
     forked_from: Optional[str] = None
+    delay_until_epoch_ms: Optional[int] = None  # a DELAYED workflow is not claimed before then
 
     @classmethod
     def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
@@ -100,6 +101,7 @@ class WorkflowStatus:
             workflow_deadline_epoch_ms=row.deadline_ms,
             parent_workflow_id=row.parent_workflow_id,
             forked_from=row.forked_from,
+            delay_until_epoch_ms=row.delay_until_epoch_ms,
         )
 
 

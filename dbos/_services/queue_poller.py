@@ -15,9 +15,10 @@ import random
 import time
 from typing import Callable
 
-from dbos._execution.queues import QueueSpec, claim_and_start, requeue_orphans
+from dbos._execution.queues import QueueSpec, claim_and_start, promote_delayed, requeue_orphans
 from dbos._execution.runtime import Runtime
 from dbos._services.base import Service
+from dbos._wakeups.local import queue_ready
 
 _LOCKED_OUT_RETRY = 0.005
 
@@ -39,6 +40,8 @@ class QueuePoller(Service):
         self._due: dict[str, float] = {}  # queue name -> monotonic time of its next poll
         self._woken: set[str] = set()  # queues woken since their poll began
         self._delay = 0.0
+        self._promote_at = 0.0  # monotonic time of the next promotion of due DELAYED workflows
+        self._promote_every = min(1.0, rt.settings.polling_interval_sec)
 
     def start(self) -> None:
         self.rt.claims_open = True
@@ -55,6 +58,7 @@ class QueuePoller(Service):
             # rows reaching us: they are PENDING under this executor but run
             # nowhere. Put them back before claiming again.
             self._requeue_orphans()
+        self._promote_delayed()  # every executor polls at least the internal queue, about once a second
         now = time.monotonic()
         next_due = now + 3600.0
         for spec in self._queues():
@@ -68,6 +72,17 @@ class QueuePoller(Service):
                 self._due[spec.name] = due
             next_due = min(next_due, due)
         self._delay = max(0.0, next_due - time.monotonic())
+
+    def _promote_delayed(self) -> None:
+        """Make DELAYED workflows now due ENQUEUED, fleet-wide (any executor may: the change
+        is conditional), at most once per ``_promote_every``; wake their queues everywhere."""
+        now = time.monotonic()
+        if now < self._promote_at:
+            return
+        self._promote_at = now + self._promote_every
+        for name in promote_delayed(self.rt):
+            self._due[name] = 0.0
+            self.rt.wakeups.notify(queue_ready(name))
 
     def _requeue_orphans(self) -> None:
         for name in requeue_orphans(self.rt):

@@ -42,7 +42,7 @@ def _escape_like(text: str) -> str:
 def list_rows(conn: sa.Connection, f: WorkflowFilter) -> list[WorkflowRow]:
     stmt = sa.select(*_COLUMNS)
     if f.queued_only:
-        stmt = stmt.where(ws.c.queue_name.is_not(None), status_in("ENQUEUED", "PENDING"))
+        stmt = stmt.where(ws.c.queue_name.is_not(None), status_in("DELAYED", "ENQUEUED", "PENDING"))
     if f.workflow_ids is not None:
         stmt = stmt.where(ws.c.workflow_uuid.in_(list(f.workflow_ids)))
     if f.statuses is not None:

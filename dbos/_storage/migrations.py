@@ -185,7 +185,7 @@ def _v6_system(conn: sa.Connection, dialect: Dialect) -> None:
     ]
     for index in indexes:
         index.create(conn, checkfirst=True)
-        index.table.indexes.discard(index)  # type: ignore[union-attr]  (see _v1_system)
+        index.table.indexes.discard(index)  # type: ignore[union-attr]
 
 
 def _v7_system(conn: sa.Connection, dialect: Dialect) -> None:

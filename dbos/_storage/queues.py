@@ -383,6 +383,29 @@ def requeue_pending(
     return sorted({str(r[0]) for r in conn.execute(stmt)})
 
 
+def promote_delayed(conn: sa.Connection, now: int) -> list[str]:
+    """DELAYED workflows whose delay has passed become ENQUEUED (claimable, in their
+    place by priority and enqueue time); return the queues that got work. Any executor
+    may run it: a conditional change, so two at once promote each row once."""
+    stmt = (
+        sa.update(ws)
+        .where(status_in("DELAYED"), ws.c.delay_until_epoch_ms <= now)
+        .values(status="ENQUEUED", updated_at=now)
+        .returning(ws.c.queue_name)
+    )
+    return sorted({str(r[0]) for r in conn.execute(stmt)})
+
+
+def set_delay(conn: sa.Connection, workflow_id: str, until_ms: int, now: int) -> bool:
+    """Move the due time of a DELAYED workflow; False if it is not DELAYED (any more)."""
+    stmt = (
+        sa.update(ws)
+        .where(ws.c.workflow_uuid == workflow_id, status_in("DELAYED"))
+        .values(delay_until_epoch_ms=until_ms, updated_at=now)
+    )
+    return bool(conn.execute(stmt).rowcount)
+
+
 def depth(conn: sa.Connection, queue_names: Sequence[str], app_version: str) -> dict[str, int]:
     """ENQUEUED rows per queue that this version may run (``ws_queue_ready``: waiting rows only,
     so history costs nothing)."""

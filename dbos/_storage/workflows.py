@@ -44,6 +44,7 @@ class WorkflowRow:
     parent_workflow_id: Optional[str] = None
     forked_from: Optional[str] = None
     trace_context: Optional[str] = None
+    delay_until_epoch_ms: Optional[int] = None  # DELAYED until then
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> "WorkflowRow":
@@ -178,7 +179,7 @@ def cancel(conn: sa.Connection, workflow_id: str, now: int) -> Optional[str]:
     """Mark a workflow CANCELLED unless it already finished; return its status after, None if unknown."""
     conn.execute(
         sa.update(ws)
-        .where(ws.c.workflow_uuid == workflow_id, status_in("PENDING", "ENQUEUED"))
+        .where(ws.c.workflow_uuid == workflow_id, status_in("PENDING", "ENQUEUED", "DELAYED"))
         .values(status="CANCELLED", updated_at=now)
     )
     row = conn.execute(sa.select(ws.c.status).where(ws.c.workflow_uuid == workflow_id)).first()
