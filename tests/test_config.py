@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import APP_VERSION, Harness
+from conftest import Harness
 
 from dbos import DBOS, DBOSInitializationError, SetWorkflowID
 from dbos.error import DBOSConfigError, DBOSException
@@ -144,10 +144,18 @@ def test_executor_id_and_application_version_from_config(harness: Harness) -> No
     ) == "exec-cfg"
 
 
-def test_env_vmid_and_appversion_override_config(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_explicit_config_beats_env_vmid_and_appversion(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 17: as in DBOS, an explicit executor_id / application_version wins over the environment.
     monkeypatch.setenv("DBOS__VMID", "vm-7")
     monkeypatch.setenv("DBOS__APPVERSION", "v-env")
-    harness.launch(executor_id="exec-cfg", application_version=APP_VERSION)
+    harness.launch(executor_id="exec-cfg", application_version="v-cfg")
+    assert (DBOS.executor_id, DBOS.application_version) == ("exec-cfg", "v-cfg")
+
+
+def test_env_vmid_and_appversion_apply_without_config(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBOS__VMID", "vm-7")
+    monkeypatch.setenv("DBOS__APPVERSION", "v-env")
+    harness.launch(executor_id=None, application_version=None)
     assert DBOS.executor_id == "vm-7"
     assert DBOS.application_version == "v-env"
     with SetWorkflowID("env-ids"):

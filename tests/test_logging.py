@@ -102,7 +102,7 @@ def test_background_queued_and_async_workflows(dbos: Harness) -> None:
 
 def test_executor_id_from_dbos_vmid(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DBOS__VMID", "vm-from-env")
-    harness.launch()
+    harness.launch(executor_id=None)  # the ID comes from DBOS__VMID
     workflow_id = wid("vmid")
     tag = wid("tag")
     with LogCapture() as logs, SetWorkflowID(workflow_id):

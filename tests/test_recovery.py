@@ -165,17 +165,17 @@ def test_recovery_uses_vmid_from_environment(
         return DBOS.executor_id
 
     monkeypatch.setenv("DBOS__VMID", "vm-1")
-    harness.launch()
+    harness.launch(executor_id=None)  # the ID comes from DBOS__VMID
     with SetWorkflowID("vm-wf"):
         assert wf() == "vm-1"
     harness.destroy()
     backend.force_pending("vm-wf")
     monkeypatch.setenv("DBOS__VMID", "vm-2")
-    harness.launch()
+    harness.launch(executor_id=None)
     # Not this executor's: left alone.
     assert counter["wf"] == 1 and backend.status("vm-wf") == "PENDING"
     monkeypatch.setenv("DBOS__VMID", "vm-1")
-    harness.restart()
+    harness.restart(executor_id=None)
     assert _wait_result("vm-wf") == "vm-1"
     assert counter["wf"] == 2
 

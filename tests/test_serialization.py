@@ -130,7 +130,7 @@ def test_unserializable_step_result_is_recorded_as_step_error(dbos: Harness, bac
     assert calls == [1]
 
 
-def test_unpicklable_exception_is_recorded_as_dbos_exception(dbos: Harness, backend: Backend) -> None:
+def test_unpicklable_exception_keeps_its_type_on_replay(dbos: Harness, backend: Backend) -> None:
     @DBOS.workflow()
     def raises_unpicklable() -> None:
         raise Unpicklable("carries a lock")
@@ -139,9 +139,44 @@ def test_unpicklable_exception_is_recorded_as_dbos_exception(dbos: Harness, back
         with pytest.raises(Unpicklable):
             raises_unpicklable()  # the caller sees the real exception
     assert backend.status("bad-error") == "ERROR"
-    # Later readers see a DBOSException that keeps the type and message.
-    with pytest.raises(DBOSException, match="Unpicklable: carries a lock"):
+    # Later readers (and replays) see the same type with the same message (issue 17 item 8),
+    # rebuilt from its import path and text; what pickle could not keep (the lock) is gone.
+    with pytest.raises(Unpicklable, match="^carries a lock$") as info:
         DBOS.retrieve_workflow("bad-error").get_result()
+    assert not hasattr(info.value, "lock")
+
+
+class _Local:
+    class Hidden(Exception):
+        def __init__(self, code: int) -> None:
+            super().__init__(f"code {code}")
+            self.code = code
+            self.lock = threading.Lock()
+
+        def __str__(self) -> str:
+            return f"hidden {self.code}"
+
+
+def test_unpicklable_exception_that_cannot_be_rebuilt_is_a_dbos_exception_on_replay(
+    dbos: Harness, backend: Backend
+) -> None:
+    @DBOS.step()
+    def fails() -> None:
+        raise _Local.Hidden(7)  # its __str__ needs an attribute the record cannot keep
+
+    @DBOS.workflow()
+    def wf() -> None:
+        fails()
+
+    with SetWorkflowID("bad-error-2"), pytest.raises(DBOSException, match="_Local.Hidden: hidden 7") as first:
+        wf()  # the step raises what every replay will raise, caused by the original
+    assert isinstance(first.value.__cause__, _Local.Hidden)
+    with pytest.raises(DBOSException, match="_Local.Hidden: hidden 7"):
+        DBOS.retrieve_workflow("bad-error-2").get_result()
+    backend.force_pending("bad-error-2")
+    dbos.restart()  # the step's recorded error replays as the same documented wrapper
+    with pytest.raises(DBOSException, match="_Local.Hidden: hidden 7"):
+        DBOS.retrieve_workflow("bad-error-2").get_result()
 
 
 def test_picklable_values_round_trip(dbos: Harness, backend: Backend) -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, List, Optional, TypeVar
 
-from dbos._execution import context
+from dbos._execution import checks, context
 from dbos._execution.context import Auth, EnqueueOptions, IdBox
 from dbos.error import DBOSException
 
@@ -49,9 +49,7 @@ class SetWorkflowID(_Block):
 
     def __init__(self, wfid: str) -> None:
         super().__init__()
-        if not isinstance(wfid, str) or not wfid:
-            raise DBOSException(f"SetWorkflowID needs a non-empty string, got {wfid!r}")
-        self.wfid = wfid
+        self.wfid = checks.identifier("workflow ID (SetWorkflowID)", wfid)
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
         return {"id_box": IdBox(self.wfid)}
@@ -63,10 +61,12 @@ class SetWorkflowTimeout(_Block):
     def __init__(self, workflow_timeout_sec: Optional[float]) -> None:
         super().__init__()
         if workflow_timeout_sec is not None:
-            if isinstance(workflow_timeout_sec, bool) or not isinstance(workflow_timeout_sec, (int, float)):
-                raise DBOSException(f"SetWorkflowTimeout needs seconds or None, got {workflow_timeout_sec!r}")
-            if not workflow_timeout_sec > 0:
-                raise DBOSException(f"SetWorkflowTimeout needs a positive number of seconds, got {workflow_timeout_sec}")
+            # NaN, infinity and sub-millisecond values are refused (None means no timeout).
+            checks.duration("SetWorkflowTimeout workflow_timeout_sec", workflow_timeout_sec, positive=True)
+            if workflow_timeout_sec < 0.001:
+                raise DBOSException(
+                    f"SetWorkflowTimeout workflow_timeout_sec must be at least 0.001 seconds, got {workflow_timeout_sec}"
+                )
         self.workflow_timeout_sec = workflow_timeout_sec
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
@@ -100,8 +100,8 @@ class SetEnqueueOptions(_Block):
                 raise DBOSException(f"priority must be an integer in 1..{_MAX_PRIORITY}, got {priority!r}")
         for key, value in (("deduplication_id", deduplication_id), ("app_version", app_version),
                            ("queue_partition_key", queue_partition_key)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise DBOSException(f"{key} must be a non-empty string, got {value!r}")
+            if value is not None:
+                checks.identifier(key, value)
         self.options = EnqueueOptions(deduplication_id, priority, app_version, queue_partition_key, delay_seconds)
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:

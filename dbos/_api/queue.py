@@ -8,6 +8,7 @@ from typing import Any, Callable, Coroutine, Optional, ParamSpec, TypedDict, Typ
 from dbos._api.decorators import info_of
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import runtime
+from dbos._execution import checks
 from dbos._execution import queues as q
 from dbos._execution import workflow as wf
 from dbos._execution.registry import REGISTRY
@@ -22,9 +23,14 @@ class QueueRateLimit(TypedDict):
     period: float
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise DBOSException(f"Queue {name} must be a positive integer or None, got {value!r}")
+_MAX_INT = 2_147_483_647  # what the database's integer comparisons take
+
+
+def _positive_int(queue: str, name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT):
+        raise DBOSException(
+            f"Queue {queue!r}: {name} must be an integer in 1..{_MAX_INT} or None, got {checks.short(value)}"
+        )
 
 
 class QueueArgumentError(DBOSException, ValueError):
@@ -61,10 +67,9 @@ class Queue:
         partition_queue: bool = False,
         polling_interval_sec: float = 1.0,
     ) -> None:
-        if not isinstance(name, str) or not name:
-            raise DBOSException(f"Queue name must be a non-empty string, got {name!r}")
-        _positive_int("concurrency", concurrency)
-        _positive_int("worker_concurrency", worker_concurrency)
+        checks.identifier("Queue name", name)
+        _positive_int(name, "concurrency", concurrency)
+        _positive_int(name, "worker_concurrency", worker_concurrency)
         if concurrency is not None and worker_concurrency is not None and worker_concurrency > concurrency:
             raise DBOSException(
                 f"Queue {name}: worker_concurrency ({worker_concurrency}) exceeds concurrency ({concurrency})"
@@ -73,10 +78,14 @@ class Queue:
         if limiter is not None:
             if not isinstance(limiter, dict) or set(limiter) != {"limit", "period"}:
                 raise DBOSException(f"Queue {name}: limiter must be {{'limit': int, 'period': seconds}}, got {limiter!r}")
-            _positive_int("limiter limit", limiter["limit"])
+            _positive_int(name, "limiter limit", limiter["limit"])
             period = limiter["period"]
-            if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
-                raise DBOSException(f"Queue {name}: limiter period must be a positive number, got {period!r}")
+            try:  # NaN, infinity and periods beyond ten years would break every claim of the queue
+                checks.duration("limiter period", period, positive=True)
+            except DBOSException as e:
+                raise DBOSException(f"Queue {name}: {e}") from None
+            if period < 0.001:
+                raise DBOSException(f"Queue {name}: limiter period must be at least 0.001 seconds, got {period}")
             limit, period = int(limiter["limit"]), float(period)
         if isinstance(polling_interval_sec, bool) or not isinstance(polling_interval_sec, (int, float)) \
                 or not 0.001 <= polling_interval_sec <= 3600:

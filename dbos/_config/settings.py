@@ -39,6 +39,7 @@ class DBOSConfig(TypedDict, total=False):
     heartbeat_interval_sec: Optional[float]
     default_worker_concurrency: Optional[int]
     use_prepared_statements: Optional[bool]
+    max_value_bytes: Optional[int]
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -72,6 +73,8 @@ class Settings:
     # False behind a transaction pooler (PgBouncer): no named prepared statements, ours
     # or psycopg's (every Database built from these settings is given it).
     use_prepared_statements: bool = True
+    # The most bytes one serialized input, output, message or event may take.
+    max_value_bytes: int = 64 * 1024 * 1024
     # The admin server for a plain ``DBOS.launch()`` (``dbos-worker`` has its own flags).
     run_admin_server: bool = False
     admin_port: int = 3001
@@ -119,14 +122,75 @@ def _check_endpoint(key: str, endpoint: Any) -> None:
         raise DBOSConfigError(f"config key '{key}' must be a list of http(s):// URLs: {endpoint!r} {problem}")
 
 
+# PostgreSQL returns at most 1 GB in one field; a listing of a few such values fails.
+_MAX_VALUE_LIMIT = 512 * 1024 * 1024
+_MAX_IDENTIFIER_BYTES = 1024  # as dbos._execution.checks (the layer above this one)
+
+
+def _check_identifier(key: str, value: str) -> None:
+    """An executor ID or app version: non-empty, no NUL, at most 1,024 bytes."""
+    problem = None
+    if not value:
+        problem = "must not be empty"
+    elif "\x00" in value:
+        problem = "must not contain a NUL character (\\x00)"
+    elif len(value.encode("utf-8", "surrogatepass")) > _MAX_IDENTIFIER_BYTES:
+        problem = f"must be at most {_MAX_IDENTIFIER_BYTES} bytes"
+    if problem is not None:
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        raise DBOSConfigError(f"config key '{key}' {problem}, got {shown!r}")
+
+
+# db_engine_kwargs the library passes on to SQLAlchemy's create_engine, with their types.
+# The rest are set by the library itself (isolation, pre-ping, reset on return) or unknown.
+_ENGINE_KWARGS: dict[str, tuple[type, ...]] = {
+    "pool_size": (int,),
+    "max_overflow": (int,),
+    "pool_timeout": (int, float),
+    "pool_recycle": (int, float),
+    "pool_use_lifo": (bool,),
+    "echo": (bool,),
+    "echo_pool": (bool,),
+    "connect_args": (dict,),
+}
+
+
+def _check_engine_kwargs(kwargs: Mapping[str, Any]) -> None:
+    for key, value in kwargs.items():
+        types = _ENGINE_KWARGS.get(key)
+        if types is None:
+            raise DBOSConfigError(
+                f"config key 'db_engine_kwargs' has an unsupported key {key!r}; supported: "
+                + ", ".join(sorted(_ENGINE_KWARGS))
+            )
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise DBOSConfigError(
+                f"config key 'db_engine_kwargs' key {key!r} must be {_type_name(types)}, got {value!r}"
+            )
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise DBOSConfigError(f"config key 'db_engine_kwargs' key {key!r} must be >= 0, got {value!r}")
+
+
 def normalize_database_url(url: str, key: str) -> str:
     """Accept the URL spellings users write; return the SQLAlchemy one we use."""
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0..65535
+        except ValueError as e:
+            raise DBOSConfigError(f"config key '{key}' is not a valid URL ({e}): {url!r}") from None
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("postgresql+psycopg://"):
         return url
     if url.startswith("sqlite:///") or url.startswith("sqlite+pysqlite:///"):
-        return "sqlite:///" + url.split(":///", 1)[1]
+        path = url.split(":///", 1)[1]
+        if not path or path.split("?", 1)[0] == ":memory:" or "mode=memory" in path:
+            raise DBOSConfigError(
+                f"config key '{key}' is an in-memory or empty SQLite database ({url!r}): every connection "
+                "would see a different database; give a file, e.g. sqlite:///app.sqlite"
+            )
+        return "sqlite:///" + path
     raise DBOSConfigError(
         f"config key '{key}' must be a postgresql:// or sqlite:/// URL, got {url!r}"
     )
@@ -148,7 +212,13 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
             f" characters; got {name!r}"
         )
 
-    sys_url = _opt(config, "system_database_url", str) or env.get("DBOS_SYSTEM_DATABASE_URL")
+    sys_url = _opt(config, "system_database_url", str)
+    if sys_url == "":
+        raise DBOSConfigError(
+            "config key 'system_database_url' is an empty string: give a postgresql:// or sqlite:/// URL,"
+            " or leave the key out for the default SQLite file"
+        )
+    sys_url = sys_url or env.get("DBOS_SYSTEM_DATABASE_URL")
     if not sys_url:
         sys_url = f"sqlite:///{os.path.join(os.getcwd(), name + '.sqlite')}"
     sys_url = normalize_database_url(sys_url, "system_database_url")
@@ -175,8 +245,19 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
             f"config key 'redis_url' must be a redis://, rediss:// or unix:// URL, got {redis_url!r}"
         )
 
-    executor_id = env.get("DBOS__VMID") or _opt(config, "executor_id", str) or "local"
-    app_version = env.get("DBOS__APPVERSION") or _opt(config, "application_version", str)
+    # Explicit config wins over the environment (as in DBOS); "" is refused, not "unset".
+    executor_id = _opt(config, "executor_id", str)
+    if executor_id is None:
+        executor_id = env.get("DBOS__VMID") or "local"
+    _check_identifier("executor_id", executor_id)
+    app_version = _opt(config, "application_version", str)
+    if app_version is None:
+        app_version = env.get("DBOS__APPVERSION") or None
+    if app_version is not None:
+        _check_identifier("application_version", app_version)
+    max_value = _opt(config, "max_value_bytes", int)
+    if max_value is not None and not 1024 <= max_value <= _MAX_VALUE_LIMIT:
+        raise DBOSConfigError(f"config key 'max_value_bytes' must be 1024..{_MAX_VALUE_LIMIT}, got {max_value}")
 
     polling = _opt(config, "polling_interval_sec", (int, float))
     if polling is not None and not 0.001 <= polling <= 3600:
@@ -191,6 +272,7 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
     if worker_default is not None and not 1 <= worker_default <= 10_000:
         raise DBOSConfigError(f"config key 'default_worker_concurrency' must be 1..10000, got {worker_default}")
     engine_kwargs = _opt(config, "db_engine_kwargs", dict) or {}
+    _check_engine_kwargs(engine_kwargs)
     use_prepared = _opt(config, "use_prepared_statements", bool)
     traces = _opt(config, "otlp_traces_endpoints", list) or []
     logs = _opt(config, "otlp_logs_endpoints", list) or []
@@ -225,6 +307,7 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
         otlp_logs_endpoints=tuple(logs),
         otlp_attributes=dict(attributes),
         use_prepared_statements=use_prepared is not False,
+        max_value_bytes=max_value if max_value is not None else 64 * 1024 * 1024,
         run_admin_server=bool(run_admin),
         admin_port=admin_port if admin_port is not None else 3001,
     )

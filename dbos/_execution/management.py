@@ -6,7 +6,7 @@ import datetime
 from dataclasses import replace
 from typing import Any, List, Optional, Sequence, Union
 
-from dbos._execution import context
+from dbos._execution import checks, context
 from dbos._execution.ids import new_id
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
@@ -90,11 +90,12 @@ def workflow_filter(
 def list_workflows(
     rt: Runtime, f: listing.WorkflowFilter, *, load_input: bool = True, load_output: bool = True
 ) -> List[WorkflowStatus]:
-    rows = rt.sys_db.query(lambda c: listing.list_rows(c, f))
+    rows = rt.sys_db.query(lambda c: listing.list_rows(c, f, inputs=load_input, outputs=load_output))
     return [WorkflowStatus.from_row(r, load_input=load_input, load_output=load_output) for r in rows]
 
 
 def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:
+    checks.identifier("workflow_id", workflow_id)
     steps = rt.sys_db.query(lambda c: operations.list_for(c, workflow_id))
     result: List[StepInfo] = []
     for s in steps:
@@ -117,6 +118,7 @@ def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:
 def cancel(rt: Runtime, workflow_id: str) -> bool:
     """CANCELLED (unless finished), off its queue, and preempted wherever it runs.
     An unknown ID changes nothing (False), as in DBOS Transact 2.x."""
+    checks.identifier("workflow_id", workflow_id)
     status = rt.sys_db.run(lambda c: workflows.cancel(c, workflow_id, now_ms()), tx=True)
     if status is None:
         return False
@@ -128,6 +130,7 @@ def cancel(rt: Runtime, workflow_id: str) -> bool:
 
 def resume(rt: Runtime, workflow_id: str) -> str:
     """Restart a workflow from its last recorded step, at once, on an executor of its version."""
+    checks.identifier("workflow_id", workflow_id)
     previous = rt.sys_db.run(
         lambda c: workflows.requeue(c, workflow_id, INTERNAL_QUEUE.name, now_ms(), reset_attempts=True), tx=True
     )
@@ -141,8 +144,8 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
     """A new workflow with the same inputs whose steps before ``start_step`` are copied."""
     if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 1:
         raise DBOSException(f"start_step must be an integer >= 1, got {start_step!r}")
-    if application_version is not None and (not isinstance(application_version, str) or not application_version):
-        raise DBOSException(f"application_version must be a non-empty string, got {application_version!r}")
+    checks.identifier("workflow_id", workflow_id)
+    checks.optional_identifier("application_version", application_version)
     ctx = context.current()
     fork_id = (ctx.id_box.take() if ctx.id_box is not None else None) or new_id()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from dbos._execution import context
+from dbos._execution import checks, context
 from dbos._execution.context import WorkflowRun
 from dbos._execution.ids import new_id
 from dbos._execution.runtime import Runtime, now_ms
@@ -38,13 +38,11 @@ def _topic(topic: Optional[str]) -> str:
         return _TOPIC_NONE
     if not isinstance(topic, str):
         raise DBOSException(f"topic must be a string or None, got {topic!r}")
-    return topic
+    return checks.identifier("topic", topic, allow_empty=True)
 
 
-def _timeout(timeout_seconds: float) -> float:
-    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) or timeout_seconds < 0:
-        raise DBOSException(f"timeout_seconds must be a number >= 0, got {timeout_seconds!r}")
-    return float(timeout_seconds)
+def _timeout(timeout_seconds: float, field: str = "timeout_seconds") -> float:
+    return checks.duration(field, timeout_seconds)
 
 
 def _require_workflow(what: str) -> WorkflowRun:
@@ -84,8 +82,10 @@ def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> b
 
 
 def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -> None:
+    checks.identifier("destination_id", destination_id)
     topic_key = _topic(topic)
     payload = serialize(message, "the message")
+    checks.check_size(payload, rt.settings.max_value_bytes, "the message")
     run = durable_run(context.current())
     if run is None:
         sender, message_id = None, new_id()
@@ -180,9 +180,9 @@ def _skip_deadline(run: WorkflowRun) -> None:
 
 def set_event(rt: Runtime, key: str, value: Any) -> None:
     run = _require_workflow("DBOS.set_event")
-    if not isinstance(key, str):
-        raise DBOSException(f"event key must be a string, got {key!r}")
+    checks.identifier("event key", key, allow_empty=True)
     payload = serialize(value, "the value of event %r", key)
+    checks.check_size(payload, rt.settings.max_value_bytes, f"the value of event {checks.short(key)}")
     fid, recorded = lookup(run, "DBOS.setEvent")
     if recorded is not None:
         return
@@ -192,6 +192,8 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
+    checks.identifier("workflow_id", workflow_id)
+    checks.identifier("event key", key, allow_empty=True)
     seconds = _timeout(timeout_seconds)
     run = durable_run(context.current())
     fid: Optional[int] = None
@@ -226,7 +228,7 @@ def get_all_events(rt: Runtime, workflow_id: str) -> dict[str, Any]:
 
 
 def sleep(rt: Optional[Runtime], seconds: float) -> None:
-    seconds = _timeout(seconds)
+    seconds = _timeout(seconds, "seconds")
     # Outside a workflow there is nothing to make durable, and a step cannot record a
     # wake-up time of its own: both are mistakes DBOS Transact 2.x reports too.
     run = _require_workflow("DBOS.sleep")

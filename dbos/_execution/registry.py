@@ -36,6 +36,16 @@ class StepOptions:
     backoff_rate: float = 2.0
 
 
+def _code(func: Callable[..., Any]) -> Any:
+    return getattr(inspect.unwrap(func), "__code__", func)
+
+
+def _where(func: Callable[..., Any]) -> str:
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    place = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+    return f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}{place}"
+
+
 @dataclass
 class Registry:
     workflows: dict[str, WorkflowInfo] = field(default_factory=dict)
@@ -47,7 +57,18 @@ class Registry:
     cleared: bool = False  # ``clear`` ran: what code still holds may need re-registering on use
 
     def add_workflow(self, info: WorkflowInfo) -> None:
+        """Register a workflow under its name. A second function under a name already
+        taken is an error (recovery could run only one of them); the same definition run
+        again (its code object: a module reloaded, a function defined in a loop or a
+        test) replaces the first."""
         with self.lock:
+            existing = self.workflows.get(info.name)
+            if existing is not None and _code(existing.func) is not _code(info.func):
+                raise DBOSException(
+                    f"workflow name {info.name!r} is already registered by {_where(existing.func)}; "
+                    f"{_where(info.func)} cannot use it too: give one of them another name "
+                    "(@DBOS.workflow(name=...))"
+                )
             self.workflows[info.name] = info
 
     def workflow(self, name: str) -> Optional[WorkflowInfo]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from dbos.error import DBOSException, DBOSSerializationError
@@ -29,16 +31,69 @@ def deserialize(data: Optional[bytes], what: str = "value") -> Any:
         raise DBOSSerializationError(f"{what} could not be deserialized: {type(e).__name__}: {e}") from e
 
 
-def serialize_error(error: BaseException) -> bytes:
-    """Record an exception; one that cannot be pickled is kept as a DBOSException with its text."""
+@dataclass(frozen=True)
+class _ErrorRecord:
+    """What is kept of an exception that cannot be pickled (or is over the size limit):
+    its type's import path and its text. Replay raises that type again if it can be
+    imported and built, with the text as its only argument (its other attributes are
+    lost); otherwise a DBOSException carrying the type name and the text."""
+
+    module: str
+    qualname: str
+    text: str
+
+
+def serialize_error(error: BaseException, limit: Optional[int] = None) -> bytes:
+    """Record an exception (see ``_ErrorRecord`` for one that cannot be pickled as it is)."""
     try:
         data = pickle.dumps(error, protocol=_PROTOCOL)
         pickle.loads(data)
-        return data
+        if limit is None or len(data) <= limit:
+            return data
+        text = str(error)[:10_000]
     except Exception:
-        return pickle.dumps(
-            DBOSException(f"{type(error).__name__}: {error}"), protocol=_PROTOCOL
-        )
+        text = _text(error)
+    cls = type(error)
+    return pickle.dumps(_ErrorRecord(cls.__module__, cls.__qualname__, text), protocol=_PROTOCOL)
+
+
+def as_recorded(error: BaseException, data: bytes) -> BaseException:
+    """The error as a replay will raise it: ``error`` itself if it was pickled whole,
+    else the rebuilt type or wrapper (see ``_ErrorRecord``), caused by ``error``. A step
+    raises this form the first time too, so workflow code sees the same type then as
+    on every replay."""
+    try:
+        value = pickle.loads(data)
+    except Exception:
+        return error
+    if not isinstance(value, _ErrorRecord):
+        return error
+    replayed = _rebuilt(value)
+    replayed.__cause__ = error
+    return replayed
+
+
+def _text(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return repr(error.args)
+
+
+def _rebuilt(record: _ErrorRecord) -> BaseException:
+    """The recorded type again, if it can be imported and built from its text."""
+    try:
+        cls: Any = importlib.import_module(record.module)
+        for part in record.qualname.split("."):
+            cls = getattr(cls, part)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            error: BaseException = cls.__new__(cls)
+            error.args = (record.text,)
+            str(error)  # a __str__ that needs attributes the record lost: fall back
+            return error
+    except Exception:
+        pass
+    return DBOSException(f"{record.qualname}: {record.text}")
 
 
 def deserialize_error(data: Optional[bytes]) -> Optional[BaseException]:
@@ -47,4 +102,6 @@ def deserialize_error(data: Optional[bytes]) -> Optional[BaseException]:
         return None
     if isinstance(value, BaseException):
         return value
+    if isinstance(value, _ErrorRecord):
+        return _rebuilt(value)
     return DBOSException(str(value))

@@ -11,11 +11,17 @@ import asyncio
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from dbos._execution import context
+from dbos._execution import checks, context
 from dbos._execution.context import Ctx, WorkflowRun
 from dbos._execution.registry import StepOptions
 from dbos._execution.runtime import Runtime, now_ms
-from dbos._execution.serialization import deserialize, deserialize_error, serialize, serialize_error
+from dbos._execution.serialization import (
+    as_recorded,
+    deserialize,
+    deserialize_error,
+    serialize,
+    serialize_error,
+)
 from dbos._execution.status import StepStatus
 from dbos._storage import operations, transactions
 from dbos._storage.operations import StepRow
@@ -68,11 +74,12 @@ def record(
     if error is None:
         try:
             output: Optional[bytes] = serialize(result, "the result of step %s", name)
+            checks.check_size(output, rt.settings.max_value_bytes, f"the result of step {name}")
         except Exception as e:
             error, output = e, None
     else:
         output = None
-    error_data = serialize_error(error) if error is not None else None
+    error_data = serialize_error(error, rt.settings.max_value_bytes) if error is not None else None
     done = now_ms()
     rt.stats.step_done((done - started) / 1000)
     if not operations.record(
@@ -80,7 +87,8 @@ def record(
     ):
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:
-        raise error
+        assert error_data is not None
+        raise as_recorded(error, error_data)  # the type every replay raises
     return result
 
 
@@ -283,6 +291,7 @@ def _run_transaction(
                     session.close()
                 if run is not None and fid is not None:
                     out = serialize(result, "the result of transaction %s", name)
+                    checks.check_size(out, rt.settings.max_value_bytes, f"the result of transaction {name}")
                     transactions.insert(conn, run.workflow_id, fid, out, now_ms())
             break
         except DBOSWorkflowCancelledError:

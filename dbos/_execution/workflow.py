@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
-from dbos._execution import context, results
+from dbos._execution import checks, context, results
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.ids import new_id
@@ -154,6 +154,7 @@ def create(
     auth = parent.auth if parent is not None and ctx.auth.user is None else ctx.auth
     if call.info.roles is not None:
         auth = authorize(call.info.name, call.info.roles.roles, auth)
+    checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
     now = now_ms()
@@ -192,7 +193,14 @@ def create(
         rt.wakeups.notify(workflow_created(workflow_id))
         trace_parent = tracing.current_context() if tracing.enabled() else None
         return Created(workflow_id, True, None, auth, deadline_ms, queue_name, trace_parent)
-    return replace(_existing(rt, workflow_id, call, auth, deadline_ms), trace_parent=tracing.current_context())
+    found = _existing(rt, workflow_id, call, auth, deadline_ms)
+    if found.existing is not None and found.existing.inputs != inputs:
+        # Idempotency, as in DBOS: the recorded workflow stands, whatever the new arguments.
+        rt.logger.debug(
+            "workflow %s already exists with other arguments: returning its recorded outcome, the new "
+            "arguments are ignored", workflow_id
+        )
+    return replace(found, trace_parent=tracing.current_context())
 
 
 def _existing(rt: Runtime, workflow_id: str, call: Call, auth: Auth, deadline: Optional[int]) -> Created:
@@ -276,6 +284,7 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
     try:  # only the outcome write can raise DBOSDatabaseUnavailableError
         output: Optional[bytes] = None
         if error is None:
+                checks.check_size(output, rt.settings.max_value_bytes, f"the result of workflow {wid}")
             try:
                 output = serialize(result, "the result of workflow %s", wid)
             except Exception as e:

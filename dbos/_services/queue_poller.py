@@ -19,6 +19,7 @@ from dbos._execution.queues import QueueSpec, claim_and_start, promote_delayed, 
 from dbos._execution.runtime import Runtime
 from dbos._services.base import Service
 from dbos._wakeups.local import queue_ready
+from dbos.error import DBOSDatabaseUnavailableError
 
 _LOCKED_OUT_RETRY = 0.005
 
@@ -39,6 +40,7 @@ class QueuePoller(Service):
         self._default_worker = default_worker_concurrency
         self._due: dict[str, float] = {}  # queue name -> monotonic time of its next poll
         self._woken: set[str] = set()  # queues woken since their poll began
+        self._broken: set[str] = set()  # queues whose last claim failed (logged once)
         self._delay = 0.0
         self._promote_at = 0.0  # monotonic time of the next promotion of due DELAYED workflows
         self._promote_every = min(1.0, rt.settings.polling_interval_sec)
@@ -65,13 +67,32 @@ class QueuePoller(Service):
             due = self._due.get(spec.name, 0.0)
             if due <= now:
                 self._woken.discard(spec.name)
-                due = self._poll(spec, now)
+                due = self._poll_alone(spec, now)
                 # A wake during the claim (capacity freed, new work) must not be lost.
                 if spec.name in self._woken:
                     due = 0.0
                 self._due[spec.name] = due
             next_due = min(next_due, due)
         self._delay = max(0.0, next_due - time.monotonic())
+
+    def _poll_alone(self, spec: QueueSpec, now: float) -> float:
+        """``_poll``, where one queue's failure is that queue's alone: it is logged by
+        name and retried at its interval, and the other queues are still claimed. A
+        lost database fails the whole tick (the base retries, then orphans are swept)."""
+        try:
+            due = self._poll(spec, now)
+        except DBOSDatabaseUnavailableError:
+            raise
+        except Exception as e:
+            self.rt.request_orphan_sweep()  # in case a claim committed before the error
+            if spec.name not in self._broken:
+                self._broken.add(spec.name)
+                self.logger.error("queue %r: claiming failed: %s: %s (will retry)", spec.name, type(e).__name__, e)
+            return now + spec.polling_interval_sec
+        if spec.name in self._broken:
+            self._broken.discard(spec.name)
+            self.logger.info("queue %r: claiming works again", spec.name)
+        return due
 
     def _promote_delayed(self) -> None:
         """Make DELAYED workflows now due ENQUEUED, fleet-wide (any executor may: the change

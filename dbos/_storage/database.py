@@ -387,7 +387,25 @@ def _retryable(e: exc.DBAPIError) -> bool:
     orig = e.orig
     if not isinstance(e, exc.OperationalError) or type(orig).__module__.startswith("sqlite3"):
         return False
+    if _permanent(orig):
+        return False
     return getattr(orig, "sqlstate", None) is None
+
+
+# What the server answers a connection attempt with that no retry will change (libpq
+# reports them as a connection failure without a SQLSTATE, like a refused connection).
+_PERMANENT = (
+    "does not exist",  # the database or the role
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "authentication failed",
+    "no password supplied",
+)
+
+
+def _permanent(orig: BaseException) -> bool:
+    text = str(orig)
+    return "FATAL" in text and any(marker in text for marker in _PERMANENT)
 
 
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE

@@ -8,7 +8,7 @@ live rows, so a large history does not slow them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
 
@@ -39,8 +39,19 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def list_rows(conn: sa.Connection, f: WorkflowFilter) -> list[WorkflowRow]:
-    stmt = sa.select(*_COLUMNS)
+def _columns(inputs: bool, outputs: bool) -> list[Any]:
+    """Every status column; the ones a listing did not ask for read as NULL, so the
+    database never sends (or even assembles) large inputs and outputs it does not need."""
+    skipped = set() if inputs else {"inputs"}
+    if not outputs:
+        skipped |= {"output", "error"}
+    return [sa.null().label(c.name) if c.name in skipped else c for c in _COLUMNS]
+
+
+def list_rows(
+    conn: sa.Connection, f: WorkflowFilter, *, inputs: bool = True, outputs: bool = True
+) -> list[WorkflowRow]:
+    stmt = sa.select(*_columns(inputs, outputs))
     if f.queued_only:
         stmt = stmt.where(ws.c.queue_name.is_not(None), status_in("DELAYED", "ENQUEUED", "PENDING"))
     if f.workflow_ids is not None:

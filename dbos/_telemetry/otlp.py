@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import warnings
 from typing import Any, Callable, Iterator
 
@@ -20,6 +21,8 @@ from dbos._config.settings import Settings
 from dbos._telemetry.tracing import TRACERS
 from dbos.error import DBOSInitializationError
 
+SHUTDOWN_TIMEOUT_SEC = 2.0  # how long DBOS.destroy() waits for the exporters to flush
+EXPORT_TIMEOUT_SEC = 2.0  # one export request (the exporters' default is 10 s)
 TRACES_KEY = "otlp_traces_endpoints"
 LOGS_KEY = "otlp_logs_endpoints"
 
@@ -30,12 +33,25 @@ def setup(settings: Settings, logger: logging.Logger) -> Callable[[], None]:
         return lambda: None
     undo: list[Callable[[], None]] = []  # in creation order; run in reverse
 
-    def shutdown() -> None:
+    def undo_all() -> None:
         while undo:
             try:
                 undo.pop()()
             except Exception:
                 pass
+
+    def shutdown() -> None:
+        # Unhook the tracer and the log handler at once; the providers flush on shutdown
+        # and retry with backoff while the collector is down (10-20 s): wait for them at
+        # most SHUTDOWN_TIMEOUT_SEC, then drop what is unsent.
+        flushes = [f for f in undo if isinstance(f, _Flush)]
+        undo[:] = [f for f in undo if not isinstance(f, _Flush)]
+        undo_all()
+        def flush_all() -> None:
+            for flush in reversed(flushes):
+                flush()
+
+        _bounded(flush_all, SHUTDOWN_TIMEOUT_SEC, logger)
 
     try:
         from opentelemetry.sdk.resources import Resource
@@ -50,9 +66,33 @@ def setup(settings: Settings, logger: logging.Logger) -> Callable[[], None]:
             with _blame(LOGS_KEY):
                 _setup_logs(settings.otlp_logs_endpoints, resource, logger, undo)
     except BaseException:
-        shutdown()
+        undo_all()
         raise
     return shutdown
+
+
+class _Flush:
+    """A provider's shutdown (it flushes to the collector): may take long, run bounded."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+
+    def __call__(self) -> None:
+        try:
+            self._fn()
+        except Exception:
+            pass
+
+
+def _bounded(fn: Callable[[], Any], timeout: float, logger: logging.Logger) -> None:
+    thread = threading.Thread(target=fn, name="dbos-otlp-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning(
+            "OTLP export did not finish within %.0f s (is the collector down?); unsent spans and logs are dropped",
+            timeout,
+        )
 
 
 @contextlib.contextmanager
@@ -72,9 +112,9 @@ def _setup_traces(endpoints: tuple[str, ...], resource: Any, undo: list[Callable
     # DBOS's own provider (not the global one), so destroy() can shut its
     # exporter threads down and a later launch can start fresh ones.
     provider = TracerProvider(resource=resource)
-    undo.append(provider.shutdown)  # also shuts down every processor added below
+    undo.append(_Flush(provider.shutdown))  # also shuts down every processor added below
     for endpoint in endpoints:
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))  # starts a thread
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_SEC)))  # starts a thread
     TRACERS.use(provider.get_tracer("dbos"))
     undo.append(lambda: TRACERS.use(None))
 
@@ -87,9 +127,9 @@ def _setup_logs(
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
     log_provider = LoggerProvider(resource=resource)
-    undo.append(log_provider.shutdown)
+    undo.append(_Flush(log_provider.shutdown))
     for endpoint in endpoints:
-        log_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint)))
+        log_provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, timeout=EXPORT_TIMEOUT_SEC)))
     with warnings.catch_warnings():
         # opentelemetry-sdk >= 1.39 deprecates its LoggingHandler; it still works, and
         # the warning must not break launch for apps that run with -W error.

@@ -120,7 +120,8 @@ def main() -> int:
     config: dict[str, Any] = {
         "name": "auth-app",
         "system_database_url": URL,
-        "application_version": "auth-v1",
+        # DBOS__APPVERSION, when set, names the version: explicit config would win over it.
+        "application_version": os.environ.get("DBOS__APPVERSION") or "auth-v1",
         "log_level": "WARNING",
         "polling_interval_sec": 0.1,
     }
