@@ -38,7 +38,7 @@ def ticking(f: Fleet, ids: list[str], at_least: int = 2) -> bool:
 def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Backend) -> None:
     tag_long, tag_pair = new_id("long"), new_id("pair")
     # Enqueued before any worker runs: the first worker's start-up poll claims them.
-    slow = [fleet.enqueue("w12_slow", "gated", tag_long) for _ in range(2)]  # polled every 10 s
+    slow = [fleet.enqueue("w12_slow", "gated", tag_long) for _ in range(2)]  # polled every 30 s
     spawner = fleet.enqueue("w12_plain", "spawn", tag_long)  # starts a direct (unqueued) gated child
     pair = [fleet.enqueue("w12_pair", "gated", tag_pair) for _ in range(2)]  # concurrency 2 fleet-wide
     waiting = [fleet.enqueue("w12_pair", "quick", new_id("q")) for _ in range(3)]
@@ -77,14 +77,15 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
     assert [r for r in fleet.runs(label="body") if r.pid == a.pid and r.at > signalled_wall] == []
     assert {w for w, r in fleet.rows(pair).items() if r["executor_id"] == a.vmid} == set(pair)
 
-    # The hand-back reached B at once: the slow queue is polled every 10 s, the wakeup is what
+    # The hand-back reached B at once: the slow queue is polled every 30 s, the wakeup is what
     # brought them; the direct child went to the internal queue.
     def b_runs_them() -> bool:
         b.check_alive()
         return fleet.status_of([*slow, child_id]) == {w: ("PENDING", b.vmid) for w in [*slow, child_id]}
 
     eventually(b_runs_them, timeout=10, interval=0.02, what="(B resumes the handed-back work)")
-    assert time.monotonic() - handed_at < 3, "the handed-back work waited for a poll, not a wakeup"
+    # (B polled it at its start, about 5 s before the hand-back: its next poll is 25 s away.)
+    assert time.monotonic() - handed_at < 8, "the handed-back work waited for a poll, not a wakeup"
     assert fleet.rows([child_id])[child_id]["queue_name"] == INTERNAL_QUEUE
     fleet.release(tag_long)
     rows = fleet.wait_status([*slow, child_id], alive=[b])
@@ -125,7 +126,7 @@ def test_drain_exits_as_soon_as_the_last_workflow_ends(fleet: Fleet) -> None:
     fleet.release(tag)
     assert a.wait_exit(timeout=25) == 0, a.describe()
     assert a.exited_at is not None
-    assert a.exited_at - released < 4, f"exited {a.exited_at - released:.1f} s after the last workflow could end"
+    assert a.exited_at - released < 6, f"exited {a.exited_at - released:.1f} s after the last workflow could end"
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["attempts"]) for r in rows.values()} == {("SUCCESS", a.vmid, 1)}
     assert "drained: nothing to hand back" in a.stderr()

@@ -18,11 +18,13 @@ pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 def test_v2_worker_finishes_v2_work_and_exits_beside_v1(fleet: Fleet) -> None:
-    v1 = fleet.start("worker_app.py", version="w12-v1", name="v1")
+    v1 = fleet.start("worker_app.py", "--queues", "w12_plain,w12_other", version="w12-v1", name="v1")
     tag_v1, tag_v2 = new_id("v1"), new_id("v2")
-    # v1 work: one that runs throughout, and quick ones.
-    v1_long = fleet.enqueue("w12_plain", "gated", tag_v1)
-    v1_quick = [fleet.enqueue("w12_plain", "quick", new_id("q1")) for _ in range(3)]
+    # v1 work: one that runs throughout, quick ones, and some on a queue no v1 worker serves
+    # (waiting for the whole test: not the v2 worker's to run, nor to wait for).
+    v1_long = fleet.enqueue("w12_plain", "gated", tag_v1, app_version="w12-v1")
+    v1_quick = [fleet.enqueue("w12_plain", "quick", new_id("q1"), app_version="w12-v1") for _ in range(3)]
+    v1_waiting = [fleet.enqueue("w12_pair", "quick", new_id("w1"), app_version="w12-v1") for _ in range(2)]
     # v2 work, enqueued for a version with no executor yet.
     v2_quick = [fleet.enqueue("w12_plain", "quick", new_id("q2"), app_version="w12-v2") for _ in range(4)]
     v2_gated = [fleet.enqueue("w12_other", "gated", tag_v2, app_version="w12-v2") for _ in range(2)]
@@ -63,6 +65,7 @@ def test_v2_worker_finishes_v2_work_and_exits_beside_v1(fleet: Fleet) -> None:
     fleet.release(tag_v1)
     fleet.wait_status([v1_long], alive=[v1])
     assert {r.pid for r in fleet.runs() if r.workflow_id in [v1_long, *v1_quick]} == {v1.pid}
+    assert fleet.status_of(v1_waiting) == {w: ("ENQUEUED", None) for w in v1_waiting}
     v1.signal(signal.SIGTERM)
     assert v1.wait_exit(15) == 0
 

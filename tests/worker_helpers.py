@@ -141,7 +141,7 @@ class Fleet:
     """The workers of one test, its side tables, a DBOSClient and the release files."""
 
     def __init__(self, backend: Backend, tmp_path: Path, *, redis: bool = True, poll: float = 0.2,
-                 slow_poll: float = 10.0) -> None:
+                 slow_poll: float = 30.0) -> None:
         if redis:
             require_redis()
         self.backend = backend

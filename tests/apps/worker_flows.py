@@ -7,7 +7,7 @@ variables the test sets (read at import, before any worker builds its config):
 - ``W12_SIDE_DB``: a libpq or SQLite URL where executions are counted;
 - ``W12_DIR``: a directory where the test creates ``release-<tag>`` files (gates);
 - ``W12_POLL`` (default 0.2): the polling interval of the queues, seconds;
-- ``W12_SLOW_POLL`` (default 10): the polling interval of ``w12_slow`` (only a
+- ``W12_SLOW_POLL`` (default 30): the polling interval of ``w12_slow`` (only a
   wakeup claims from it quickly).
 
 Every execution of a step body and of a workflow's first line inserts one row into
@@ -33,7 +33,7 @@ from dbos import DBOS, Queue
 SIDE_DB = os.environ.get("W12_SIDE_DB", "")
 DIR = Path(os.environ.get("W12_DIR", "."))
 POLL = float(os.environ.get("W12_POLL", "0.2"))
-SLOW_POLL = float(os.environ.get("W12_SLOW_POLL", "10"))
+SLOW_POLL = float(os.environ.get("W12_SLOW_POLL", "30"))
 TICK = 0.1  # seconds a tick step lasts
 
 PLAIN_Q = Queue("w12_plain", polling_interval_sec=POLL)
