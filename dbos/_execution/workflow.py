@@ -154,9 +154,9 @@ def create(
     auth = parent.auth if parent is not None and ctx.auth.user is None else ctx.auth
     if call.info.roles is not None:
         auth = authorize(call.info.name, call.info.roles.roles, auth)
-    checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
+    checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
     now = now_ms()
     timeout_ms, deadline_ms = _timeout(ctx, parent, now, queued=queue_name is not None)
     row = WorkflowRow(
@@ -284,12 +284,12 @@ def _finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, e
     try:  # only the outcome write can raise DBOSDatabaseUnavailableError
         output: Optional[bytes] = None
         if error is None:
-                checks.check_size(output, rt.settings.max_value_bytes, f"the result of workflow {wid}")
             try:
                 output = serialize(result, "the result of workflow %s", wid)
+                checks.check_size(output, rt.settings.max_value_bytes, f"the result of workflow {wid}")
             except Exception as e:
                 error = e
-        status, data = ("ERROR", serialize_error(error)) if error is not None else ("SUCCESS", None)
+        status, data = ("ERROR", serialize_error(error, rt.settings.max_value_bytes)) if error is not None else ("SUCCESS", None)
         write = functools.partial(workflows.finish, rt.sys_db, wid, status, output, data, now_ms(), rt.executor_id)
         limits = _slot_handover(rt, run.queue_name)
         successors: list[tuple[WorkflowRow, LocalExecution, bool]] = []
