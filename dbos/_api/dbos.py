@@ -17,9 +17,9 @@ from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._config.settings import DBOSConfig, Settings, load_settings
 from dbos._execution import context, fleet, management, messaging, versions
 from dbos._execution import workflow as wf
+from dbos._execution.checks import identifier
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
-from dbos._execution.checks import identifier
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus
 from dbos._services.base import Service
@@ -599,9 +599,9 @@ async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:
 
 
 def _check_exists(rt: Runtime, workflow_id: str) -> None:
+    identifier("workflow_id", workflow_id)  # NUL or an over-long ID: a clear error, not the driver's
     if rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id)) is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
 
 
-    identifier("workflow_id", workflow_id)  # NUL or an over-long ID: a clear error, not the driver's
 __all__ = ["DBOS", "now_ms"]
