@@ -280,10 +280,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signals = _Signals()
     signals.install()
     try:
-        return run(args, signals)
+        code = run(args, signals)
     except WorkerError as e:
         print(f"dbos-worker: error: {e}", file=sys.stderr)
         return e.code
+    _exit_now_if_stuck(code)
+    return code
+
+
+def _exit_now_if_stuck(code: int) -> None:
+    """After a drain everything still running was handed back; a workflow thread stuck
+    in user code (a step that never returns) must not keep the process from exiting
+    (at exit Python joins every thread of a thread pool, daemon or not), so exit at
+    once, logs flushed."""
+    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if stuck:
+        logging.getLogger("dbos").info("exiting with %d thread(s) still running (any work of theirs was handed back)",
+                                       len(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class _Recorder:
     as soon as the statement returns, whatever happens to the process after)."""
 
     def __init__(self) -> None:
-        url = os.environ["DBOS_SYSTEM_DATABASE_URL"]
+        url = os.environ.get("HO_SIDE_DB_URL") or os.environ["DBOS_SYSTEM_DATABASE_URL"]  # direct, past any PgBouncer
         self._url = "postgresql://" + url.split("://", 1)[1]
         self._lock = threading.Lock()
         self._conn: Optional[psycopg.Connection[Any]] = None
