@@ -254,7 +254,8 @@ class Coordinator(Service):
         self.stats.desired = fleet.desired_executors(self.db)
         rows = self.db.query(lambda c: executors.list_all(c, now_ms() - 24 * 3600 * 1000))
         now = now_ms()
-        live = {r.app_version for r in rows if fleet.derived_state(r, now, self.dead_after_sec) in executors.LIVE_STATES}
+        # Live for new work: RUNNING with a fresh heartbeat (a DRAINING one claims nothing).
+        live = {r.app_version for r in rows if fleet.derived_state(r, now, self.dead_after_sec) == "RUNNING"}
         enqueued = self.db.query(queues.waiting_by_version)
         self.stats.enqueued = {v: n for v, n in enqueued.items() if v is not None}
         waiting = {v: n for v, n in enqueued.items() if v is not None and v not in live}
