@@ -19,7 +19,9 @@ from dbos._api.context_managers import (
 from dbos._api.dbos import DBOS
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.queue import Queue
+from dbos._api.retention import SendMessage
 from dbos._config.settings import DBOSConfig
+from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
 from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
@@ -45,6 +47,9 @@ __all__ = [
     "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "Queue",
+    "ClientScheduleInput",
+    "ScheduleInput",
+    "SendMessage",
     "SetEnqueueOptions",
     "SetWorkflowID",
     "SetWorkflowTimeout",
@@ -53,6 +58,7 @@ __all__ = [
     "StepStatus",
     "WorkflowHandle",
     "WorkflowHandleAsync",
+    "WorkflowSchedule",
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",

@@ -16,6 +16,8 @@ from typing import Any, Callable, Concatenate, Coroutine, List, Optional, ParamS
 
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.retention import ClientRetentionMixin
+from dbos._api.schedules import ClientSchedulesMixin
 from dbos._config.settings import load_settings
 from dbos._execution import checks, context, management, messaging, results, versions
 from dbos._execution import workflow as wf
@@ -71,7 +73,7 @@ def _in_thread(
     return variant
 
 
-class DBOSClient:
+class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
     def __init__(
         self,
         system_database_url: str,

@@ -5,6 +5,7 @@ on a thread of its own, like the executor's admin server (``dbos._api.admin``)."
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Iterator
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from dbos._api import console
 from dbos._api.http_thread import HTTPServerThread
 from dbos._execution import fleet
 from dbos._services.coordinator import Coordinator
@@ -128,4 +130,12 @@ def build_app(coord: Coordinator) -> Starlette:
 
 class CoordinatorHTTP(HTTPServerThread):
     def __init__(self, coord: Coordinator, host: str, port: int, logger: logging.Logger) -> None:
-        super().__init__(build_app(coord), host, port, "coordinator HTTP", logger)
+        app = build_app(coord)
+        # The fleet console under / (its token rule: dbos._api.console_auth); the routes above come first.
+        self.console = console.Source(coord.db.url, coord.db.schema or "dbos", None, coord.dead_after_sec)
+        console.mount_console(app, self.console, host, os.environ.get(console.TOKEN_ENV) or None, logger)
+        super().__init__(app, host, port, "coordinator HTTP", logger)
+
+    def stop(self) -> None:
+        super().stop()
+        self.console.close()

@@ -14,8 +14,10 @@ from dbos._api import classes, decorators, missing
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
+from dbos._api.retention import _RetentionMixin
+from dbos._api.schedules import _SchedulesMixin
 from dbos._config.settings import DBOSConfig, Settings, load_settings
-from dbos._execution import context, fleet, management, messaging, versions
+from dbos._execution import context, fleet, management, messaging, schedules, versions
 from dbos._execution import workflow as wf
 from dbos._execution.checks import identifier
 from dbos._execution.queues import INTERNAL_QUEUE
@@ -28,6 +30,7 @@ from dbos._services.heartbeat import Heartbeat
 from dbos._services.outcome_retrier import OutcomeRetrier
 from dbos._services.pool import WorkflowPool
 from dbos._services.queue_poller import QueuePoller
+from dbos._services.scheduler import Scheduler
 from dbos._storage import queues, workflows
 from dbos._storage.database import Database
 from dbos._storage.migrations import migrate_application, migrate_system
@@ -110,7 +113,7 @@ def _auth() -> context.Auth:
     return ctx.auth
 
 
-class DBOS(_CallsMixin, metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None
@@ -219,6 +222,7 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
                 s.executor_id, holder.pid, holder.hostname,
             )
         versions.register(sys_db, app_version)
+        schedules.register_decorated(rt)  # this version's @DBOS.scheduled, visible fleet-wide
         # Every background service this process runs, in start order (all but the
         # heartbeat start after recovery, so recovered work is not claimed twice).
         self._services = [self._heartbeat]
@@ -237,7 +241,7 @@ class DBOS(_CallsMixin, metaclass=_DBOSMeta):
         hub.add_listener("cancel:", lambda _key: canceller.wake())
         # Writes workflows owe the database after an outage (their outcome, or a resume).
         retrier = OutcomeRetrier(rt, s.polling_interval_sec, self.logger)
-        self._services += [poller, canceller, retrier]
+        self._services += [poller, canceller, retrier, Scheduler(rt, self.logger)]
         if holder is None:
             self._heartbeat.start()
             rt.confirm_alive = hb.confirm_alive

@@ -14,12 +14,9 @@ from typing import NoReturn
 
 from dbos.error import DBOSException
 
-_SCHEDULES = "scheduled workflows (cron schedules)"
 _STREAMS = "workflow streams"
 _DB_QUEUES = "queues stored in the database (declare Queue(...) in code; every executor declares the same)"
-_BULK = "bulk sends (call send once per message)"
 _ATTRIBUTES = "workflow attributes"
-_DELETE = "deleting workflow records"
 _TX_CLIENT = "client writes inside the caller's own database transaction"
 _QUEUE_AT_RUNTIME = "changing a queue's settings at runtime (a Queue's settings are fixed where it is declared)"
 _PARTITION_LIMITS = "per-partition limits other than serializing each partition (concurrency=1)"
@@ -28,11 +25,6 @@ _DATASOURCES = "transactions on extra data sources (@DBOS.transaction runs on ap
 _PATCH = "workflow patching (run old workflows on their own app version, or fork_workflow them onto a new one)"
 
 DBOS_METHODS: dict[str, str] = {
-    **{n: _SCHEDULES for n in (
-        "scheduled", "create_schedule", "list_schedules", "get_schedule", "delete_schedule", "pause_schedule",
-        "resume_schedule", "apply_schedules", "backfill_schedule", "trigger_schedule", "create_schedule_async",
-        "list_schedules_async", "get_schedule_async", "delete_schedule_async", "apply_schedules_async",
-    )},
     **{n: _STREAMS for n in (
         "write_stream", "close_stream", "read_stream", "read_stream_offset", "write_stream_async",
         "close_stream_async", "read_stream_async", "read_stream_offset_async",
@@ -42,11 +34,8 @@ DBOS_METHODS: dict[str, str] = {
         "delete_queue_async", "list_queues", "list_queues_async",
     )},
     **{n: _PATCH for n in ("patch", "patch_async", "deprecate_patch", "deprecate_patch_async")},
-    **{n: _DELETE for n in ("delete_workflow", "delete_workflow_async", "delete_workflows", "delete_workflows_async")},
     "update_workflow_attributes": _ATTRIBUTES,
     "update_workflow_attributes_async": _ATTRIBUTES,
-    "send_bulk": _BULK,
-    "send_bulk_async": _BULK,
     "kafka_consumer": "Kafka consumers",
     "asyncio_wait": "a durable asyncio.wait (use DBOS.wait_first_async on workflow handles)",
     "enqueue_workflow": "enqueueing by function from DBOS (use Queue(...).enqueue, or DBOSClient.enqueue by name)",
@@ -62,7 +51,7 @@ DBOS_METHODS: dict[str, str] = {
 }
 
 CLIENT_METHODS: dict[str, str] = {
-    **{n: r for n, r in DBOS_METHODS.items() if r in (_SCHEDULES, _STREAMS, _DB_QUEUES, _DELETE, _ATTRIBUTES, _BULK)},
+    **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS, _DB_QUEUES, _ATTRIBUTES)},
     "check_connection": "DBOSClient.check_connection (construction already connects and migrates)",
     "check_connection_async": "DBOSClient.check_connection_async",
     "enqueue_in_transaction": _TX_CLIENT,
@@ -95,13 +84,11 @@ MODULE_NAMES: dict[str, str] = {
     **{n: _SERIALIZERS for n in (
         "Serializer", "DBOSPortableJSONSerializer", "WorkflowSerializationFormat", "PortableWorkflowError",
     )},
-    **{n: _SCHEDULES for n in ("ScheduleInput", "WorkflowSchedule", "ClientScheduleInput")},
     **{n: _DATASOURCES for n in ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")},
     "DuplicationPolicy": "a duplication policy for workflow IDs (a second call with an ID returns its recorded result)",
     "SetWorkflowAttributes": _ATTRIBUTES,
     "PropagateOtelContext": "PropagateOtelContext (a workflow's span continues its caller's trace already)",
     "KafkaMessage": "Kafka consumers",
-    "SendMessage": _BULK,
     "VersionInfo": "the VersionInfo type of the application-version methods",
     "Debouncer": "debouncing workflows",
     "DebouncerClient": "debouncing workflows",

@@ -283,6 +283,13 @@ def cmd_fleet_executors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    from dbos._api.console import serve
+
+    return serve(_db_url(args), args.schema, args.redis_url or os.environ.get("DBOS_REDIS_URL") or None,
+                 args.host, args.port, args.dead_after, os.environ.get("DBOS_CONSOLE_TOKEN") or None)
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db-url", help="system database URL (default: $DBOS_SYSTEM_DATABASE_URL)")
@@ -348,6 +355,14 @@ def parser() -> argparse.ArgumentParser:
     fv.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
                     help="a RUNNING executor silent this long is not live (default 3)")
     fv.set_defaults(func=cmd_fleet_versions)
+
+    co = sub.add_parser("console", parents=[common], help="serve the fleet console (pages and /api/) over HTTP")
+    co.add_argument("--host", default="127.0.0.1",
+                    help="address (default 127.0.0.1; any other requires $DBOS_CONSOLE_TOKEN)")
+    co.add_argument("--port", type=int, default=8089, help="port (default 8089)")
+    co.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+                    help="a RUNNING or DRAINING executor silent this long shows as DEAD (default 3)")
+    co.set_defaults(func=cmd_console)
     return p
 
 

@@ -1,0 +1,100 @@
+"""Retention and bulk sends on DBOS and DBOSClient: delete_workflow(s), garbage_collect,
+send_bulk (DBOS 2.x). Thin shells over ``_execution/retention.py`` and ``messaging``."""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, TypedDict
+
+from dbos._api.calls import check_not_async
+from dbos._api.instance import runtime
+from dbos._execution import messaging, retention
+from dbos._execution.runtime import Runtime
+from dbos.error import DBOSException
+
+
+class SendMessage(TypedDict, total=False):
+    """One message of ``send_bulk``."""
+
+    destination_id: str  # required
+    message: Any  # required
+    topic: Optional[str]
+
+
+def send_bulk(rt: Runtime, messages: List[SendMessage]) -> None:
+    """Every message, in order, as ``send`` would (inside a workflow each is a recorded
+    step, so a replay sends none twice). All are checked before any is sent."""
+    if isinstance(messages, dict) or not isinstance(messages, (list, tuple)):
+        raise DBOSException(f"send_bulk takes a list of messages, got {messages!r}")
+    for m in messages:
+        if not isinstance(m, dict) or "destination_id" not in m or "message" not in m:
+            raise DBOSException(f"each message needs destination_id and message, got {m!r}")
+    for m in messages:
+        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"))
+
+
+class _RetentionMixin:
+    @classmethod
+    def delete_workflow(cls, workflow_id: str, delete_children: bool = False) -> None:
+        """Delete a finished workflow and all it recorded (a live or unknown one: nothing)."""
+        retention.delete_workflows(runtime(), [workflow_id], delete_children=delete_children)
+
+    @classmethod
+    async def delete_workflow_async(cls, workflow_id: str, delete_children: bool = False) -> None:
+        rt = runtime()
+        await rt.to_thread(lambda: retention.delete_workflows(rt, [workflow_id], delete_children=delete_children))
+
+    @classmethod
+    def delete_workflows(cls, workflow_ids: List[str], delete_children: bool = False) -> None:
+        retention.delete_workflows(runtime(), workflow_ids, delete_children=delete_children)
+
+    @classmethod
+    async def delete_workflows_async(cls, workflow_ids: List[str], delete_children: bool = False) -> None:
+        rt = runtime()
+        await rt.to_thread(lambda: retention.delete_workflows(rt, workflow_ids, delete_children=delete_children))
+
+    @classmethod
+    def garbage_collect(
+        cls, cutoff_epoch_timestamp_ms: Optional[int] = None, rows_threshold: Optional[int] = None
+    ) -> None:
+        """Delete finished workflows created before the cutoff, and all but the newest
+        ``rows_threshold`` workflows (finished ones only), in short batches."""
+        retention.garbage_collect(runtime(), cutoff_epoch_timestamp_ms=cutoff_epoch_timestamp_ms,
+                                  rows_threshold=rows_threshold)
+
+    @classmethod
+    def send_bulk(cls, messages: List[SendMessage]) -> None:
+        check_not_async("send_bulk")
+        send_bulk(runtime(), messages)
+
+    @classmethod
+    async def send_bulk_async(cls, messages: List[SendMessage]) -> None:
+        rt = runtime()
+        await rt.to_thread(send_bulk, rt, messages)
+
+
+class ClientRetentionMixin:
+    _rt: Runtime
+
+    def delete_workflow(self, workflow_id: str, delete_children: bool = False) -> None:
+        retention.delete_workflows(self._rt, [workflow_id], delete_children=delete_children)
+
+    def delete_workflows(self, workflow_ids: List[str], delete_children: bool = False) -> None:
+        retention.delete_workflows(self._rt, workflow_ids, delete_children=delete_children)
+
+    def garbage_collect(
+        self, cutoff_epoch_timestamp_ms: Optional[int] = None, rows_threshold: Optional[int] = None
+    ) -> retention.GcResult:
+        return retention.garbage_collect(self._rt, cutoff_epoch_timestamp_ms=cutoff_epoch_timestamp_ms,
+                                         rows_threshold=rows_threshold)
+
+    def send_bulk(self, messages: List[SendMessage]) -> None:
+        send_bulk(self._rt, messages)
+
+    async def delete_workflow_async(self, workflow_id: str, delete_children: bool = False) -> None:
+        await self._rt.to_thread(lambda: self.delete_workflow(workflow_id, delete_children))
+
+    async def delete_workflows_async(self, workflow_ids: List[str], delete_children: bool = False) -> None:
+        await self._rt.to_thread(lambda: self.delete_workflows(workflow_ids, delete_children))
+
+    async def send_bulk_async(self, messages: List[SendMessage]) -> None:
+        await self._rt.to_thread(lambda: self.send_bulk(messages))

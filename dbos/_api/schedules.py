@@ -1,0 +1,199 @@
+"""Schedules on DBOS and DBOSClient: ``@DBOS.scheduled`` and the DBOS 2.x schedule methods.
+
+Thin shells over ``_execution/schedules.py``; ``_SchedulesMixin`` is a base of
+``DBOS`` (class methods on this process's runtime), ``ClientSchedulesMixin`` of
+``DBOSClient`` (the same methods on the client's runtime).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
+
+from dbos._api.decorators import info_of
+from dbos._api.handles import WorkflowHandle
+from dbos._api.instance import runtime
+from dbos._execution import cron
+from dbos._execution import schedules as rules
+from dbos._execution.runtime import Runtime
+from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
+from dbos._storage.schedules import ScheduleRow
+from dbos.error import DBOSException
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def scheduled(crontab: str) -> Callable[[F], F]:
+    """``@DBOS.scheduled(crontab)`` above ``@DBOS.workflow()``: run the workflow at every
+    tick, as ``fn(scheduled_time, actual_time)`` (UTC), once per tick fleet-wide, on the
+    executors of the version that declares it. A bad crontab raises here."""
+    parsed = cron.parse(crontab)
+
+    def decorate(func: F) -> F:
+        info, _ = info_of(func)  # @DBOS.workflow() must be applied first (below this one)
+        rules.check_schedulable(info, "@DBOS.scheduled")
+        rules.DECORATED.add(info.name, parsed)
+        return func
+
+    return decorate
+
+
+def _row(spec: ScheduleInput, kind: str = rules.DYNAMIC) -> ScheduleRow:
+    for key in ("schedule_name", "workflow_fn", "schedule"):
+        if key not in spec:
+            raise DBOSException(f"a schedule needs {key!r}, got {sorted(spec)}")
+    info, _ = info_of(spec["workflow_fn"])
+    rules.check_schedulable(info, f"schedule {spec['schedule_name']!r}")
+    return rules.new_row(spec["schedule_name"], info.name, spec["schedule"], spec.get("context"),
+                         kind, spec.get("queue_name"), info.class_name)
+
+
+def _by_name_row(name: str, workflow_name: str, schedule: str, ctx: Any, queue_name: Optional[str]) -> ScheduleRow:
+    return rules.new_row(name, workflow_name, schedule, ctx, rules.DYNAMIC, queue_name)
+
+
+def _utc(t: datetime.datetime) -> datetime.datetime:
+    return t.replace(tzinfo=datetime.timezone.utc) if t.tzinfo is None else t
+
+
+class _SchedulesMixin:
+    scheduled = staticmethod(scheduled)
+
+    @classmethod
+    def create_schedule(
+        cls, *, schedule_name: str, workflow_fn: Callable[..., Any], schedule: str, context: Any = None,
+        queue_name: Optional[str] = None,
+    ) -> None:
+        """A schedule stored in the system database (every executor sees it); the workflow
+        runs as ``workflow_fn(scheduled_time, context)``. Fails if the name is taken."""
+        spec = ScheduleInput(schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule,
+                             context=context, queue_name=queue_name)
+        rules.create(runtime(), _row(spec))
+
+    @classmethod
+    async def create_schedule_async(cls, **kwargs: Any) -> None:
+        await runtime().to_thread(lambda: cls.create_schedule(**kwargs))
+
+    @classmethod
+    def apply_schedules(cls, schedules: List[ScheduleInput]) -> None:
+        """Create or update these schedules atomically (idempotent: call it at every start)."""
+        rules.apply(runtime(), [_row(s) for s in schedules])
+
+    @classmethod
+    async def apply_schedules_async(cls, schedules: List[ScheduleInput]) -> None:
+        await runtime().to_thread(lambda: cls.apply_schedules(schedules))
+
+    @classmethod
+    def list_schedules(
+        cls, *, status: Union[str, List[str], None] = None, workflow_name: Union[str, List[str], None] = None,
+        schedule_name_prefix: Optional[str] = None,
+    ) -> List[WorkflowSchedule]:
+        return rules.list_schedules(runtime(), status=status, workflow_name=workflow_name,
+                                    schedule_name_prefix=schedule_name_prefix)
+
+    @classmethod
+    async def list_schedules_async(cls, **kwargs: Any) -> List[WorkflowSchedule]:
+        return await runtime().to_thread(lambda: cls.list_schedules(**kwargs))
+
+    @classmethod
+    def get_schedule(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
+        return rules.get(runtime(), schedule_name)
+
+    @classmethod
+    async def get_schedule_async(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
+        return await runtime().to_thread(lambda: cls.get_schedule(schedule_name))
+
+    @classmethod
+    def pause_schedule(cls, schedule_name: str) -> None:
+        rules.set_status(runtime(), schedule_name, rules.PAUSED)
+
+    @classmethod
+    def resume_schedule(cls, schedule_name: str) -> None:
+        """Active again from the next tick (ticks of the pause run only if backfilled)."""
+        rules.set_status(runtime(), schedule_name, rules.ACTIVE)
+
+    @classmethod
+    def delete_schedule(cls, schedule_name: str) -> None:
+        rules.delete(runtime(), schedule_name)
+
+    @classmethod
+    async def delete_schedule_async(cls, schedule_name: str) -> None:
+        await runtime().to_thread(lambda: cls.delete_schedule(schedule_name))
+
+    @classmethod
+    def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[Any]:
+        """Run the schedule's workflow once now."""
+        rt = runtime()
+        return WorkflowHandle(rt, rules.trigger(rt, schedule_name))
+
+    @classmethod
+    def backfill_schedule(
+        cls, schedule_name: str, start: datetime.datetime, end: datetime.datetime
+    ) -> List[WorkflowHandle[Any]]:
+        """Run every tick in ``[start, end)`` that has not run yet (each once)."""
+        rt = runtime()
+        return [WorkflowHandle(rt, w) for w in rules.backfill(rt, schedule_name, _utc(start), _utc(end))]
+
+
+class ClientSchedulesMixin:
+    """The schedule methods of DBOSClient: by workflow name, as the client has no code."""
+
+    _rt: Runtime
+
+    def create_schedule(
+        self, *, schedule_name: str, workflow_name: str, schedule: str, context: Any = None,
+        queue_name: Optional[str] = None,
+    ) -> None:
+        rules.create(self._rt, _by_name_row(schedule_name, workflow_name, schedule, context, queue_name))
+
+    def apply_schedules(self, schedules: Sequence[ClientScheduleInput]) -> None:
+        """Each a dict of schedule_name, workflow_name, schedule, and optional context, queue_name."""
+        rows = []
+        for s in schedules:
+            if not {"schedule_name", "workflow_name", "schedule"} <= set(s):
+                raise DBOSException(f"a schedule needs schedule_name, workflow_name and schedule, got {sorted(s)}")
+            rows.append(_by_name_row(s["schedule_name"], s["workflow_name"], s["schedule"], s.get("context"),
+                                     s.get("queue_name")))
+        rules.apply(self._rt, rows)
+
+    def list_schedules(
+        self, *, status: Union[str, List[str], None] = None, workflow_name: Union[str, List[str], None] = None,
+        schedule_name_prefix: Optional[str] = None,
+    ) -> List[WorkflowSchedule]:
+        return rules.list_schedules(self._rt, status=status, workflow_name=workflow_name,
+                                    schedule_name_prefix=schedule_name_prefix)
+
+    def get_schedule(self, schedule_name: str) -> Optional[WorkflowSchedule]:
+        return rules.get(self._rt, schedule_name)
+
+    def pause_schedule(self, schedule_name: str) -> None:
+        rules.set_status(self._rt, schedule_name, rules.PAUSED)
+
+    def resume_schedule(self, schedule_name: str) -> None:
+        rules.set_status(self._rt, schedule_name, rules.ACTIVE)
+
+    def delete_schedule(self, schedule_name: str) -> None:
+        rules.delete(self._rt, schedule_name)
+
+    def trigger_schedule(self, schedule_name: str) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._rt, rules.trigger(self._rt, schedule_name))
+
+    def backfill_schedule(
+        self, schedule_name: str, start: datetime.datetime, end: datetime.datetime
+    ) -> List[WorkflowHandle[Any]]:
+        return [WorkflowHandle(self._rt, w) for w in rules.backfill(self._rt, schedule_name, _utc(start), _utc(end))]
+
+    async def create_schedule_async(self, **kwargs: Any) -> None:
+        await self._rt.to_thread(lambda: self.create_schedule(**kwargs))
+
+    async def apply_schedules_async(self, schedules: Sequence[ClientScheduleInput]) -> None:
+        await self._rt.to_thread(lambda: self.apply_schedules(schedules))
+
+    async def list_schedules_async(self, **kwargs: Any) -> List[WorkflowSchedule]:
+        return await self._rt.to_thread(lambda: self.list_schedules(**kwargs))
+
+    async def get_schedule_async(self, schedule_name: str) -> Optional[WorkflowSchedule]:
+        return await self._rt.to_thread(lambda: self.get_schedule(schedule_name))
+
+    async def delete_schedule_async(self, schedule_name: str) -> None:
+        await self._rt.to_thread(lambda: self.delete_schedule(schedule_name))

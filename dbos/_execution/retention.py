@@ -1,0 +1,120 @@
+"""Retention rules: delete finished workflows, by ID or by age and row count.
+
+Only finished workflows (SUCCESS, ERROR, CANCELLED, RETRIES_EXCEEDED) are ever
+deleted; with them go their steps, events, messages, recv waits and, in the
+application database, their transaction records. Garbage collection works in
+batches of ``batch_size``, each its own short transaction, so it never holds
+locks for long and is safe to run while the fleet works (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from dbos._execution import checks
+from dbos._execution.runtime import Runtime
+from dbos._storage import retention as store
+from dbos.error import DBOSException
+
+DEFAULT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class GcResult:
+    deleted: int
+    batches: int
+    cutoff_ms: Optional[int]
+    seconds: float
+
+
+def _check_ids(workflow_ids: Sequence[str]) -> list[str]:
+    if isinstance(workflow_ids, str):
+        raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
+    return [checks.identifier("workflow_id", w) for w in workflow_ids]
+
+
+def _delete_batch(rt: Runtime, ids: Sequence[str]) -> list[str]:
+    db = rt.sys_db
+    deleted = db.run(lambda c: store.delete_finished(c, db.dialect, ids), tx=True)
+    _delete_app_records(rt, deleted)
+    return deleted
+
+
+def _delete_app_records(rt: Runtime, deleted: Sequence[str]) -> None:
+    # After the system rows: a crash in between leaves transaction records nothing
+    # refers to (harmless), never a finished workflow missing its records.
+    if deleted:
+        rt.app_db.run(lambda c: store.delete_transaction_outputs(c, deleted), tx=True)
+
+
+def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_children: bool = False,
+                     batch_size: int = DEFAULT_BATCH) -> list[str]:
+    """Delete those of ``workflow_ids`` that are finished (others, and unknown IDs, are
+    left alone); ``delete_children``: their child workflows too, at any depth (finished
+    ones). Return the IDs deleted."""
+    ids = _check_ids(workflow_ids)
+    if delete_children:
+        ids = _with_descendants(rt, ids)
+    deleted: list[str] = []
+    for i in range(0, len(ids), batch_size):
+        deleted += _delete_batch(rt, ids[i:i + batch_size])
+    return deleted
+
+
+def _with_descendants(rt: Runtime, ids: list[str]) -> list[str]:
+    seen = dict.fromkeys(ids)
+    frontier = ids
+    while frontier:
+        children = rt.sys_db.query(functools.partial(_children, parents=frontier))
+        frontier = [w for w in children if w not in seen]
+        seen.update(dict.fromkeys(frontier))
+    return list(seen)
+
+
+def _children(conn: Any, *, parents: list[str]) -> list[str]:
+    return store.children_of(conn, parents)
+
+
+def garbage_collect(
+    rt: Runtime,
+    *,
+    cutoff_epoch_timestamp_ms: Optional[int] = None,
+    rows_threshold: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH,
+    pause_sec: float = 0.0,
+) -> GcResult:
+    """Delete finished workflows created before ``cutoff_epoch_timestamp_ms``, and those
+    older than the newest ``rows_threshold`` workflows (whichever cutoff is later), in
+    batches; ``pause_sec`` between batches leaves the database to the fleet."""
+    for name, value in (("cutoff_epoch_timestamp_ms", cutoff_epoch_timestamp_ms),
+                        ("rows_threshold", rows_threshold), ("batch_size", batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise DBOSException(f"{name} must be a non-negative integer, got {value!r}")
+    if batch_size < 1:
+        raise DBOSException("batch_size must be at least 1")
+    started = time.monotonic()
+    cutoffs = [cutoff_epoch_timestamp_ms] if cutoff_epoch_timestamp_ms is not None else []
+    if rows_threshold is not None:
+        by_rows = rt.sys_db.query(lambda c: store.cutoff_for_rows(c, rows_threshold))
+        if by_rows is not None:
+            cutoffs.append(by_rows)
+    if not cutoffs:
+        return GcResult(0, 0, None, time.monotonic() - started)
+    cutoff = max(cutoffs)
+    db = rt.sys_db
+    deleted = batches = 0
+    while True:
+        ids = db.run(lambda c: store.collect_batch(c, db.dialect, cutoff, batch_size), tx=True)
+        if not ids:
+            break
+        _delete_app_records(rt, ids)
+        deleted += len(ids)
+        batches += 1
+        if len(ids) < batch_size:
+            break
+        if pause_sec > 0:
+            time.sleep(pause_sec)
+    return GcResult(deleted, batches, cutoff, time.monotonic() - started)
