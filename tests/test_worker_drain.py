@@ -230,3 +230,26 @@ def test_rolling_restart_under_load_loses_nothing(fleet: Fleet) -> None:
     for w in workers:
         w.signal(signal.SIGTERM)
     assert [w.wait_exit(15) for w in workers] == [0, 0, 0]
+
+
+@PG
+def test_drain_with_a_long_step_in_flight_exits_in_time(fleet: Fleet) -> None:
+    """A workflow inside one long step when the drain timeout ends: handed back, and the
+    process still exits within --drain-timeout + 5 s (it does not wait for the step)."""
+    a = fleet.start("worker_app.py", "--drain-timeout", "1", name="A")
+    tag = new_id("n")
+    wid = fleet.enqueue("w12_plain", "napping", tag, 60.0)
+    eventually(lambda: fleet.runs(wid, "nap"), timeout=20)
+    signalled = a.signal(signal.SIGTERM)
+    code = a.wait_exit(timeout=30)
+    assert a.exited_at is not None
+    assert a.exited_at - signalled <= 1 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM"
+    assert code == 0, a.describe()
+    assert fleet.status_of([wid]) == {wid: ("ENQUEUED", None)}
+    b = fleet.start("worker_app.py", name="B")
+    fleet.release(tag)
+    assert fleet.wait_status([wid], alive=[b])[wid]["executor_id"] == b.vmid
+    check_exactly_once(fleet, [wid])  # the nap ran twice (it was in flight), begin and pay once
+    assert [r.pid for r in fleet.runs(wid, "nap")] == [a.pid, b.pid]
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(15) == 0

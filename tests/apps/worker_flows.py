@@ -98,6 +98,16 @@ def tick(tag: str, i: int) -> bool:
     return released(tag)
 
 
+@DBOS.step()
+def nap(tag: str, seconds: float) -> bool:
+    """One long step (a call to a slow service): up to ``seconds``, or until ``release-<tag>``."""
+    record("nap")
+    end = time.time() + seconds
+    while not released(tag) and time.time() < end:
+        time.sleep(0.02)
+    return released(tag)
+
+
 @DBOS.transaction()
 def pay(tag: str) -> str:
     DBOS.sql_session.execute(
@@ -129,6 +139,17 @@ def counted(tag: str, n: int) -> str:
     for i in range(n):
         tick(tag, i)
     note("end", max(0, n - 1))
+    return executor()
+
+
+@DBOS.workflow()
+def napping(tag: str, seconds: float) -> str:
+    """begin, pay, one step of up to ``seconds`` (until ``release-<tag>``), end."""
+    record("body")
+    note("begin")
+    pay(tag)
+    nap(tag, seconds)
+    note("end")
     return executor()
 
 
