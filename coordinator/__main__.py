@@ -11,7 +11,6 @@ cannot be reached at start (later outages are retried with backoff).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
@@ -19,27 +18,9 @@ import threading
 from types import FrameType
 from typing import Any, Optional, Sequence
 
+from dbos.cli import argtypes
+
 EXIT_USAGE = 2
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number of seconds, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,12 +28,12 @@ def parser() -> argparse.ArgumentParser:
                                 description="Declare silent executors dead and hand their work to live ones.")
     p.add_argument("--db-url", help="system database URL (default: $DBOS_SYSTEM_DATABASE_URL)")
     p.add_argument("--redis-url", help="Redis URL for instant wakeups (default: $DBOS_REDIS_URL)")
-    p.add_argument("--dead-after", type=_positive, default=3.0, metavar="SEC",
+    p.add_argument("--dead-after", type=argtypes.positive_seconds, default=3.0, metavar="SEC",
                    help="an executor silent this long is DEAD (default 3)")
-    p.add_argument("--interval", type=_positive, default=1.0, metavar="SEC",
+    p.add_argument("--interval", type=argtypes.positive_seconds, default=1.0, metavar="SEC",
                    help="seconds between scans (default 1; also at once on a Redis hint)")
     p.add_argument("--http-host", default="127.0.0.1", help="HTTP address (default 127.0.0.1)")
-    p.add_argument("--http-port", type=_port, default=None, help="serve /healthz, /metrics and /api/* here")
+    p.add_argument("--http-port", type=argtypes.port, default=None, help="serve /healthz, /metrics and /api/* here")
     p.add_argument("--schema", default="dbos", help=argparse.SUPPRESS)
     launch = p.add_argument_group("launcher", "start an executor for a version with waiting work and none running")
     launch.add_argument("--launcher", choices=("none", "local", "kubernetes"), default="none",
@@ -60,9 +41,9 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--worker-cmd", metavar="CMD",
                         help="the worker command, split as a shell would; may contain {version}; "
                              "give it --exit-when-idle (e.g. 'dbos-worker shop/app.py --exit-when-idle 30')")
-    launch.add_argument("--max-launches-per-version", type=_count, default=1, metavar="N",
+    launch.add_argument("--max-launches-per-version", type=argtypes.count, default=1, metavar="N",
                         help="launches in flight per version at most (default 1)")
-    launch.add_argument("--launch-timeout", type=_positive, default=120.0, metavar="SEC",
+    launch.add_argument("--launch-timeout", type=argtypes.positive_seconds, default=120.0, metavar="SEC",
                         help="a launch whose executor has not heartbeat by then failed (default 120)")
     launch.add_argument("--launch-log-dir", default=None, metavar="DIR",
                         help="local launcher: one log file per launch here (default ./dbos-launches)")
@@ -74,16 +55,6 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--secret-name", default="dbos-fleet",
                         help="kubernetes: the Secret with the database and Redis URLs (default dbos-fleet)")
     return p
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -18,7 +18,6 @@ import argparse
 import importlib
 import importlib.util
 import logging
-import math
 import os
 import signal
 import socket
@@ -30,6 +29,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any, Optional, Sequence
 
+from dbos.cli import argtypes
+
 EXIT_USAGE = 2
 
 
@@ -39,26 +40,6 @@ class WorkerError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is 0..65535, got {value}")
-    return value
 
 
 def _queue_list(text: str) -> list[str]:
@@ -73,17 +54,17 @@ def parser() -> argparse.ArgumentParser:
         prog="dbos-worker", description="Run a DBOS app as one executor of a dbos-fleet fleet."
     )
     p.add_argument("app", metavar="APP", help="the app: a .py file, a dotted module, or module:attr")
-    p.add_argument("--drain-timeout", type=_seconds, default=25.0, metavar="SEC",
+    p.add_argument("--drain-timeout", type=argtypes.seconds, default=25.0, metavar="SEC",
                    help="on SIGTERM/SIGINT, how long running workflows may finish before they are "
                         "handed back to the fleet (default 25)")
-    p.add_argument("--exit-when-idle", type=_seconds, default=None, metavar="SEC",
+    p.add_argument("--exit-when-idle", type=argtypes.seconds, default=None, metavar="SEC",
                    help="drain and exit 0 once nothing of this version and these queues has been "
                         "waiting or running for SEC seconds (a Job per app version)")
     p.add_argument("--queues", type=_queue_list, default=None, metavar="A,B",
                    help="serve only these queues (and the internal one of resume and fork)")
     p.add_argument("--admin-host", default="127.0.0.1", metavar="HOST",
                    help="admin server address (default 127.0.0.1; any other needs $DBOS_ADMIN_TOKEN)")
-    p.add_argument("--admin-port", type=_port, default=None, metavar="PORT",
+    p.add_argument("--admin-port", type=argtypes.port, default=None, metavar="PORT",
                    help="serve the admin endpoints on this port (off by default; DBOS's is 3001)")
     return p
 

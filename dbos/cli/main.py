@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional, Sequence
 from dbos._config.settings import normalize_database_url
 from dbos._storage.database import Database
 from dbos._storage.migrations import migrate_application, migrate_system
-from dbos.error import DBOSException
+from dbos.cli import argtypes
+from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
 _STATUS_COLUMNS = ("workflow_id", "status", "name", "queue_name", "executor_id", "app_version", "created_at")
 # Fields holding epoch milliseconds: shown as RFC 3339 to people, left as numbers in --json.
@@ -28,7 +29,8 @@ _TIMESTAMP_FIELDS = frozenset({"created_at", "updated_at", "started_at", "workfl
 
 
 def _db_url(args: argparse.Namespace) -> str:
-    url = args.db_url or os.environ.get("DBOS_SYSTEM_DATABASE_URL")
+    # --db-url after the subcommand, else before it (``dbos --db-url URL workflow list``).
+    url = args.db_url or getattr(args, "global_db_url", None) or os.environ.get("DBOS_SYSTEM_DATABASE_URL")
     if not url:
         raise DBOSException("no database: pass --db-url or set DBOS_SYSTEM_DATABASE_URL")
     return normalize_database_url(url, "--db-url")
@@ -129,7 +131,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 app_db.dispose()
     finally:
         db.dispose()
-    print(f"migrations applied: {applied}" if applied else "database is up to date")
+    if args.json:
+        print(json.dumps({"migrations_applied": applied}))
+    else:
+        print(f"migrations applied: {applied}" if applied else "database is up to date")
     return 0
 
 
@@ -165,7 +170,7 @@ def cmd_queue_list(client: Any, args: argparse.Namespace) -> int:
 def cmd_get(client: Any, args: argparse.Namespace) -> int:
     status = client.get_workflow(args.workflow_id)
     if status is None:
-        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
+        raise DBOSNonExistentWorkflowError(args.workflow_id)
     _emit(args, _status_dict(status))
     return 0
 
@@ -173,7 +178,7 @@ def cmd_get(client: Any, args: argparse.Namespace) -> int:
 @_with_client
 def cmd_steps(client: Any, args: argparse.Namespace) -> int:
     if client.get_workflow(args.workflow_id) is None:
-        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
+        raise DBOSNonExistentWorkflowError(args.workflow_id)
     rows = [_jsonable(dict(s)) for s in client.list_workflow_steps(args.workflow_id)]
     _emit(args, rows, ("function_id", "function_name", "output", "error", "child_workflow_id"))
     return 0
@@ -182,7 +187,7 @@ def cmd_steps(client: Any, args: argparse.Namespace) -> int:
 @_with_client
 def cmd_cancel(client: Any, args: argparse.Namespace) -> int:
     if client.get_workflow(args.workflow_id) is None:  # cancel itself ignores an unknown ID
-        raise DBOSException(f"Workflow {args.workflow_id} does not exist")
+        raise DBOSNonExistentWorkflowError(args.workflow_id)
     client.cancel_workflow(args.workflow_id)
     after = client.get_workflow(args.workflow_id)  # report what the database says, not what we asked
     status = after.status if after is not None else None
@@ -256,16 +261,6 @@ _EXECUTOR_COLUMNS = ("executor_id", "app_version", "state", "heartbeat_age_s", "
 _DAY_MS = 24 * 3600 * 1000
 
 
-def _dead_after(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def cmd_fleet_executors(args: argparse.Namespace) -> int:
     from dbos._execution.fleet import executor_view
 
@@ -307,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--sort-desc", action="store_true", help="newest first")
 
     p = argparse.ArgumentParser(prog="dbos", description="Manage dbos-fleet workflows and databases")
+    p.add_argument("--db-url", dest="global_db_url", help="as --db-url after the subcommand")
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("migrate", parents=[common], help="create or upgrade the system (and application) database")
     m.add_argument("--app-db-url", help="application database URL (default: the system database)")
@@ -347,12 +343,12 @@ def parser() -> argparse.ArgumentParser:
     fl = sub.add_parser("fleet", help="inspect the fleet's executors")
     fsub = fl.add_subparsers(dest="action", required=True)
     fe = fsub.add_parser("executors", parents=[common], help="list executors and their derived state")
-    fe.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+    fe.add_argument("--dead-after", type=argtypes.positive_seconds, default=3.0, metavar="SEC",
                     help="a RUNNING or DRAINING executor silent this long shows as DEAD (default 3)")
     fe.add_argument("--all", action="store_true", help="also stopped and dead executors older than a day")
     fe.set_defaults(func=cmd_fleet_executors)
     fv = fsub.add_parser("versions", parents=[common], help="per app version: executors, waiting work, launches")
-    fv.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+    fv.add_argument("--dead-after", type=argtypes.positive_seconds, default=3.0, metavar="SEC",
                     help="a RUNNING executor silent this long is not live (default 3)")
     fv.set_defaults(func=cmd_fleet_versions)
 
@@ -360,23 +356,36 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--host", default="127.0.0.1",
                     help="address (default 127.0.0.1; any other requires $DBOS_CONSOLE_TOKEN)")
     co.add_argument("--port", type=int, default=8089, help="port (default 8089)")
-    co.add_argument("--dead-after", type=_dead_after, default=3.0, metavar="SEC",
+    co.add_argument("--dead-after", type=argtypes.positive_seconds, default=3.0, metavar="SEC",
                     help="a RUNNING or DRAINING executor silent this long shows as DEAD (default 3)")
     co.set_defaults(func=cmd_console)
     return p
+
+
+def _error(args: argparse.Namespace, e: BaseException, text: str) -> int:
+    """One line on stderr; with --json, one JSON object with the library's error code."""
+    if getattr(args, "json", False):
+        code = getattr(e, "dbos_error_code", None)
+        print(json.dumps({"error": text, "type": type(e).__name__, "dbos_error_code": code}), file=sys.stderr)
+    else:
+        print(f"dbos: error: {text}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        # The reader went away (``dbos workflow list | head``): no error, no traceback at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except DBOSException as e:
-        print(f"dbos: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return _error(args, e, str(e).splitlines()[0] if str(e) else type(e).__name__)
     except Exception as e:  # a database that is down, a bad URL, ...
         text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"dbos: error: {type(e).__name__}: {text}", file=sys.stderr)
-        return 1
+        return _error(args, e, f"{type(e).__name__}: {text}")
     except KeyboardInterrupt:
         return 130
 
