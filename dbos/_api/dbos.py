@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Callable, ClassVar, Coroutine, List, Optional, ParamSpec, TypeVar, Union
 
 from dbos._api import classes, decorators, missing
@@ -291,10 +292,22 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
             self = cls._instance
             cls._instance = None
         if self is not None:
+            self._await_running(workflow_completion_timeout_sec)
             HOLDER.runtime = None
-            self._release(wait=workflow_completion_timeout_sec > 0)
+            self._release(wait=False)
         if destroy_registry:
             REGISTRY.clear()
+
+    def _await_running(self, timeout_sec: float) -> None:
+        """``destroy(workflow_completion_timeout_sec=N)``: give the workflows running here
+        up to N seconds to finish (then they are stopped at their next step and stay
+        PENDING, recovered like after a crash); never longer."""
+        rt = self._runtime
+        if rt is None or not (isinstance(timeout_sec, (int, float)) and timeout_sec > 0):
+            return
+        end = time.monotonic() + min(float(timeout_sec), 1e9)
+        while rt.running_ids() and time.monotonic() < end:
+            time.sleep(0.01)
 
     def _release(self, *, wait: bool) -> None:
         """Stop what this instance started: services, workflows, pool, connections, exporters."""
