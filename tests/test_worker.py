@@ -13,7 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -73,6 +72,25 @@ def test_default_executor_id_is_host_and_pid(fleet: Fleet, backend: Backend) -> 
     assert fleet.wait_status([wid], alive=[worker])[wid]["executor_id"] == expected
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit(timeout=15) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.fresh_database
+def test_workers_starting_at_once_on_an_empty_database_migrate_it_once(fleet: Fleet, backend: Backend) -> None:
+    workers = [fleet.spawn("worker_app.py", name=f"m{i}") for i in range(4)]
+    for w in workers:
+        w.wait_started()  # none failed
+    from dbos._storage.migrations import SYSTEM_MIGRATIONS
+    from dbos._storage.schema import migrations
+
+    table = backend.table(migrations.name)
+    versions = [int(v) for (v,) in backend.rows(f"SELECT version FROM {table} ORDER BY version")]
+    assert versions == list(range(1, len(SYSTEM_MIGRATIONS) + 1)), versions
+    ids = [fleet.enqueue("w12_plain", "quick", new_id("m")) for _ in range(8)]
+    fleet.wait_status(ids, alive=workers)
+    for w in workers:
+        w.signal(signal.SIGTERM)
+    assert [w.wait_exit(15) for w in workers] == [0] * 4
 
 
 # -- exit 2 with the error: import errors, bad config, bad flags ------------------------------
@@ -257,41 +275,22 @@ def test_plain_launch_sharing_a_live_id_warns_and_recovers_nothing(fleet: Fleet,
     before = fleet.executor_row(vmid)
     assert before is not None
 
-    env = fleet.env(vmid, "w12-v1")
-    with open(fleet.dir / "plain.err", "wb") as err_file:
-        plain = subprocess.Popen([sys.executable, str(APPS / "plain_launch.py")], env=env, cwd=APPS,
-                                 stdout=subprocess.DEVNULL, stderr=err_file)
-        try:
-            ready = fleet.dir / f"plain-ready-{plain.pid}"
-
-            def is_ready() -> bool:
-                assert plain.poll() is None, (fleet.dir / "plain.err").read_text()
-                return ready.exists()
-
-            eventually(is_ready, timeout=30, interval=0.02)
-            err = (fleet.dir / "plain.err").read_text()
-            assert f"executor ID {vmid} is also used by the live pid {holder.pid}" in err, err
-            assert "0 workflow(s) recovered" in err, err
-            # It took neither the row nor the work; it does not heartbeat under that ID.
-            row = fleet.executor_row(vmid)
-            assert row is not None and (row["pid"], row["incarnation"]) == (holder.pid, before["incarnation"])
-            # Its work was not put back on the queue (a claim counts an attempt; both processes
-            # have the same executor ID, so the row's executor_id alone cannot tell).
-            assert {w: (r["status"], r["executor_id"], r["attempts"]) for w, r in fleet.rows(ids).items()} == {
-                w: ("PENDING", vmid, attempts[w]) for w in ids
-            }
-            fleet.release(tag)
-            fleet.wait_status(ids, alive=[holder])
-            assert plain.poll() is None
-        finally:
-            fleet.release("plain-stop")
-            try:
-                code = plain.wait(timeout=30)
-            finally:
-                if plain.poll() is None:
-                    plain.kill()
-                    plain.wait()
-    assert code == 0
+    plain = fleet.plain(vmid).wait_ready()
+    err = plain.stderr()
+    assert f"executor ID {vmid} is also used by the live pid {holder.pid}" in err, err
+    assert "0 workflow(s) recovered" in err, err
+    # It took neither the row nor the work; it does not heartbeat under that ID.
+    row = fleet.executor_row(vmid)
+    assert row is not None and (row["pid"], row["incarnation"]) == (holder.pid, before["incarnation"])
+    # Its work was not put back on the queue (a claim counts an attempt; both processes
+    # have the same executor ID, so the row's executor_id alone cannot tell).
+    assert {w: (r["status"], r["executor_id"], r["attempts"]) for w, r in fleet.rows(ids).items()} == {
+        w: ("PENDING", vmid, attempts[w]) for w in ids
+    }
+    fleet.release(tag)
+    fleet.wait_status(ids, alive=[holder])
+    assert plain.proc.poll() is None
+    assert plain.stop() == 0
     assert {r.pid for r in fleet.runs()} == {holder.pid}, "the plain process ran some of the holder's work"
     bodies = sorted(r.workflow_id for r in fleet.runs(label="body") if r.workflow_id in ids)
     assert bodies == sorted(ids)  # one execution each

@@ -230,3 +230,19 @@ def test_fleet_executors_shows_each_state_when_it_holds(fleet: Fleet, backend: B
     assert set(by_id(backend.url)) == set()
     listed = by_id(backend.url, "--all")
     assert {listed[a.vmid]["state"], listed[k.vmid]["state"]} == {"STOPPED", "DEAD"}
+
+
+def test_plain_launch_serves_admin_from_config(fleet: Fleet) -> None:
+    """The config keys run_admin_server / admin_port turn the same server on for a plain DBOS.launch()."""
+    port = free_port()
+    plain = fleet.plain(new_id("plain"), W12_ADMIN_PORT=str(port)).wait_ready()
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/dbos-healthz").status_code == 200
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    ids = [fleet.enqueue("w12_plain", "quick", new_id("q")) for _ in range(2)]
+    fleet.wait_status(ids)
+    m = scrape(base)
+    assert sample(m, "dbos_workflows_finished_total", name="quick", queue="w12_plain", status="SUCCESS") == 2
+    assert plain.stop() == 0, plain.stderr()
+    with pytest.raises(httpx.TransportError):  # stopped with DBOS.destroy()
+        httpx.get(f"{base}/dbos-healthz", timeout=2)

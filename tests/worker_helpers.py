@@ -137,6 +137,44 @@ class Worker:
             f.close()
 
 
+class Plain:
+    """tests/apps/plain_launch.py: a plain ``DBOS.launch()`` process (no dbos-worker around it)."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.err = logdir / f"plain-{uuid.uuid4().hex[:6]}.err"
+        self._file = open(self.err, "wb")
+        self.dir = logdir
+        self.proc = subprocess.Popen([sys.executable, str(APPS / "plain_launch.py")], env=env, cwd=APPS,
+                                     stdout=subprocess.DEVNULL, stderr=self._file)
+        self.pid = self.proc.pid
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 30) -> "Plain":
+        ready = self.dir / f"plain-ready-{self.pid}"
+
+        def is_ready() -> bool:
+            if ready.exists():
+                return True
+            assert self.proc.poll() is None, f"plain launch exited {self.proc.returncode}:\n{self.stderr()}"
+            return False
+
+        eventually(is_ready, timeout=timeout, interval=0.02, what="(plain launch ready)")
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        """Let it destroy DBOS and exit (``release-plain-stop``); its exit code."""
+        (self.dir / "release-plain-stop").write_text("go")
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        self._file.close()
+
+
 class Fleet:
     """The workers of one test, its side tables, a DBOSClient and the release files."""
 
@@ -150,6 +188,7 @@ class Fleet:
         self.poll = poll
         self.slow_poll = slow_poll
         self.workers: list[Worker] = []
+        self.plains: list[Plain] = []
         self._client: Optional[DBOSClient] = None
         real = "REAL" if backend.is_sqlite else "DOUBLE PRECISION"
         backend.execute(
@@ -205,9 +244,16 @@ class Fleet:
     def start(self, *args: str, **kwargs: Any) -> Worker:
         return self.spawn(*args, **kwargs).wait_started()
 
+    def plain(self, vmid: str, version: str = "w12-v1", **extra: str) -> Plain:
+        p = Plain(self.env(vmid, version, **extra), self.dir)
+        self.plains.append(p)
+        return p
+
     def close(self) -> None:
         for w in self.workers:
             w.close()
+        for p in self.plains:
+            p.close()
         if self._client is not None:
             self._client.destroy()
             self._client = None
