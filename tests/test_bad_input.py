@@ -530,3 +530,52 @@ def test_a_database_that_does_not_exist_is_reported_at_once(tmp_path: Any) -> No
     with pytest.raises(DBOSInitializationError, match="does not exist"):
         DBOS.launch()
     assert time.monotonic() - start < 1.0  # not retried for 1.6 s as "unreachable"
+
+
+def test_cli_json_errors_carry_the_error_code(dbos: Harness, backend: Backend) -> None:
+    import json
+
+    r = run_cli("workflow", "get", "no-such-workflow", "--json", url=backend.url)
+    assert r.code == 1 and r.out == ""
+    [line] = r.err.splitlines()
+    error = json.loads(line)
+    assert error["dbos_error_code"] == 5 and "no-such-workflow" in error["error"], error
+    assert error["type"] == "DBOSNonExistentWorkflowError"
+    r = run_cli("workflow", "list", "--limit", "-1", "--json", url=backend.url)
+    assert r.code == 1 and "limit" in json.loads(r.err)["error"]
+
+
+def test_cli_migrate_honours_json(backend: Backend) -> None:
+    import json
+
+    r = run_cli("migrate", "--json", url=backend.url)
+    assert r.code == 0, r
+    assert set(json.loads(r.out)) == {"migrations_applied"}
+
+
+def test_cli_db_url_before_the_subcommand(dbos: Harness, backend: Backend) -> None:
+    with SetWorkflowID("cli-before"):
+        bi_echo(1)
+    r = run_cli("--db-url", backend.url, "workflow", "get", "cli-before")
+    assert r.code == 0 and "cli-before" in r.out, r
+
+
+def test_cli_broken_pipe_is_quiet(harness: Harness, backend: Backend) -> None:
+    import os
+    import subprocess
+
+    from mgmt_helpers import dbos_command
+
+    if not backend.is_sqlite:
+        pytest.skip("the output size matters, not the database")
+    harness.launch()
+    for i in range(900):  # enough rows to overflow a pipe's buffer
+        with SetWorkflowID(f"pipe-{i:04d}"):
+            bi_echo(i)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOS")}
+    proc = subprocess.run(
+        f"'{dbos_command()}' workflow list --limit 1000 --db-url '{backend.url}' | head -n 1",
+        shell=True, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.stdout.startswith("WORKFLOW_ID"), proc
+    assert proc.stderr == "", proc.stderr  # no "BrokenPipeError", no "Exception ignored"

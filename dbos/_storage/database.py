@@ -387,7 +387,7 @@ def _retryable(e: exc.DBAPIError) -> bool:
     orig = e.orig
     if not isinstance(e, exc.OperationalError) or type(orig).__module__.startswith("sqlite3"):
         return False
-    if _permanent(orig):
+    if orig is not None and _permanent(orig):
         return False
     return getattr(orig, "sqlstate", None) is None
 
