@@ -297,16 +297,20 @@ def _run_later(wid: str) -> None:
 
 
 def test_retrieve_not_existing_is_woken_by_the_creation(harness: Harness) -> None:
-    harness.launch(polling_interval_sec=30)
+    from dbos._api.instance import runtime
+    from dbos._wakeups.local import workflow_created
+
+    harness.launch(polling_interval_sec=30)  # a wait woken only by polling would take 30 s
     handle = DBOS.retrieve_workflow("woken-wf", existing_workflow=False)
     got: list[Any] = []
     t = threading.Thread(target=lambda: got.append(handle.get_result()))
     t.start()
-    time.sleep(0.2)
+    # The wait listens for the workflow's creation (here, or from another process via Redis).
+    eventually(lambda: runtime().wakeups.local.has_waiters(workflow_created("woken-wf")), timeout=5)
     with SetWorkflowID("woken-wf"):
         module_wf(2)
     t.join(5)
-    assert got == [4], "the creation did not wake the waiting handle"
+    assert got == [4], "the waiting handle was not woken"
 
 
 # -- errors of the right type -------------------------------------------------------------
