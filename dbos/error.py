@@ -45,8 +45,8 @@ class DBOSException(Exception):
         return self.message
 
 
-def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> Exception:
-    err: Exception = Exception.__new__(cls)
+def _rebuild(cls: type, state: dict[str, Any], args: tuple[Any, ...]) -> BaseException:
+    err: BaseException = BaseException.__new__(cls)
     err.args = args
     err.__dict__.update(state)
     return err
@@ -139,11 +139,21 @@ class DBOSNotAuthorizedError(DBOSException):
         super().__init__(msg, DBOSErrorCode.NotAuthorized.value)
 
 
-class DBOSWorkflowCancelledError(DBOSException):
-    """Raised inside a workflow that was cancelled, at the start of its next step."""
+class DBOSWorkflowCancelledError(BaseException):
+    """Raised inside a workflow that was cancelled (or timed out, or handed to another
+    executor), at the start of its next step. A ``BaseException``, as in DBOS 2.x, so a
+    workflow that wraps its steps in ``try/except Exception`` still stops."""
 
     def __init__(self, msg: str) -> None:
-        super().__init__(msg, DBOSErrorCode.WorkflowCancelled.value)
+        self.message = msg
+        self.dbos_error_code = DBOSErrorCode.WorkflowCancelled.value
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.__dict__.copy(), self.args))
 
 
 class DBOSAwaitedWorkflowCancelledError(DBOSException):
