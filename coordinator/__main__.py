@@ -54,6 +54,13 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--namespace", help="kubernetes: the Jobs' namespace (default: this pod's, else default)")
     launch.add_argument("--secret-name", default="dbos-fleet",
                         help="kubernetes: the Secret with the database and Redis URLs (default dbos-fleet)")
+    keep = p.add_argument_group("retention", "the leader garbage-collects finished workflows (issue 16)")
+    keep.add_argument("--retention-days", type=argtypes.positive_seconds, default=None, metavar="DAYS",
+                      help="delete finished workflows created more than DAYS ago (default: keep)")
+    keep.add_argument("--retention-rows", type=argtypes.count, default=None, metavar="N",
+                      help="delete finished workflows older than the newest N workflows (default: keep)")
+    keep.add_argument("--retention-interval", type=argtypes.positive_seconds, default=60.0, metavar="SEC",
+                      help="seconds between collections (default 60)")
     return p
 
 
@@ -119,6 +126,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         max_launches_per_version=args.max_launches_per_version, launch_timeout_sec=args.launch_timeout,
     )
     hub.add_listener("fleet:", lambda _key: coord.wake())
+    retention = None
+    if args.retention_days is not None or args.retention_rows is not None:
+        from dbos._services.retention import Retention, RetentionConfig
+
+        retention = Retention(
+            Database(url, args.schema, 1),  # its own connection: a batch never waits for the tick's
+            RetentionConfig(args.retention_days, args.retention_rows, args.retention_interval),
+            lambda: coord.is_leader, logger,
+        )
     http = None
     if args.http_port is not None:
         try:
@@ -136,10 +152,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.launcher,
     )
     coord.start()
+    if retention is not None:
+        retention.start()
     try:
         while not stop.wait(0.5):
             pass
     finally:
+        if retention is not None:
+            retention.stop()
+            retention.db.dispose()
         coord.stop()
         coord.step_down()
         if http is not None:

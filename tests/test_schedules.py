@@ -13,12 +13,12 @@ import datetime
 import threading
 import time
 from collections import Counter
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import pytest
 from conftest import Backend, Harness, eventually
 
-from dbos import DBOS, DBOSClient, DBOSException
+from dbos import DBOS, DBOSClient, DBOSException, ScheduleInput, WorkflowSchedule
 from dbos._api.instance import runtime
 from dbos._execution import cron
 from dbos._execution import schedules as rules
@@ -46,6 +46,10 @@ def _runs() -> Iterator[None]:
 def _times(kind: str = "dynamic") -> list[datetime.datetime]:
     with _lock:
         return [t for k, t, _ in RUNS if k == kind]
+
+
+def _status(schedule: Optional[WorkflowSchedule]) -> Optional[str]:
+    return schedule["status"] if schedule is not None else None
 
 
 def _at(second: int) -> datetime.datetime:
@@ -158,7 +162,7 @@ def test_dynamic_schedule_lifecycle(dbos: Harness) -> None:
         assert all(ctx == {"k": 1} for _, _, ctx in RUNS)
 
     DBOS.pause_schedule("dyn")
-    assert (DBOS.get_schedule("dyn") or {}).get("status") == "PAUSED"
+    assert _status(DBOS.get_schedule("dyn")) == "PAUSED"
     time.sleep(1.2)  # a run in flight at the pause may still finish
     paused_at = len(_times())
     time.sleep(2.5)
@@ -207,20 +211,20 @@ def test_backfill_runs_each_missing_tick_once(dbos: Harness, backend: Backend) -
 
 
 def test_trigger_and_apply(dbos: Harness) -> None:
-    spec = {"schedule_name": "nightly", "workflow_fn": dynamic_job, "schedule": "0 0 * * *", "context": "a"}
-    DBOS.apply_schedules([spec])  # type: ignore[list-item]
-    DBOS.apply_schedules([{**spec, "context": "b"}])  # type: ignore[list-item]
+    spec = ScheduleInput(schedule_name="nightly", workflow_fn=dynamic_job, schedule="0 0 * * *", context="a")
+    DBOS.apply_schedules([spec])
+    DBOS.apply_schedules([ScheduleInput(**{**spec, "context": "b"})])
     got = DBOS.get_schedule("nightly")
     assert got is not None and got["context"] == "b" and got["schedule"] == "0 0 * * *"
     DBOS.pause_schedule("nightly")
-    DBOS.apply_schedules([{**spec, "schedule": "0 1 * * *"}])  # type: ignore[list-item]
+    DBOS.apply_schedules([ScheduleInput(**{**spec, "schedule": "0 1 * * *"})])
     got = DBOS.get_schedule("nightly")
     assert got is not None and got["status"] == "PAUSED" and got["schedule"] == "0 1 * * *"
     handle = DBOS.trigger_schedule("nightly")
     assert handle.get_result().startswith("ran ")
     assert handle.workflow_id.startswith("sched-nightly-")
     with pytest.raises(DBOSException, match="twice"):
-        DBOS.apply_schedules([spec, spec])  # type: ignore[list-item]
+        DBOS.apply_schedules([spec, spec])
 
 
 def test_client_schedules(dbos: Harness, backend: Backend) -> None:
@@ -231,7 +235,7 @@ def test_client_schedules(dbos: Harness, backend: Backend) -> None:
         assert [s["schedule_name"] for s in client.list_schedules()] == ["cl"]
         eventually(lambda: len(_times()) >= 1, timeout=10)
         client.pause_schedule("cl")
-        assert (client.get_schedule("cl") or {}).get("status") == "PAUSED"
+        assert _status(client.get_schedule("cl")) == "PAUSED"
         end = datetime.datetime.now(UTC).replace(microsecond=0) - datetime.timedelta(seconds=60)
         handles = client.backfill_schedule("cl", end - datetime.timedelta(seconds=3), end)
         assert [h.get_result() for h in handles] == [

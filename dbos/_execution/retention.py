@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from dbos._execution import checks
 from dbos._execution.runtime import Runtime
 from dbos._storage import retention as store
+from dbos._storage.database import Database
 from dbos.error import DBOSException
 
 DEFAULT_BATCH = 500
@@ -39,15 +40,15 @@ def _check_ids(workflow_ids: Sequence[str]) -> list[str]:
 def _delete_batch(rt: Runtime, ids: Sequence[str]) -> list[str]:
     db = rt.sys_db
     deleted = db.run(lambda c: store.delete_finished(c, db.dialect, ids), tx=True)
-    _delete_app_records(rt, deleted)
+    _delete_app_records(rt.app_db, deleted)
     return deleted
 
 
-def _delete_app_records(rt: Runtime, deleted: Sequence[str]) -> None:
+def _delete_app_records(app_db: Optional[Database], deleted: Sequence[str]) -> None:
     # After the system rows: a crash in between leaves transaction records nothing
     # refers to (harmless), never a finished workflow missing its records.
-    if deleted:
-        rt.app_db.run(lambda c: store.delete_transaction_outputs(c, deleted), tx=True)
+    if deleted and app_db is not None:
+        app_db.run(lambda c: store.delete_transaction_outputs(c, deleted), tx=True)
 
 
 def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_children: bool = False,
@@ -86,9 +87,24 @@ def garbage_collect(
     batch_size: int = DEFAULT_BATCH,
     pause_sec: float = 0.0,
 ) -> GcResult:
+    return collect(rt.sys_db, rt.app_db, cutoff_epoch_timestamp_ms=cutoff_epoch_timestamp_ms,
+                   rows_threshold=rows_threshold, batch_size=batch_size, pause_sec=pause_sec)
+
+
+def collect(
+    db: Database,
+    app_db: Optional[Database],
+    *,
+    cutoff_epoch_timestamp_ms: Optional[int] = None,
+    rows_threshold: Optional[int] = None,
+    batch_size: int = DEFAULT_BATCH,
+    pause_sec: float = 0.0,
+) -> GcResult:
     """Delete finished workflows created before ``cutoff_epoch_timestamp_ms``, and those
     older than the newest ``rows_threshold`` workflows (whichever cutoff is later), in
-    batches; ``pause_sec`` between batches leaves the database to the fleet."""
+    batches; ``pause_sec`` between batches leaves the database to the fleet. ``app_db``:
+    where transaction records live (the coordinator knows only the system database and
+    passes it: records kept there go, those of a separate application database stay)."""
     for name, value in (("cutoff_epoch_timestamp_ms", cutoff_epoch_timestamp_ms),
                         ("rows_threshold", rows_threshold), ("batch_size", batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -98,19 +114,18 @@ def garbage_collect(
     started = time.monotonic()
     cutoffs = [cutoff_epoch_timestamp_ms] if cutoff_epoch_timestamp_ms is not None else []
     if rows_threshold is not None:
-        by_rows = rt.sys_db.query(lambda c: store.cutoff_for_rows(c, rows_threshold))
+        by_rows = db.query(lambda c: store.cutoff_for_rows(c, rows_threshold))
         if by_rows is not None:
             cutoffs.append(by_rows)
     if not cutoffs:
         return GcResult(0, 0, None, time.monotonic() - started)
     cutoff = max(cutoffs)
-    db = rt.sys_db
     deleted = batches = 0
     while True:
         ids = db.run(lambda c: store.collect_batch(c, db.dialect, cutoff, batch_size), tx=True)
         if not ids:
             break
-        _delete_app_records(rt, ids)
+        _delete_app_records(app_db, ids)
         deleted += len(ids)
         batches += 1
         if len(ids) < batch_size:

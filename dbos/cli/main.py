@@ -19,8 +19,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from dbos._config.settings import normalize_database_url
 from dbos._storage.database import Database
-from dbos._storage.migrations import migrate_application, migrate_system
-from dbos.cli import argtypes
+from dbos._storage.migrations import current_version, migrate_application, migrate_system
+from dbos.cli import argtypes, bulk
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
 _STATUS_COLUMNS = ("workflow_id", "status", "name", "queue_name", "executor_id", "app_version", "created_at")
@@ -138,8 +138,27 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _require_system_database(args: argparse.Namespace) -> None:
+    """Commands that read or manage workflows never create a database, schema or file:
+    a typo in --db-url or --schema is an error naming what does not exist (only
+    ``dbos migrate`` creates them)."""
+    url = _db_url(args)
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1].split("?", 1)[0]
+        if not os.path.exists(path):
+            raise DBOSException(f"SQLite database file {path} does not exist (dbos migrate creates it)")
+    db = Database(url, args.schema, 1)
+    try:
+        if current_version(db) == 0:
+            where = "the SQLite file" if url.startswith("sqlite") else f"schema {args.schema!r}"
+            raise DBOSException(f"no DBOS system tables in {where} of this database (dbos migrate creates them)")
+    finally:
+        db.dispose()
+
+
 def _with_client(fn: Callable[[Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        _require_system_database(args)  # then the client's own migration has nothing to do
         client = _client(args)
         try:
             return fn(client, args)
@@ -318,12 +337,12 @@ def parser() -> argparse.ArgumentParser:
     for action, func, text in (
         ("get", cmd_get, "show one workflow"),
         ("steps", cmd_steps, "list a workflow's recorded steps"),
-        ("cancel", cmd_cancel, "cancel a workflow"),
-        ("resume", cmd_resume, "resume a CANCELLED, RETRIES_EXCEEDED or PENDING workflow"),
     ):
         a = wsub.add_parser(action, parents=[common], help=text)
         a.add_argument("workflow_id")
         a.set_defaults(func=func)
+    # cancel / resume / delete: one ID or the list filters (bulk, --dry-run, --yes); gc (issue 16)
+    bulk.add_commands(wsub, common, _with_client, {"cancel": cmd_cancel, "resume": cmd_resume}, _emit)
     fk = wsub.add_parser("fork", parents=[common], help="start a new workflow from a step of another")
     fk.add_argument("workflow_id")
     fk_from = fk.add_mutually_exclusive_group()
