@@ -3,7 +3,7 @@
 Exactly the public names of the reference live here; everything else is private.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dbos import error
 from dbos._api.calls import StepOptions
@@ -77,8 +77,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
-    from dbos._api import missing
+if not TYPE_CHECKING:  # type checkers still report ``from dbos import <misspelt>``
 
-    missing.raise_missing("dbos", name, missing.MODULE_NAMES)
+    def __getattr__(name: str) -> Any:
+        """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
+        from dbos._api import missing
+
+        missing.raise_missing("dbos", name, missing.MODULE_NAMES)

@@ -8,7 +8,7 @@ apart without parsing messages.
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 
 class DBOSErrorCode(IntEnum):
@@ -207,11 +207,13 @@ class DBOSDatabaseUnavailableError(DBOSException):
         super().__init__(msg, DBOSErrorCode.DatabaseUnavailable.value)
 
 
-def __getattr__(name: str) -> Any:
-    """A DBOS 2.x error class left out here: a clear DBOSNotImplementedError on import."""
-    from dbos._api import missing
+if not TYPE_CHECKING:  # type checkers still report a misspelt error class
 
-    missing.raise_missing("dbos.error", name, missing.ERROR_NAMES)
+    def __getattr__(name: str) -> Any:
+        """A DBOS 2.x error class left out here: a clear DBOSNotImplementedError on import."""
+        from dbos._api import missing
+
+        missing.raise_missing("dbos.error", name, missing.ERROR_NAMES)
 
 
 __all__ = [

@@ -12,7 +12,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Concatenate, Coroutine, List, Optional, ParamSpec, TypedDict, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Concatenate,
+    Coroutine,
+    List,
+    Optional,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    Union,
+)
 
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -326,8 +338,10 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
     def runtime(self) -> Runtime:
         return self._rt
 
-    def __getattr__(self, name: str) -> Any:
-        """A DBOS 2.x client method left out here: a clear DBOSNotImplementedError."""
-        from dbos._api import missing
+    if not TYPE_CHECKING:  # type checkers still report a misspelt method
 
-        missing.raise_missing("DBOSClient", name, missing.CLIENT_METHODS)
+        def __getattr__(self, name: str) -> Any:
+            """A DBOS 2.x client method left out here: a clear DBOSNotImplementedError."""
+            from dbos._api import missing
+
+            missing.raise_missing("DBOSClient", name, missing.CLIENT_METHODS)

@@ -9,7 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, ClassVar, Coroutine, List, Optional, ParamSpec, TypeVar, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Coroutine,
+    List,
+    Optional,
+    ParamSpec,
+    TypeVar,
+    Union,
+)
 
 from dbos._api import classes, decorators, missing
 from dbos._api.calls import _CallsMixin, check_not_async
@@ -88,9 +99,11 @@ class _DBOSMeta(type):
     def assumed_role(cls) -> Optional[str]:
         return _auth().assumed_role
 
-    def __getattr__(cls, name: str) -> Any:
-        """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
-        missing.raise_missing("DBOS", name, missing.DBOS_METHODS)
+    if not TYPE_CHECKING:  # type checkers still report a misspelt DBOS.<name>
+
+        def __getattr__(cls, name: str) -> Any:
+            """A DBOS 2.x name left out here: a clear DBOSNotImplementedError, not an AttributeError."""
+            missing.raise_missing("DBOS", name, missing.DBOS_METHODS)
 
     @property
     def span(cls) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Coroutine, Optional, ParamSpec, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Optional, ParamSpec, TypedDict, TypeVar
 
 from dbos._api.decorators import info_of
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -123,10 +123,15 @@ class Queue:
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
 
-    def __getattr__(self, name: str) -> Any:
-        """A DBOS 2.x Queue method left out here: a clear DBOSNotImplementedError."""
-        from dbos._api import missing
+    @property
+    def global_concurrency(self) -> Optional[int]:
+        """DBOS 2.x's name for ``concurrency``."""
+        return self.concurrency
 
-        if name == "global_concurrency" and "concurrency" in self.__dict__:  # DBOS 2.x's name for it
-            return self.__dict__["concurrency"]
-        missing.raise_missing("Queue", name, missing.QUEUE_METHODS)
+    if not TYPE_CHECKING:  # type checkers still report a misspelt attribute
+
+        def __getattr__(self, name: str) -> Any:
+            """A DBOS 2.x Queue method left out here: a clear DBOSNotImplementedError."""
+            from dbos._api import missing
+
+            missing.raise_missing("Queue", name, missing.QUEUE_METHODS)
