@@ -350,6 +350,14 @@ class Cluster:
         )
         return {r[0]: Status(r[1], r[2], int(r[3] or 0), r[4], r[5]) for r in rows}
 
+    def created_at(self, ids: Iterable[str]) -> dict[str, int]:
+        """workflow ID -> its enqueue time (epoch ms): a queue's claim order, after priority."""
+        rows = self.backend.rows(
+            f"SELECT workflow_uuid, created_at FROM {self.backend.table('workflow_status')} "
+            "WHERE workflow_uuid = ANY(:ids)", ids=list(ids),
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     def step_runs(self, ids: Optional[Iterable[str]] = None) -> list[StepRun]:
         rows = self.backend.rows("SELECT workflow_id, step, executor_id, pid, started, ended FROM ho_steps ORDER BY id")
         wanted = set(ids) if ids is not None else None
