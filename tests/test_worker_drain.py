@@ -35,6 +35,7 @@ def ticking(f: Fleet, ids: list[str], at_least: int = 2) -> bool:
 
 
 @PG
+@pytest.mark.slow
 def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Backend) -> None:
     tag_long, tag_pair = new_id("long"), new_id("pair")
     # Enqueued before any worker runs: the first worker's start-up poll claims them.
@@ -42,7 +43,7 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
     spawner = fleet.enqueue("w12_plain", "spawn", tag_long)  # starts a direct (unqueued) gated child
     pair = [fleet.enqueue("w12_pair", "gated", tag_pair) for _ in range(2)]  # concurrency 2 fleet-wide
     waiting = [fleet.enqueue("w12_pair", "quick", new_id("q")) for _ in range(3)]
-    a = fleet.start("worker_app.py", "--drain-timeout", "3", name="A")
+    a = fleet.start("worker_app.py", "--drain-timeout", "5", name="A")
     child = fleet.wait_status([spawner], alive=[a])[spawner]
     child_id = fleet.client.retrieve_workflow(spawner).get_result()
     in_flight = [*slow, child_id, *pair]
@@ -64,9 +65,9 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
     code = a.wait_exit(timeout=20)
     assert a.exited_at is not None
     assert code == 0, a.describe()
-    assert a.exited_at - signalled <= 3 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM"
+    assert a.exited_at - signalled <= 5 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM"
     # It waited the drain timeout for the long ones before handing them back.
-    assert a.exited_at - signalled >= 3
+    assert a.exited_at - signalled >= 5
     handed_at = time.monotonic()
     assert re.search(r"handed 3 workflow\(s\) back to the fleet", a.stderr()), a.describe()
     assert fleet.executor_row(a.vmid)["state"] == "STOPPED"  # type: ignore[index]
@@ -84,7 +85,7 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
         return fleet.status_of([*slow, child_id]) == {w: ("PENDING", b.vmid) for w in [*slow, child_id]}
 
     eventually(b_runs_them, timeout=10, interval=0.02, what="(B resumes the handed-back work)")
-    # (B polled it at its start, about 5 s before the hand-back: its next poll is 25 s away.)
+    # (B polled it at its start, 5 s or more before the hand-back: its next poll is 25 s away.)
     assert time.monotonic() - handed_at < 8, "the handed-back work waited for a poll, not a wakeup"
     assert fleet.rows([child_id])[child_id]["queue_name"] == INTERNAL_QUEUE
     fleet.release(tag_long)
@@ -253,3 +254,37 @@ def test_drain_with_a_long_step_in_flight_exits_in_time(fleet: Fleet) -> None:
     assert [r.pid for r in fleet.runs(wid, "nap")] == [a.pid, b.pid]
     b.signal(signal.SIGTERM)
     assert b.wait_exit(15) == 0
+
+
+@PG
+def test_signal_while_importing_the_app_claims_nothing(fleet: Fleet, backend: Backend) -> None:
+    """SIGTERM before launch (a pod terminated during a slow start-up): exit 0, nothing claimed."""
+    ids = [fleet.enqueue("w12_plain", "quick", new_id("q")) for _ in range(3)]
+    a = fleet.spawn("worker_app.py", env={"W12_IMPORT_DELAY": "3"}, name="A")
+    eventually(lambda: (fleet.dir / f"importing-{a.pid}").exists(), timeout=30, what="(A imports the app)")
+    signalled = a.signal(signal.SIGTERM)
+    assert a.wait_exit(timeout=20) == 0, a.describe()
+    assert a.exited_at is not None and a.exited_at - signalled < 3 + 5
+    assert "dbos-worker started" not in a.stderr()
+    assert fleet.status_of(ids) == {w: ("ENQUEUED", None) for w in ids}
+    assert fleet.executor_row(a.vmid) is None  # never registered
+    assert fleet.runs() == []
+
+
+@PG
+@pytest.mark.xfail(strict=True, reason="bug: a signal during the identity wait inside DBOS.launch() is only seen "
+                                       "after the launch, whose first poll claims queued work (report of issue 12 tests)")
+def test_signal_during_the_identity_wait_claims_nothing(fleet: Fleet, backend: Backend) -> None:
+    """SIGTERM while the worker waits for a holder elsewhere to go stale: nothing claimed after it."""
+    vmid = new_id("far")
+    first = fleet.start("worker_app.py", vmid=vmid, name="first")
+    first.kill()
+    backend.execute(f"UPDATE {backend.table('executors')} SET hostname = 'w12-elsewhere', pid = 4242, "
+                    "heartbeat_at = :t WHERE executor_id = :e", e=vmid, t=int(time.time() * 1000))
+    ids = [fleet.enqueue("w12_plain", "quick", new_id("q")) for _ in range(3)]
+    a = fleet.spawn("worker_app.py", vmid=vmid, name="A")
+    eventually(lambda: "waiting up to" in a.stderr(), timeout=30)
+    a.signal(signal.SIGTERM)
+    assert a.wait_exit(timeout=30) == 0, a.describe()
+    assert fleet.status_of(ids) == {w: ("ENQUEUED", None) for w in ids}
+    assert fleet.runs() == []

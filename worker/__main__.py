@@ -195,6 +195,11 @@ def run(args: argparse.Namespace, signals: _Signals) -> int:
         except DBOSInitializationError as e:
             raise WorkerError(str(e)) from e
     try:
+        if signals.drain.is_set() and not inst._launched:
+            # Told to stop while it imported the app (a pod terminated during start-up):
+            # nothing runs yet, and nothing may be claimed after the signal.
+            logger.info("%s before launch: exiting without launching", signals.name)
+            return 0
         if not inst._launched:
             try:
                 DBOS.launch()

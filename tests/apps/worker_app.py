@@ -8,9 +8,10 @@ test's database. The workflows are tests/apps/worker_flows.py's.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
-from worker_flows import POLL  # noqa: F401  (registers the queues and workflows)
+from worker_flows import DIR, POLL  # (registers the queues and workflows)
 
 from dbos import DBOS
 
@@ -23,3 +24,6 @@ config: dict[str, Any] = {
 if os.environ.get("W12_REDIS"):
     config["redis_url"] = os.environ["W12_REDIS"]
 DBOS(config=config)  # type: ignore[arg-type]
+if os.environ.get("W12_IMPORT_DELAY"):
+    (DIR / f"importing-{os.getpid()}").write_text("importing")
+    time.sleep(float(os.environ["W12_IMPORT_DELAY"]))
