@@ -186,6 +186,7 @@ def by_id(url: str, *args: str) -> dict[str, dict[str, Any]]:
     return {r["executor_id"]: r for r in fleet_executors(url, *args)}
 
 
+@pytest.mark.slow
 def test_fleet_executors_shows_each_state_when_it_holds(fleet: Fleet, backend: Backend) -> None:
     """One ``dbos fleet executors`` call per moment (each is a process start): each state is
     checked while the worker is held in it (its workflows gated, a drain timeout of 60 s)."""
