@@ -132,3 +132,20 @@ def job(tag: str, hold_at: int = 0, tx_at: int = 2, seconds: float = 0.0) -> str
             out.append(work(step, hold_at, seconds))
     return "|".join([tag, *out])
 
+
+
+@DBOS.step()
+def risky(step: int, tag: str) -> str:
+    """Fails on an app version whose name has "bug" in it (the console's fork test, issue 15)."""
+    version = os.environ.get("DBOS__APPVERSION", "")
+    if "bug" in version:
+        raise ValueError(f"{version} cannot handle {tag!r} at step {step}")
+    return f"ok-{tag}"
+
+
+@DBOS.workflow()
+def flaky(tag: str, seconds: float = 0.05) -> str:
+    """``work`` (1), ``risky`` (2: the failing one on a "bug" version), ``work`` (3)."""
+    first = work(1, 0, seconds)
+    second = risky(2, tag)
+    return "|".join([tag, first, second, work(3, 0, seconds)])

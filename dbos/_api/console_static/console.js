@@ -186,7 +186,8 @@ async function workflowsPage(main) {
     el("label", {}, "Status ", statusSel), input("name", "Name"), input("queue", "Queue"),
     input("app_version", "Version"), input("executor", "Executor"), input("prefix", "ID prefix"),
     input("start_time", "From", { placeholder: "2026-12-01T00:00:00Z" }), input("end_time", "To", { placeholder: "RFC 3339" }),
-    el("label", {}, "Per page ", el("select", { name: "limit" }, [10, 20, 50, 100].map((n) =>
+    el("label", {}, "Per page ", el("select", { name: "limit" }, [...new Set([10, 20, 50, 100, Number(f.limit || 20)])]
+      .sort((a, b) => a - b).map((n) =>
       el("option", { value: n, selected: String(f.limit || 20) === String(n) }, n)))),
     el("label", {}, "Order ", el("select", { name: "sort" }, el("option", { value: "desc", selected: f.sort !== "asc" }, "newest first"),
       el("option", { value: "asc", selected: f.sort === "asc" }, "oldest first"))),
