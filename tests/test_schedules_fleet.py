@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 from conftest import Backend, eventually
-from handover_helpers import BIN, ROOT, Proc
+from handover_helpers import BIN, Proc
 
 from dbos import DBOSClient
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from dbos._execution import checks
 from dbos._execution.runtime import Runtime
@@ -48,7 +48,7 @@ def _delete_app_records(app_db: Optional[Database], deleted: Sequence[str]) -> N
     # After the system rows: a crash in between leaves transaction records nothing
     # refers to (harmless), never a finished workflow missing its records.
     if deleted and app_db is not None:
-        app_db.run(lambda c: store.delete_transaction_outputs(c, deleted), tx=True)
+        app_db.run(lambda c: store.delete_transaction_outputs(c, app_db.dialect, deleted), tx=True)
 
 
 def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_children: bool = False,
@@ -99,10 +99,14 @@ def collect(
     rows_threshold: Optional[int] = None,
     batch_size: int = DEFAULT_BATCH,
     pause_sec: float = 0.0,
+    duty: float = 1.0,
+    on_batch: Optional[Callable[[int, float], None]] = None,
 ) -> GcResult:
     """Delete finished workflows created before ``cutoff_epoch_timestamp_ms``, and those
     older than the newest ``rows_threshold`` workflows (whichever cutoff is later), in
-    batches; ``pause_sec`` between batches leaves the database to the fleet. ``app_db``:
+    batches; ``pause_sec`` between batches, and ``duty`` (0..1: the share of the time
+    spent in batches, the rest sleeping after each in proportion to its length) leave
+    the database and the machine to the fleet. ``app_db``:
     where transaction records live (the coordinator knows only the system database and
     passes it: records kept there go, those of a separate application database stay)."""
     for name, value in (("cutoff_epoch_timestamp_ms", cutoff_epoch_timestamp_ms),
@@ -111,6 +115,8 @@ def collect(
             raise DBOSException(f"{name} must be a non-negative integer, got {value!r}")
     if batch_size < 1:
         raise DBOSException("batch_size must be at least 1")
+    if not 0 < duty <= 1:
+        raise DBOSException(f"duty must be in (0, 1], got {duty!r}")
     started = time.monotonic()
     cutoffs = [cutoff_epoch_timestamp_ms] if cutoff_epoch_timestamp_ms is not None else []
     if rows_threshold is not None:
@@ -122,7 +128,11 @@ def collect(
     cutoff = max(cutoffs)
     deleted = batches = 0
     while True:
+        t0 = time.perf_counter()
         ids = db.run(lambda c: store.collect_batch(c, db.dialect, cutoff, batch_size), tx=True)
+        took = time.perf_counter() - t0  # the batch's transaction: how long it held its rows
+        if on_batch is not None:
+            on_batch(len(ids), took)
         if not ids:
             break
         _delete_app_records(app_db, ids)
@@ -130,6 +140,7 @@ def collect(
         batches += 1
         if len(ids) < batch_size:
             break
-        if pause_sec > 0:
-            time.sleep(pause_sec)
+        rest = max(pause_sec, took * (1 - duty) / duty if 0 < duty < 1 else 0.0)
+        if rest > 0:
+            time.sleep(rest)
     return GcResult(deleted, batches, cutoff, time.monotonic() - started)

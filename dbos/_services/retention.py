@@ -26,6 +26,7 @@ class RetentionConfig:
     interval_sec: float = 60.0
     batch_size: int = retention.DEFAULT_BATCH
     pause_sec: float = 0.01  # between batches: the fleet's statements go first
+    duty: float = 0.25  # at most this share of the time in batches (bench/README.md, "retention.py")
 
 
 class Retention(Service):
@@ -46,7 +47,8 @@ class Retention(Service):
             return
         cutoff = int((time.time() - c.retention_days * 86400) * 1000) if c.retention_days is not None else None
         result = retention.collect(self.db, self.db, cutoff_epoch_timestamp_ms=cutoff,
-                                   rows_threshold=c.retention_rows, batch_size=c.batch_size, pause_sec=c.pause_sec)
+                                   rows_threshold=c.retention_rows, batch_size=c.batch_size, pause_sec=c.pause_sec,
+                                   duty=c.duty)
         self.last = result
         self.deleted_total += result.deleted
         if result.deleted:

@@ -8,7 +8,7 @@ recognise a unique violation, and how a claim locks rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +30,14 @@ class Dialect:
 
     def lock_for_claim(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select.with_for_update(skip_locked=True) if self.skip_locked else select
+
+    def among(self, column: Any, values: Sequence[str]) -> sa.ColumnElement[bool]:
+        """``column`` is one of ``values`` (text): on PostgreSQL ``= ANY(:array)``, one bind
+        parameter however many values (an IN list of hundreds is compiled and bound value by
+        value); on SQLite, which has no arrays, an IN list."""
+        if self.is_sqlite:
+            return column.in_(list(values))  # type: ignore[no-any-return]
+        return column == sa.any_(sa.literal(list(values), postgresql.ARRAY(sa.Text)))  # type: ignore[no-any-return]
 
     @staticmethod
     def is_unique_violation(exc: BaseException) -> bool:

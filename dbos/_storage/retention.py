@@ -12,7 +12,7 @@ caller runs as one transaction.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
 
@@ -45,9 +45,9 @@ def delete_finished(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequenc
     if not workflow_ids:
         return []
     pick = dialect.lock_for_claim(
-        sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid.in_(list(workflow_ids)), status_in(*TERMINAL))
+        sa.select(ws.c.workflow_uuid).where(dialect.among(ws.c.workflow_uuid, workflow_ids), status_in(*TERMINAL))
     )
-    return _delete(conn, pick)
+    return _delete(conn, dialect, pick)
 
 
 def collect_batch(conn: sa.Connection, dialect: Dialect, cutoff_ms: int, limit: int) -> list[str]:
@@ -56,25 +56,25 @@ def collect_batch(conn: sa.Connection, dialect: Dialect, cutoff_ms: int, limit: 
     pick = dialect.lock_for_claim(
         sa.select(ws.c.workflow_uuid).where(status_in(*TERMINAL), ws.c.created_at < cutoff_ms).limit(limit)
     )
-    return _delete(conn, pick)
+    return _delete(conn, dialect, pick)
 
 
-def _delete(conn: sa.Connection, pick: sa.Select[tuple[str]]) -> list[str]:
-    ids = list(conn.execute(pick).scalars())
+def _delete(conn: sa.Connection, dialect: Dialect, pick: sa.Select[Any]) -> list[str]:
+    ids: list[str] = list(conn.execute(pick).scalars())
     if not ids:
         return []
     # The status condition again: the row lock (PostgreSQL) or the write lock (SQLite)
     # makes it the truth at the time of the delete.
     deleted = list(conn.execute(
-        ws.delete().where(ws.c.workflow_uuid.in_(ids), status_in(*TERMINAL)).returning(ws.c.workflow_uuid)
+        ws.delete().where(dialect.among(ws.c.workflow_uuid, ids), status_in(*TERMINAL)).returning(ws.c.workflow_uuid)
     ).scalars())
     if deleted:
         for table, column in _DEPENDENTS:
-            conn.execute(table.delete().where(table.c[column].in_(deleted)))
+            conn.execute(table.delete().where(dialect.among(table.c[column], deleted)))
     return deleted
 
 
-def delete_transaction_outputs(conn: sa.Connection, workflow_ids: Sequence[str]) -> int:
+def delete_transaction_outputs(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str]) -> int:
     """In the application database: the transaction records of deleted workflows (none
     where the table is absent: a client's system database without an application's)."""
     if not workflow_ids:
@@ -83,7 +83,7 @@ def delete_transaction_outputs(conn: sa.Connection, workflow_ids: Sequence[str])
     if not sa.inspect(conn).has_table(s.transaction_outputs.name, schema=schema):
         return 0
     to = s.transaction_outputs
-    return int(conn.execute(to.delete().where(to.c.workflow_uuid.in_(list(workflow_ids)))).rowcount)
+    return int(conn.execute(to.delete().where(dialect.among(to.c.workflow_uuid, workflow_ids))).rowcount)
 
 
 def cutoff_for_rows(conn: sa.Connection, rows_threshold: int) -> Optional[int]:
