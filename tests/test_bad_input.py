@@ -579,3 +579,17 @@ def test_cli_broken_pipe_is_quiet(harness: Harness, backend: Backend) -> None:
     )
     assert proc.stdout.startswith("WORKFLOW_ID"), proc
     assert proc.stderr == "", proc.stderr  # no "BrokenPipeError", no "Exception ignored"
+
+
+@pytest.mark.parametrize("command", [("workflow", "list"), ("workflow", "get", "x"), ("workflow", "steps", "x"),
+                                     ("queue", "list")], ids=["list", "get", "steps", "queue-list"])
+def test_cli_read_only_commands_create_nothing(backend: Backend, tmp_path: Any, command: tuple[str, ...]) -> None:
+    if backend.is_sqlite:
+        missing = tmp_path / "typo.sqlite"
+        r = run_cli(*command, url=f"sqlite:///{missing}")
+        assert r.code == 1 and "does not exist" in r.err, r
+        assert not missing.exists()  # no file left behind
+    else:
+        r = run_cli(*command, "--schema", "typo_schema", url=backend.url)
+        assert r.code == 1 and "typo_schema" in r.err, r
+        assert backend.scalar("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'typo_schema'") == 0
