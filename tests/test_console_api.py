@@ -20,6 +20,7 @@ from dbos import DBOS, DBOSClient, Queue
 from dbos._api.console import SHOWN_CHARS, ConsoleTokenRequired, Source, build_console
 
 CONSOLE_Q = Queue("console_q", concurrency=3, worker_concurrency=2, polling_interval_sec=0.1)
+RATED_Q = Queue("console_rated", limiter={"limit": 5, "period": 2.5}, partition_queue=True, polling_interval_sec=0.1)
 _gate = threading.Event()
 
 
@@ -104,6 +105,8 @@ def test_fleet_reads(http: httpx.Client, dbos: Harness) -> None:
     q = queues["console_q"]
     assert (q["concurrency"], q["worker_concurrency"], q["live_executors"]) == (3, 2, 1)
     assert q["enqueued"] == 0 and q["pending"] == 0 and q["fullness"] == 0
+    rated = queues["console_rated"]
+    assert (rated["rate_limit"], rated["rate_period_s"], rated["partitioned"], rated["concurrency"]) == (5, 2.5, True, None)
     assert len(q["starts_per_minute"]) == 15 and sum(p["started"] for p in q["starts_per_minute"]) == 1
     r = http.get("/api/queues?minutes=500")
     assert r.status_code == 400 and "minutes" in r.json()["error"]

@@ -215,7 +215,8 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
             self._dbs.append(beat_db)
         specs = [
             {"name": q.name, "concurrency": q.concurrency,
-             "worker_concurrency": q.limits(s.default_worker_concurrency).worker_concurrency}
+             "worker_concurrency": q.limits(s.default_worker_concurrency).worker_concurrency,
+             "limit": q.limit, "period_sec": q.period_sec, "partitioned": q.partition_queue}  # the console shows these
             for q in (INTERNAL_QUEUE, *REGISTRY.queues.values()) if served is None or q.name in served
         ]
         hb = self._heartbeat = Heartbeat(
