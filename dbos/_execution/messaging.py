@@ -179,6 +179,18 @@ def _skip_deadline(run: WorkflowRun) -> None:
 
 
 def set_event(rt: Runtime, key: str, value: Any) -> None:
+    ctx = context.current()
+    if ctx.run is not None and ctx.in_step:
+        # Inside a step (DBOS 2.x): the event is the enclosing workflow's, set at once and
+        # not checkpointed on its own: the step's checkpoint covers it (a re-run step sets
+        # it again, to the value it sets then).
+        checks.identifier("event key", key, allow_empty=True)
+        payload = serialize(value, "the value of event %r", key)
+        checks.check_size(payload, rt.settings.max_value_bytes, f"the value of event {checks.short(key)}")
+        workflow_id = ctx.run.workflow_id
+        rt.sys_db.run(lambda c: messages.set_event(c, rt.sys_db.dialect, workflow_id, key, payload, now_ms()))
+        rt.wakeups.notify(keys.event(workflow_id, key), data=hint_data(payload))
+        return
     run = _require_workflow("DBOS.set_event")
     checks.identifier("event key", key, allow_empty=True)
     payload = serialize(value, "the value of event %r", key)
