@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Optional
@@ -282,3 +283,27 @@ def test_cli_gc(dbos: Harness, backend: Backend) -> None:
     with pytest.raises(SystemExit) as e:
         cli(backend, "workflow", "gc", "--older-than", "soon")
     assert e.value.code == 2
+
+
+def test_coordinator_leader_collects_with_retention_flags(dbos: Harness, backend: Backend, tmp_path: Any) -> None:
+    """A real ``dbos-coordinator --retention-days 1``: the leader deletes old finished
+    workflows, and leaves the live ones and the recent ones."""
+    if backend.is_sqlite:
+        pytest.skip("the coordinator runs on PostgreSQL here (the Retention service is tested on both above)")
+    from handover_helpers import BIN, Proc
+
+    old = _finished("coord-old")
+    recent = _finished("coord-recent")
+    pending, enqueued = _live(backend)
+    for wid in (old, pending, enqueued):
+        _age(backend, wid, 2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBOS")}
+    proc = Proc("coordinator", [str(BIN / "dbos-coordinator"), "--db-url", backend.url, "--retention-days", "1",
+                                "--retention-interval", "0.5"], env, tmp_path / "coordinator.log")
+    try:
+        eventually(lambda: backend.status(old) is None, timeout=30, what="(the leader collected)")
+        assert backend.status(recent) == "SUCCESS"
+        assert backend.status(pending) == "PENDING" and backend.status(enqueued) == "ENQUEUED"
+        assert _count(backend, "operation_outputs", "workflow_uuid", old) == 0
+    finally:
+        proc.terminate()
