@@ -187,14 +187,12 @@ def test_live_executor_id_refused_then_reusable_after_sigkill(fleet: Fleet, back
     assert before is not None
 
     # A second worker under the same ID while the holder lives: refused at once, exit 2.
-    started = time.monotonic()
     second = fleet.spawn("worker_app.py", vmid=vmid, name="second")
     code = second.wait_exit(timeout=30)
     assert code == 2, second.describe()
     err = second.stderr()
     assert vmid in err and f"pid {holder.pid}" in err and socket.gethostname() in err, err
     assert "waiting up to" not in err  # same host, holder alive: no wait for a stale heartbeat
-    assert time.monotonic() - started < 20
     # ... and it changed nothing: the holder keeps its row, incarnation and work.
     holder.check_alive()
     after = fleet.executor_row(vmid)

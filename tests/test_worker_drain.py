@@ -86,7 +86,7 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
 
     eventually(b_runs_them, timeout=10, interval=0.02, what="(B resumes the handed-back work)")
     # (B polled it at its start, 5 s or more before the hand-back: its next poll is 25 s away.)
-    assert time.monotonic() - handed_at < 8, "the handed-back work waited for a poll, not a wakeup"
+    assert time.monotonic() - handed_at < 12, "the handed-back work waited for a poll, not a wakeup"
     assert fleet.rows([child_id])[child_id]["queue_name"] == INTERNAL_QUEUE
     fleet.release(tag_long)
     rows = fleet.wait_status([*slow, child_id], alive=[b])
@@ -110,7 +110,7 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
 @PG
 def test_drain_exits_as_soon_as_the_last_workflow_ends(fleet: Fleet) -> None:
     port = free_port()
-    a = fleet.start("worker_app.py", "--drain-timeout", "20", "--admin-port", str(port), name="A")
+    a = fleet.start("worker_app.py", "--drain-timeout", "30", "--admin-port", str(port), name="A")
     base = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{base}/readyz").status_code == 200
     tag = new_id("t")
@@ -125,9 +125,9 @@ def test_drain_exits_as_soon_as_the_last_workflow_ends(fleet: Fleet) -> None:
     a.check_alive()
     released = time.monotonic()
     fleet.release(tag)
-    assert a.wait_exit(timeout=25) == 0, a.describe()
+    assert a.wait_exit(timeout=40) == 0, a.describe()
     assert a.exited_at is not None
-    assert a.exited_at - released < 6, f"exited {a.exited_at - released:.1f} s after the last workflow could end"
+    assert a.exited_at - released < 10, f"exited {a.exited_at - released:.1f} s after the last workflow could end"
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["attempts"]) for r in rows.values()} == {("SUCCESS", a.vmid, 1)}
     assert "drained: nothing to hand back" in a.stderr()
@@ -145,7 +145,7 @@ def test_second_signal_skips_the_wait(fleet: Fleet) -> None:
     a.check_alive()
     second = a.signal(signal.SIGTERM)
     assert a.wait_exit(timeout=15) == 0, a.describe()
-    assert a.exited_at is not None and a.exited_at - second < 5
+    assert a.exited_at is not None and a.exited_at - second < 10
     assert "handed 2 workflow(s) back" in a.stderr()
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["queue_name"]) for r in rows.values()} == {
