@@ -280,12 +280,12 @@ def test_priority_bounds_are_accepted(dbos: Harness) -> None:
         assert handle.get_status().priority == priority
 
 
-def test_priority_on_a_queue_without_priority_enabled_raises(dbos: Harness, backend: Backend) -> None:
-    before = backend.workflow_count()
-    with pytest.raises(DBOSException, match="priority_enabled"):
-        with SetEnqueueOptions(priority=1):
-            PLAIN_Q.enqueue(q4_add, 1, 2)
-    assert backend.workflow_count() == before
+def test_priority_works_on_a_queue_without_priority_enabled(dbos: Harness, backend: Backend) -> None:
+    """DBOS 2.x deprecated the opt-in: a priority is accepted and kept on any queue."""
+    with SetEnqueueOptions(priority=3):
+        handle = PLAIN_Q.enqueue(q4_add, 1, 2)
+    assert handle.get_result() == 3
+    assert handle.get_status().priority == 3
 
 
 # -- partition keys --------------------------------------------------------------------

@@ -52,10 +52,8 @@ INTERNAL_QUEUE = QueueSpec("_dbos_internal_queue", None, None, None, None, False
 def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_version: Optional[str]) -> dict[str, Any]:
     """Validate enqueue options against the queue; return the status-row fields they set."""
     opts = options or EnqueueOptions()
-    if opts.priority is not None and not spec.priority_enabled:
-        raise DBOSException(
-            f"queue {spec.name!r} was not declared with priority_enabled=True; cannot enqueue with a priority"
-        )
+    # A priority works on any queue (DBOS 2.x deprecated the priority_enabled opt-in):
+    # every claim orders by priority, then enqueue time.
     if opts.queue_partition_key is not None and not spec.partition_queue:
         raise DBOSException(
             f"queue {spec.name!r} is not partitioned (partition_queue=True); cannot enqueue with a partition key"
