@@ -65,27 +65,33 @@ def _listed(page: Any) -> list[str]:
 
 def test_fleet_page_shows_a_killed_worker_turn_dead(cluster: Cluster, page: Any, tmp_path: Path) -> None:
     port = free_port()
+    live = cluster.start_worker(unique("live"), wait=False)
+    doomed = cluster.start_worker(unique("doomed"), version="ho-v2", wait=False)
     cluster.start_coordinator(http_port=port, dead_after=2)  # the console under the coordinator's /
-    live, doomed = cluster.start_workers(unique("live"), unique("doomed"))
+    for w in (live, doomed):
+        cluster.wait_registered(w)
     page.goto(f"http://127.0.0.1:{port}/fleet")
     state = "tr[data-executor='{}'] td.state"
     for w in (live, doomed):
         expect()(page.locator(state.format(w.name))).to_have_text("RUNNING")
-    expect()(page.locator(f"section.version[data-version='{VERSION}'] h2")).to_contain_text(VERSION)
+    for version, w in ((VERSION, live), ("ho-v2", doomed)):  # grouped by version
+        expect()(page.locator(f"section.version[data-version='{version}'] tr[data-executor='{w.name}']")).to_have_count(1)
     expect()(page.locator("#leader code")).to_contain_text(f"-{cluster.coordinators[0].pid}-")
-    screenshot(page.locator("main"), tmp_path, "console-fleet.png")
     doomed.kill()
     expect()(page.locator(state.format(doomed.name))).to_have_text("DEAD")  # no reload: the page refreshes
     expect()(page.locator(state.format(live.name))).to_have_text("RUNNING")
+    screenshot(page.locator("main"), tmp_path, "console-fleet.png")
     row = page.locator(f"tr[data-executor='{doomed.name}']")
     expect()(row).to_contain_text(str(doomed.pid))
 
 
 def test_failed_workflow_detail_and_fork_onto_v2(cluster: Cluster, page: Any, tmp_path: Path) -> None:
     v1, v2 = unique("bug"), unique("fix")
-    cluster.start_worker(unique("w1"), version=v1)
-    cluster.start_worker(unique("w2"), version=v2)
-    url = _console(cluster, tmp_path)
+    workers = [cluster.start_worker(unique("w1"), version=v1, wait=False),
+               cluster.start_worker(unique("w2"), version=v2, wait=False)]
+    url = _console(cluster, tmp_path)  # while the workers start
+    for w in workers:
+        cluster.wait_registered(w)
     wid = cluster.client.enqueue({"queue_name": "ho_a", "workflow_name": "flaky", "workflow_id": unique("flaky"),
                                   "app_version": v1}, "t1").workflow_id
     cluster.wait(lambda: cluster.statuses([wid])[wid].status == "ERROR", "(flaky failed on the bug version)")
@@ -124,8 +130,9 @@ def test_failed_workflow_detail_and_fork_onto_v2(cluster: Cluster, page: Any, tm
 
 
 def test_cancel_from_the_page_stops_a_running_workflow(cluster: Cluster, page: Any, tmp_path: Path) -> None:
-    w = cluster.start_worker(unique("w"), hold=True)
+    w = cluster.start_worker(unique("w"), hold=True, wait=False)
     url = _console(cluster, tmp_path)
+    cluster.wait_registered(w)
     wid = cluster.enqueue("ho_a", unique("run"), hold_at=3)
     cluster.wait(lambda: any(r.step == 3 for r in cluster.step_runs([wid])), "(running, held at step 3)")
     page.goto(f"{url}/workflows/{wid}")
@@ -143,8 +150,9 @@ def test_cancel_from_the_page_stops_a_running_workflow(cluster: Cluster, page: A
 
 
 def test_filters_paging_bulk_and_escaping(cluster: Cluster, page: Any, tmp_path: Path) -> None:
-    cluster.start_worker(unique("w"))
+    w = cluster.start_worker(unique("w"), wait=False)
     url = _console(cluster, tmp_path)
+    cluster.wait_registered(w)
     jobs = [cluster.enqueue("ho_a", f"fa-{i}-{uuid.uuid4().hex[:4]}") for i in range(7)]
     flakies = [cluster.client.enqueue({"queue_name": "ho_b", "workflow_name": "flaky"}, f"f{i}").workflow_id
                for i in range(3)]
