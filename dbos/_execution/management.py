@@ -70,6 +70,12 @@ def workflow_filter(
 ) -> listing.WorkflowFilter:
     if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
+    for wid in workflow_ids or ():
+        checks.identifier("workflow_ids", wid)
+    for field, value in (("name", name), ("app_version", app_version), ("user", user),
+                         ("workflow_id_prefix", workflow_id_prefix), ("queue_name", queue_name)):
+        if value is not None:  # a NUL would reach the driver as a raw error (PostgreSQL)
+            checks.identifier(field, value, allow_empty=True)
     return listing.WorkflowFilter(
         workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
         statuses=_statuses(status, ("DELAYED", "ENQUEUED", "PENDING") if queued_only else STATUSES),
@@ -141,9 +147,13 @@ def resume(rt: Runtime, workflow_id: str) -> str:
 
 
 def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str]) -> str:
-    """A new workflow with the same inputs whose steps before ``start_step`` are copied."""
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 1:
-        raise DBOSException(f"start_step must be an integer >= 1, got {start_step!r}")
+    """A new workflow with the same inputs whose steps before ``start_step`` are copied.
+
+    As in DBOS 2.x, ``start_step`` <= 1 (or <= 0) re-runs every step, and one past the
+    last recorded step copies them all (the fork replays to the same result)."""
+    if isinstance(start_step, bool) or not isinstance(start_step, int):
+        raise DBOSException(f"start_step must be an integer, got {start_step!r}")
+    start_step = max(1, start_step)
     checks.identifier("workflow_id", workflow_id)
     checks.optional_identifier("application_version", application_version)
     ctx = context.current()
@@ -153,12 +163,6 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
         source = workflows.get(conn, workflow_id)
         if source is None:
             raise DBOSNonExistentWorkflowError(workflow_id)
-        last = max((s.function_id for s in operations.list_for(conn, workflow_id)), default=0)
-        if start_step > last + 1:
-            raise DBOSException(
-                f"cannot fork workflow {workflow_id} at step {start_step}: it has {last} recorded step(s), "
-                f"so start_step must be 1..{last + 1}"
-            )
         now = now_ms()
         row = replace(
             source,
