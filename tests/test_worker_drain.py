@@ -273,19 +273,33 @@ def test_signal_while_importing_the_app_claims_nothing(fleet: Fleet, backend: Ba
 
 
 @PG
-@pytest.mark.xfail(strict=True, reason="bug: a signal during the identity wait inside DBOS.launch() is only seen "
-                                       "after the launch, whose first poll claims queued work (report of issue 12 tests)")
 def test_signal_during_the_identity_wait_claims_nothing(fleet: Fleet, backend: Backend) -> None:
     """SIGTERM while the worker waits for a holder elsewhere to go stale: nothing claimed after it."""
     vmid = new_id("far")
     first = fleet.start("worker_app.py", vmid=vmid, name="first")
     first.kill()
-    backend.execute(f"UPDATE {backend.table('executors')} SET hostname = 'w12-elsewhere', pid = 4242, "
-                    "heartbeat_at = :t WHERE executor_id = :e", e=vmid, t=int(time.time() * 1000))
+    table = backend.table("executors")
+    backend.execute(f"UPDATE {table} SET hostname = 'w12-elsewhere', pid = 4242 WHERE executor_id = :e", e=vmid)
+    stop = threading.Event()
+
+    def beat() -> None:  # the holder elsewhere keeps heartbeating: the wait lasts its 6 s
+        while not stop.is_set():
+            backend.execute(f"UPDATE {table} SET heartbeat_at = :t WHERE executor_id = :e",
+                            t=int(time.time() * 1000), e=vmid)
+            stop.wait(0.2)
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
     ids = [fleet.enqueue("w12_plain", "quick", new_id("q")) for _ in range(3)]
-    a = fleet.spawn("worker_app.py", vmid=vmid, name="A")
-    eventually(lambda: "waiting up to" in a.stderr(), timeout=30)
-    a.signal(signal.SIGTERM)
-    assert a.wait_exit(timeout=30) == 0, a.describe()
+    try:
+        a = fleet.spawn("worker_app.py", vmid=vmid, name="A")
+        eventually(lambda: "waiting up to" in a.stderr(), timeout=30)
+        signalled = a.signal(signal.SIGTERM)
+        assert a.wait_exit(timeout=30) == 0, a.describe()
+    finally:
+        stop.set()
+        beater.join(timeout=5)
+    assert a.exited_at is not None and a.exited_at - signalled < 5  # the wait (up to 6 s) ends at the signal
+    assert "SIGTERM during launch" in a.stderr() and "dbos-worker started" not in a.stderr(), a.describe()
     assert fleet.status_of(ids) == {w: ("ENQUEUED", None) for w in ids}
     assert fleet.runs() == []

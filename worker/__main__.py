@@ -165,7 +165,7 @@ def run(args: argparse.Namespace, signals: _Signals) -> int:
     from dbos._api.admin import AdminServer
     from dbos.error import DBOSException, DBOSInitializationError
 
-    dbos_fleet.refuse_shared_executor_id()
+    dbos_fleet.refuse_shared_executor_id(signals.drain)
     module, obj = load_app(args.app)
     if obj is not None and callable(obj) and not isinstance(obj, DBOS) and DBOS._instance is None:
         try:
@@ -203,6 +203,9 @@ def run(args: argparse.Namespace, signals: _Signals) -> int:
         if not inst._launched:
             try:
                 DBOS.launch()
+            except dbos_fleet.LaunchInterrupted:
+                logger.info("%s during launch: exiting before taking the executor ID", signals.name)
+                return 0
             except DBOSInitializationError as e:
                 code = EXIT_USAGE if isinstance(e, dbos_fleet.ExecutorIdInUse) or _is_config(e) else 1
                 raise WorkerError(f"cannot launch {args.app!r}: {e}", code) from e

@@ -19,13 +19,17 @@ from dbos._storage import queues, workflows
 from dbos.error import DBOSInitializationError
 
 ExecutorIdInUse = fleet.ExecutorIdInUse
+LaunchInterrupted = fleet.LaunchInterrupted
 
 
-def refuse_shared_executor_id() -> None:
+def refuse_shared_executor_id(stop: Optional[threading.Event] = None) -> None:
     """From now on a launch whose executor ID a live process holds fails with
     ``ExecutorIdInUse`` (after up to twice the dead-after for a holder on another
-    host), instead of running with that ID's recovery disabled. ``dbos-worker``'s rule."""
+    host), instead of running with that ID's recovery disabled. ``dbos-worker``'s rule.
+    With ``stop``: once it is set, a launch that has not taken its ID yet fails with
+    ``LaunchInterrupted`` (a signal during start-up claims nothing)."""
     fleet.identity_policy = "refuse"
+    fleet.identity_abort = stop
 
 
 def _launched() -> DBOS:

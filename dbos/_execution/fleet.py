@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
@@ -37,6 +38,10 @@ DEAD_AFTER_SEC = 3.0
 # "warn" (plain ``DBOS.launch()``: run without recovering or heartbeating that ID)
 # or "refuse" (``dbos-worker``: wait up to twice the dead-after, then fail).
 identity_policy = "warn"
+# Set by ``dbos-worker`` to its stop event: a signal before the executor ID is taken (or
+# while waiting for a holder elsewhere) fails the launch with ``LaunchInterrupted``
+# instead of letting it go on to claim work after the signal.
+identity_abort: Optional[threading.Event] = None
 
 
 class ExecutorIdInUse(DBOSInitializationError):
@@ -50,6 +55,18 @@ class ExecutorIdInUse(DBOSInitializationError):
         )
         self.executor_id = executor_id
         self.holder = holder
+
+
+class LaunchInterrupted(DBOSInitializationError):
+    """The process was told to stop before its launch took its executor ID."""
+
+
+def _interrupted(executor_id: str, wait_sec: float = 0.0) -> None:
+    """Raise ``LaunchInterrupted`` if ``identity_abort`` is set (waiting up to ``wait_sec`` for it)."""
+    if identity_abort is None:
+        time.sleep(wait_sec)
+    elif identity_abort.wait(wait_sec):
+        raise LaunchInterrupted(f"stopped before taking executor ID {executor_id!r}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,6 +99,7 @@ def check_identity(
     Under the "refuse" policy a holder on another host gets up to twice the
     dead-after to go stale (a pod restarted under its stable name right after a
     crash), then ``ExecutorIdInUse`` is raised."""
+    _interrupted(executor_id)
     row = db.query(lambda c: executors.get(c, executor_id))
     if not live_holder(row, now_ms(), dead_after_sec):
         return None
@@ -95,7 +113,7 @@ def check_identity(
         )
         end = time.monotonic() + 2 * dead_after_sec
         while time.monotonic() < end:
-            time.sleep(0.2)
+            _interrupted(executor_id, 0.2)
             row = db.query(lambda c: executors.get(c, executor_id))
             if not live_holder(row, now_ms(), dead_after_sec):
                 return None
