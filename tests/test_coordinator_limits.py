@@ -40,7 +40,7 @@ def _busy_worker(cluster: Cluster, ids: list[str], done_at_least: int) -> Option
     for r in cluster.step_runs(ids):
         if r.ended is None:
             proc = cluster.workers.get(r.executor_id)
-            if proc is not None and proc.alive() and proc.pid == r.pid and r.step < 5:
+            if proc is not None and proc.alive() and proc.pid == r.pid and r.step <= 3:
                 return proc
     return None
 
@@ -49,8 +49,8 @@ def test_concurrency_2_across_three_workers_one_killed(cluster: Cluster) -> None
     cluster.start_coordinator()
     vmids = [unique(f"l{i}") for i in range(3)]
     cluster.start_workers(*vmids)
-    tags = [unique("c") for _ in range(16)]
-    ids = [cluster.enqueue("ho_limit", t, seconds=0.12) for t in tags]
+    tags = [unique("c") for _ in range(12)]
+    ids = [cluster.enqueue("ho_limit", t, seconds=0.25) for t in tags]
 
     victim = cluster.wait(lambda: _busy_worker(cluster, ids, 3), "(a worker mid-run)", interval=0.02)
     killed_at = victim.kill()
