@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, TypedDict, Union
 
-from dbos._execution import checks, context, cron
+from dbos._execution import checks, context, cron, versions
 from dbos._execution import workflow as wf
 from dbos._execution.context import IdBox
 from dbos._execution.queues import INTERNAL_QUEUE, QueueSpec, enqueue_fields
@@ -243,7 +243,8 @@ def enqueue_tick(rt: Runtime, row: ScheduleRow, tick: datetime.datetime, *, reco
     call = wf.Call(info, None, (tick, second), {})
     queue = row.queue_name or INTERNAL_QUEUE.name
     spec = rt.registry.queues.get(queue) or QueueSpec(queue, None, None, None, None, False, False, 1.0)
-    fields = enqueue_fields(spec, None, rt.app_version or None)
+    version = rt.app_version or _latest_version(rt)  # a client: the latest, as DBOSClient.enqueue
+    fields = enqueue_fields(spec, None, version)
     workflow_id = tick_workflow_id(row.schedule_name, tick)
     with context.updated(run=None, in_step=False, id_box=IdBox(workflow_id)):
         created = wf.create(rt, call, queue_name=queue, enqueue_fields=fields)
@@ -252,6 +253,11 @@ def enqueue_tick(rt: Runtime, row: ScheduleRow, tick: datetime.datetime, *, reco
     if record:
         rt.sys_db.run(lambda c: store.mark_fired(c, row.schedule_name, _ms(tick)), tx=True)
     return workflow_id
+
+
+def _latest_version(rt: Runtime) -> Optional[str]:
+    info = versions.latest(rt.sys_db)
+    return info.version_name if info is not None else None
 
 
 def fires_here(rt: Runtime, row: ScheduleRow) -> bool:
