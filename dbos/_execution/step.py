@@ -8,6 +8,7 @@ application database commits with the user's own writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -244,6 +245,35 @@ async def _run_step_async(
 _SERIALIZATION_FAILURES = ("40001", "40P01")  # serialization failure, deadlock
 
 
+@functools.cache
+def _session_class() -> Any:
+    import sqlalchemy.exc
+    from sqlalchemy.orm import Session
+
+    class TransactionSession(Session):
+        """``DBOS.sql_session`` in a ``@DBOS.transaction``: the transaction is the
+        library's (its checkpoint commits with it), so ending it here is an error, as in
+        DBOS 2.x, rather than a silent split of the user's writes from the checkpoint."""
+
+        def commit(self) -> None:
+            raise sqlalchemy.exc.InvalidRequestError(
+                "DBOS.sql_session.commit() inside a @DBOS.transaction: the transaction commits "
+                "when the function returns (with its checkpoint); do not commit it yourself"
+            )
+
+        def rollback(self) -> None:
+            raise sqlalchemy.exc.InvalidRequestError(
+                "DBOS.sql_session.rollback() inside a @DBOS.transaction: raise an exception to "
+                "roll the transaction back"
+            )
+
+    return TransactionSession
+
+
+def _transaction_session(conn: Any) -> Any:
+    return _session_class()(bind=conn)
+
+
 def run_transaction(
     rt: Runtime, name: str, isolation_level: Optional[str], func: Callable[..., Any], args: Any, kwargs: Any
 ) -> Any:
@@ -269,8 +299,6 @@ def _run_transaction(
     run: Optional[WorkflowRun],
     fid: Optional[int],
 ) -> Any:
-    from sqlalchemy.orm import Session
-
     started = now_ms()
     delay = 0.01
     while True:
@@ -281,7 +309,7 @@ def _run_transaction(
                     if found:  # committed before a crash that lost its checkpoint
                         result = deserialize(out, f"the recorded output of transaction {name}")
                         break
-                session = Session(bind=conn)
+                session = _transaction_session(conn)
                 status = StepStatus(fid, None, None) if fid is not None else None
                 try:
                     with context.using(ctx.in_step_with(status, session)):
