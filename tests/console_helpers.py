@@ -68,7 +68,7 @@ def start_console_process(tmp: Path, db_url: str, *, host: str = "127.0.0.1", to
         except OSError:
             return False
 
-    eventually(up, timeout=30, interval=0.1, what="(dbos console answers)")
+    eventually(up, timeout=60, interval=0.1, what="(dbos console answers)")
     return proc, url
 
 

@@ -242,6 +242,11 @@ class Handlers:
             raise BadRequest(f"start_step must be an integer >= 1, got {step!r}")
         if version is not None and not isinstance(version, str):
             raise BadRequest(f"app_version must be a string, got {version!r}")
+        # Stricter than fork_workflow (which, as DBOS 2.x, clamps any step): the page offers 1..last+1.
+        last = max((s["function_id"] for s in overview.step_timeline(self.source.db, workflow_id)), default=0)
+        if not 1 <= step <= last + 1:
+            raise BadRequest(f"start_step must be 1..{last + 1} (workflow {workflow_id} has {last} recorded "
+                             f"step(s)), got {step}")
         try:
             new_id = management.fork(self.source.client.runtime, workflow_id, step, version)
         except DBOSException as e:
