@@ -22,6 +22,8 @@ from typing import (
     Union,
 )
 
+import sqlalchemy as sa
+
 from dbos._api import classes, decorators, missing
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -44,7 +46,7 @@ from dbos._services.pool import WorkflowPool
 from dbos._services.queue_poller import QueuePoller
 from dbos._services.scheduler import Scheduler
 from dbos._storage import queues, workflows
-from dbos._storage.database import Database
+from dbos._storage.database import Database, ensure_database
 from dbos._storage.migrations import migrate_application, migrate_system
 from dbos._telemetry import otlp
 from dbos._telemetry.logs import LOGGER_NAME, configure
@@ -173,6 +175,12 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         if self._launched:
             return
         s = self.settings
+        for url in {s.system_database_url, s.application_database_url}:
+            try:
+                if ensure_database(url):
+                    self.logger.info("created the database %s", sa.make_url(url).database)
+            except Exception as e:  # no right to create it, ...: the connection below reports the cause
+                self.logger.warning("could not create the database %s: %s", sa.make_url(url).database, e)
         # On PostgreSQL one connection of the budget is the heartbeat's own (``_start``).
         budget = s.sys_db_pool_size - (0 if s.system_database_url.startswith("sqlite") else 1)
         sys_db = Database(s.system_database_url, s.schema, max(1, budget), s.db_engine_kwargs, s.use_prepared_statements)

@@ -526,3 +526,32 @@ def _sqlite_engine(url: str, *, immediate: bool, **kwargs: Any) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database ``url`` names if the server lacks it (as DBOS's
+    launch does); return whether it was created. Connects to the server's
+    ``postgres`` maintenance database with the same credentials. SQLite files are
+    created by their first connection; other errors are left to the caller's
+    connection attempt to report."""
+    import psycopg
+    from psycopg import sql
+
+    parsed = sa.make_url(url)
+    if not parsed.drivername.startswith("postgresql") or not parsed.database:
+        return False
+    plain = parsed.set(drivername="postgresql")
+    conninfo = plain.render_as_string(hide_password=False)
+    try:
+        psycopg.connect(conninfo, connect_timeout=5).close()
+        return False
+    except psycopg.OperationalError as e:
+        if "does not exist" not in str(e) or f'"{parsed.database}"' not in str(e):
+            return False
+    maintenance = plain.set(database="postgres").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(parsed.database)))
+    except psycopg.errors.DuplicateDatabase:
+        return False  # another process created it meanwhile
+    return True
