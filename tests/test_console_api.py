@@ -333,3 +333,50 @@ def test_dbos_console_bad_database_is_one_line(tmp_path: Any) -> None:
     r = subprocess.run([str(BIN / "dbos"), "console", "--db-url", "postgresql://nobody@127.0.0.1:1/none",
                         "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot open the database" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_mounted_under_another_app_its_routes_first(dbos: Harness) -> None:
+    """As the coordinator mounts it: the host app's routes win; off loopback without a
+    token the console is not mounted at all (the host app goes on serving its own)."""
+    import logging
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from dbos._api.console import mount_console
+    from dbos._api.http_thread import HTTPServerThread
+
+    def host_app() -> Starlette:
+        return Starlette(routes=[Route("/api/executors", lambda r: JSONResponse(["mine"])),
+                                 Route("/healthz", lambda r: JSONResponse({"ok": True}))])
+
+    def served(app: Starlette) -> Iterator[httpx.Client]:
+        server = HTTPServerThread(app, "127.0.0.1", 0, "host app (test)", logging.getLogger("test"))
+        server.start()
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=10) as c:
+                yield c
+        finally:
+            server.stop()
+
+    log = logging.getLogger("test")
+    source = Source(dbos.backend.url)
+    try:
+        app = host_app()
+        assert mount_console(app, source, "127.0.0.1", None, log)
+        for c in served(app):
+            assert c.get("/api/executors").json() == ["mine"]
+            assert c.get("/healthz").json() == {"ok": True}
+            assert c.get("/fleet").status_code == 200 and c.get("/api/leader").json() == {"leader": None}
+        public = host_app()
+        assert not mount_console(public, source, "0.0.0.0", None, log)
+        for c in served(public):
+            assert c.get("/healthz").status_code == 200 and c.get("/fleet").status_code == 404
+        guarded = host_app()
+        assert mount_console(guarded, source, "0.0.0.0", "tok", log)
+        for c in served(guarded):
+            assert c.get("/healthz").status_code == 200 and c.get("/fleet").status_code == 401
+            assert c.get("/api/leader", headers={"Authorization": "Bearer tok"}).status_code == 200
+    finally:
+        source.close()
