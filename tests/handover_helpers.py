@@ -250,7 +250,7 @@ class Cluster:
             self.wait_registered(p)
         return procs
 
-    def wait_registered(self, proc: Proc, timeout: float = 30) -> None:
+    def wait_registered(self, proc: Proc, timeout: float = 60) -> None:
         def registered() -> bool:
             if not proc.alive():
                 pytest.fail(f"worker {proc.name} exited with {proc.popen.returncode}:\n{proc.log()}", pytrace=False)
@@ -286,7 +286,7 @@ class Cluster:
                 pytest.fail(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.log()}", pytrace=False)
             return "dbos-coordinator" in proc.log() and " started:" in proc.log()
 
-        eventually(started, timeout=30, interval=0.05, what=f"({proc.name} started)")
+        eventually(started, timeout=60, interval=0.05, what=f"({proc.name} started)")
         return proc
 
     def check_alive(self, *procs: Proc) -> None:

@@ -52,7 +52,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         rs.close()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_chaos_random_sigkill_every_2s_and_redis_killed(
     backend: Backend, tmp_path: Path, redis_server: RedisServer
 ) -> None:

@@ -18,7 +18,7 @@ from conftest import Backend
 from fleet_helpers import max_overlap
 from handover_helpers import Cluster, Proc, executions, expected, unique
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
 
 
 @pytest.fixture

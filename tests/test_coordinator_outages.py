@@ -19,7 +19,7 @@ from conftest import Backend
 from handover_helpers import BIN, ROOT, Cluster, RedisServer, expected, free_port, http_get, unique
 from pg_server import PgServer
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
 
 
 def _coordinator(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, float]:
@@ -45,7 +45,7 @@ def test_unreachable_database_or_redis_at_start_exit_2(backend: Backend) -> None
         assert code == 2, (args, code, stderr)
         assert message in stderr, (args, stderr)
         assert "Traceback" not in stderr, stderr
-        assert took < 20, f"{args}: {took:.1f} s to fail"
+        assert took < 45, f"{args}: {took:.1f} s to fail"  # one interpreter start and a refused connection
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from conftest import Backend
 from handover_helpers import Cluster, expected, free_port, http_get, parse_metrics, unique
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from conftest import Backend
 from handover_helpers import Cluster, expected, unique
 
-pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
 
 
 @pytest.fixture

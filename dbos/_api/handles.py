@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Optional, TypeVar
 
-from dbos._execution import context
+from dbos._execution import checks, context
 from dbos._execution.results import wait_result
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import WorkflowStatus
@@ -16,6 +16,7 @@ R = TypeVar("R")
 
 
 def get_status(rt: Runtime, workflow_id: str) -> Optional[WorkflowStatus]:
+    checks.identifier("workflow_id", workflow_id)
     row = rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
     return WorkflowStatus.from_row(row) if row is not None else None
 
