@@ -119,7 +119,8 @@ async function fleetPage(main) {
       table(["Executor", "State", "Host", "PID", "Uptime", "Heartbeat age", "Running"], byVersion[v].map((r) =>
         el("tr", { "data-executor": r.executor_id },
           td(r.executor_id), el("td", { class: "state" }, badge(r.state)), td(r.hostname), td(r.pid),
-          td(age((now - r.started_at) / 1000)), td(age(r.heartbeat_age_s)), td(r.running))))));
+          td(r.state === "RUNNING" || r.state === "DRAINING" ? age((now - r.started_at) / 1000) : "—"),
+          td(age(r.heartbeat_age_s)), td(r.running))))));
     document.getElementById("executors").replaceChildren(...(sections.length ? sections : [el("p", { class: "muted" }, "No executors.")]));
   });
 }
