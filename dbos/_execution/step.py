@@ -25,9 +25,11 @@ from dbos._execution.serialization import (
 )
 from dbos._execution.status import StepStatus
 from dbos._storage import operations, transactions
+from dbos._storage.database import is_outage
 from dbos._storage.operations import StepRow
 from dbos._telemetry import tracing
 from dbos.error import (
+    DBOSDatabaseUnavailableError,
     DBOSMaxStepRetriesExceeded,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
@@ -325,6 +327,11 @@ def _run_transaction(
         except DBOSWorkflowCancelledError:
             raise
         except Exception as e:
+            if is_outage(e):
+                # The application database is away: no outcome of the transaction. The
+                # workflow resumes once it is back, and its replay finds the transaction's
+                # output if it did commit (docs/decisions.md, outages).
+                raise DBOSDatabaseUnavailableError(f"transaction {name}: the database is unreachable: {e}") from e
             if getattr(getattr(e, "orig", None), "sqlstate", None) in _SERIALIZATION_FAILURES:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)

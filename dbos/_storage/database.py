@@ -392,6 +392,25 @@ def _retryable(e: exc.DBAPIError) -> bool:
     return getattr(orig, "sqlstate", None) is None
 
 
+# SQLSTATEs of a server that is going away or full, not of the statement: admin or
+# crash shutdown, cannot connect now, too many connections; class 08 is the connection's.
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def is_outage(e: BaseException) -> bool:
+    """Whether ``e`` is the database being unreachable (a lost, refused or shut-down
+    connection; a full server), as opposed to an answer about the statement: such an
+    error is no outcome of the work that met it."""
+    if not isinstance(e, exc.DBAPIError):
+        return False
+    if _retryable(e):
+        return True
+    sqlstate = getattr(e.orig, "sqlstate", None)
+    if sqlstate is None and isinstance(e, exc.OperationalError) and not type(e.orig).__module__.startswith("sqlite3"):
+        return "too many clients" in str(e.orig) or "not currently accepting connections" in str(e.orig)
+    return sqlstate is not None and (sqlstate in _OUTAGE_SQLSTATES or str(sqlstate).startswith("08"))
+
+
 # What the server answers a connection attempt with that no retry will change (libpq
 # reports them as a connection failure without a SQLSTATE, like a refused connection).
 _PERMANENT = (
