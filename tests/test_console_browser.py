@@ -10,7 +10,6 @@ Without Playwright or /usr/bin/chromium these tests FAIL saying what to install
 from __future__ import annotations
 
 import re
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 from conftest import Backend
 from console_helpers import browser_session, expect, screenshot, start_console_process
-from handover_helpers import BIN, VERSION, Cluster, expected, free_port, unique
+from handover_helpers import VERSION, Cluster, expected, free_port, unique
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 WAIT_MS = 15_000
@@ -221,11 +220,7 @@ def test_filters_paging_bulk_and_escaping(cluster: Cluster, page: Any, tmp_path:
 
 
 def test_without_the_token_a_public_bind_refuses_everything(backend: Backend, page: Any, tmp_path: Path) -> None:
-    refused = subprocess.run([str(BIN / "dbos"), "console", "--db-url", backend.url, "--host", "0.0.0.0",
-                              "--port", str(free_port())], capture_output=True, text=True, timeout=30,
-                             env={"PATH": str(BIN)})
-    assert refused.returncode == 2 and "DBOS_CONSOLE_TOKEN" in refused.stderr, refused.stderr
-
+    # (Without DBOS_CONSOLE_TOKEN at all, `dbos console --host 0.0.0.0` does not start: test_console_api.py.)
     token = "tok-" + uuid.uuid4().hex
     proc, url = start_console_process(tmp_path, backend.url, host="0.0.0.0", token=token)
     try:
