@@ -138,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     http = None
     if args.http_port is not None:
         try:
-            http = CoordinatorHTTP(coord, args.http_host, args.http_port, logger)
+            http = CoordinatorHTTP(coord, args.http_host, args.http_port, logger, redis_url=redis_url)
             http.start()
         except DBOSException as e:
             db.dispose()

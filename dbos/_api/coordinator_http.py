@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Iterator
+from typing import Iterator, Optional
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -129,10 +129,11 @@ def build_app(coord: Coordinator) -> Starlette:
 
 
 class CoordinatorHTTP(HTTPServerThread):
-    def __init__(self, coord: Coordinator, host: str, port: int, logger: logging.Logger) -> None:
+    def __init__(self, coord: Coordinator, host: str, port: int, logger: logging.Logger,
+                 redis_url: Optional[str] = None) -> None:
         app = build_app(coord)
         # The fleet console under / (its token rule: dbos._api.console_auth); the routes above come first.
-        self.console = console.Source(coord.db.url, coord.db.schema or "dbos", None, coord.dead_after_sec)
+        self.console = console.Source(coord.db.url, coord.db.schema or "dbos", redis_url, coord.dead_after_sec)
         console.mount_console(app, self.console, host, os.environ.get(console.TOKEN_ENV) or None, logger)
         super().__init__(app, host, port, "coordinator HTTP", logger)
 
