@@ -65,7 +65,7 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
     code = a.wait_exit(timeout=20)
     assert a.exited_at is not None
     assert code == 0, a.describe()
-    assert a.exited_at - signalled <= 5 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM"
+    assert a.exited_at - signalled <= 5 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM: {a.describe()}"
     # It waited the drain timeout for the long ones before handing them back.
     assert a.exited_at - signalled >= 5
     handed_at = time.monotonic()
@@ -145,7 +145,7 @@ def test_second_signal_skips_the_wait(fleet: Fleet) -> None:
     a.check_alive()
     second = a.signal(signal.SIGTERM)
     assert a.wait_exit(timeout=15) == 0, a.describe()
-    assert a.exited_at is not None and a.exited_at - second < 10
+    assert a.exited_at is not None and a.exited_at - second < 10, a.describe()
     assert "handed 2 workflow(s) back" in a.stderr()
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["queue_name"]) for r in rows.values()} == {
@@ -171,7 +171,7 @@ def test_drain_hands_back_on_sqlite(fleet: Fleet, backend: Backend) -> None:
     assert fleet.status_of(waiting) == {w: ("ENQUEUED", None) for w in waiting}
     signalled = a.signal(signal.SIGTERM)
     assert a.wait_exit(timeout=20) == 0, a.describe()
-    assert a.exited_at is not None and a.exited_at - signalled <= 1 + 5
+    assert a.exited_at is not None and a.exited_at - signalled <= 1 + 5, a.describe()
     assert "handed 3 workflow(s) back" in a.stderr()
     assert fleet.status_of([*gated, *waiting]) == {w: ("ENQUEUED", None) for w in [*gated, *waiting]}
     b = fleet.start("worker_app.py", name="B")
@@ -246,7 +246,7 @@ def test_drain_with_a_long_step_in_flight_exits_in_time(fleet: Fleet) -> None:
     signalled = a.signal(signal.SIGTERM)
     code = a.wait_exit(timeout=30)
     assert a.exited_at is not None
-    assert a.exited_at - signalled <= 1 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM"
+    assert a.exited_at - signalled <= 1 + 5, f"exited {a.exited_at - signalled:.1f} s after SIGTERM: {a.describe()}"
     assert code == 0, a.describe()
     assert fleet.status_of([wid]) == {wid: ("ENQUEUED", None)}
     b = fleet.start("worker_app.py", name="B")

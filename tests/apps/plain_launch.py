@@ -12,14 +12,14 @@ import os
 import time
 from typing import Any
 
-from worker_flows import DIR, POLL, released
+from worker_flows import DIR, POLL, POOL, released
 
 from dbos import DBOS
 
 
 def main() -> None:
     config: dict[str, Any] = {"name": "w12-plain", "system_database_url": os.environ["W12_DB"],
-                              "polling_interval_sec": POLL, "log_level": "INFO"}
+                              "polling_interval_sec": POLL, "log_level": "INFO", "sys_db_pool_size": POOL}
     if os.environ.get("W12_REDIS"):
         config["redis_url"] = os.environ["W12_REDIS"]
     if os.environ.get("W12_ADMIN_PORT"):

@@ -11,7 +11,7 @@ import os
 import time
 from typing import Any
 
-from worker_flows import DIR, POLL  # (registers the queues and workflows)
+from worker_flows import DIR, POLL, POOL  # (registers the queues and workflows)
 
 from dbos import DBOS
 
@@ -20,6 +20,7 @@ config: dict[str, Any] = {
     "system_database_url": os.environ["W12_DB"],
     "polling_interval_sec": POLL,
     "log_level": "INFO",
+    "sys_db_pool_size": POOL,  # a few connections each: the test server is shared
 }
 if os.environ.get("W12_REDIS"):
     config["redis_url"] = os.environ["W12_REDIS"]

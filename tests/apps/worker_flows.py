@@ -35,6 +35,7 @@ DIR = Path(os.environ.get("W12_DIR", "."))
 POLL = float(os.environ.get("W12_POLL", "0.2"))
 SLOW_POLL = float(os.environ.get("W12_SLOW_POLL", "30"))
 TICK = 0.1  # seconds a tick step lasts
+POOL = 6  # sys_db_pool_size of the apps that build their own DBOS (the test server is shared)
 
 PLAIN_Q = Queue("w12_plain", polling_interval_sec=POLL)
 PAIR_Q = Queue("w12_pair", concurrency=2, polling_interval_sec=POLL)  # global limit: slot hand-over on finish

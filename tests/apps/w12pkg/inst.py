@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from worker_flows import POLL
+from worker_flows import POLL, POOL
 
 from dbos import DBOS
 
 dbos = DBOS(config={"name": "w12-inst", "system_database_url": os.environ["W12_DB"],
-                    "polling_interval_sec": POLL, "log_level": "INFO"})
+                    "polling_interval_sec": POLL, "log_level": "INFO", "sys_db_pool_size": POOL})
