@@ -75,6 +75,8 @@ TARGETS = {
     "d_kill_p50_s": 4.0,
     "d_kill_p99_s": 6.0,
     "e_takeover_s": 5.0,
+    "h_decided_s": 1.0,
+    "h_after_startup_s": 1.0,
 }
 
 T = TypeVar("T")
@@ -949,6 +951,55 @@ def section_g(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------
 
 
+def section_h(args: argparse.Namespace, logdir: Path) -> dict[str, Any]:
+    """(h) work pinned to a version no executor runs -> the coordinator's local launcher
+    starts one -> its first step. Each round a fresh version, so a fresh launch."""
+    rounds = args.rounds or 6
+    cl = Cluster(args.pg_url, args.redis_url, "h", logdir)
+    decided: list[float] = []
+    startup: list[float] = []
+    after_startup: list[float] = []
+    total: list[float] = []
+    try:
+        cmd = f"{BIN / 'dbos-worker'} {APP} --exit-when-idle 1 --drain-timeout 1"
+        env = cl._env()
+        env["FLEET_BENCH_SIDE"] = cl.url  # the launched workers inherit it: their steps are recorded
+        cl._spawn("coordinator", [str(BIN / "dbos-coordinator"), "--db-url", cl.url, "--redis-url", cl.redis_url,
+                                  "--launcher", "local", "--worker-cmd", cmd, "--launch-log-dir", str(logdir)], env)
+        wait_for(lambda: "started:" in cl.log_of("coordinator") or None, 30, "the coordinator")
+        for r in range(rounds):
+            version = f"bench-launch-{r}-{secrets.token_hex(2)}"
+            wid = f"h-{r}-{secrets.token_hex(3)}"
+            time.sleep((r % 4) * 0.25)  # spread the enqueues over the coordinator's 1 s tick
+            appeared = time.time()
+            cl.client.enqueue({"queue_name": QUEUE, "workflow_name": "ticks", "workflow_id": wid,
+                               "app_version": version}, 1)
+
+            def first_step(wid: str = wid) -> Optional[float]:
+                cl.check_alive("coordinator")
+                rows = cl.rows("SELECT min(at) FROM bench_fleet_steps WHERE workflow_id = %s", (wid,))
+                return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+            step_at = wait_for(first_step, 60, f"the first step of {wid} on a launched worker", interval=0.02)
+            launch = cl.rows("SELECT started_at, executor_id FROM dbos.launches WHERE app_version = %s", (version,))
+            registered = cl.rows("SELECT started_at FROM dbos.executors WHERE executor_id = %s", (launch[0][1],))
+            launched_at, registered_at = launch[0][0] / 1000, registered[0][0] / 1000
+            decided.append(launched_at - appeared)
+            startup.append(registered_at - launched_at)
+            after_startup.append(step_at - registered_at)
+            total.append(step_at - appeared)
+            log(f"  round {r}: decided {decided[-1]:.2f} s, worker start-up {startup[-1]:.2f} s, "
+                f"first step {after_startup[-1]:.2f} s after it registered ({total[-1]:.2f} s in all)")
+    finally:
+        cl.close()
+
+    def stats(xs: list[float]) -> dict[str, float]:
+        return {"p50": pct(xs, 50), "max": max(xs)}
+
+    return {"rounds": rounds, "decided_s": stats(decided), "startup_s": stats(startup),
+            "after_startup_s": stats(after_startup), "total_s": stats(total)}
+
+
 def report(name: str, s: dict[str, Any]) -> None:
     def ms(x: float) -> str:
         return f"{x * 1000:.0f} ms"
@@ -1034,6 +1085,17 @@ def report(name: str, s: dict[str, Any]) -> None:
         if r:
             print(f"  coordinator's own figure, last heartbeat -> released, over {r['n']} hand-overs: "
                   f"p50 {r['p50']:.1f} s, p99 {r['p99']:.1f} s")
+    elif name.startswith("(h)"):
+        d, st, a, t = s["decided_s"], s["startup_s"], s["after_startup_s"], s["total_s"]
+        print(f"  rounds: {s['rounds']} (a fresh version each)")
+        print(f"  work appears -> launch decided: p50 {d['p50']:.2f} s, max {d['max']:.2f} s   target <= 1 s: "
+              f"{verdict(d['p50'], TARGETS['h_decided_s'])} (p50)")
+        print(f"  launched worker's start-up (launch -> registered), the floor: p50 {st['p50']:.2f} s, "
+              f"max {st['max']:.2f} s")
+        print(f"  registered -> first step: p50 {a['p50']:.2f} s, max {a['max']:.2f} s   target <= 1 s after "
+              f"start-up: {verdict(a['p50'], TARGETS['h_after_startup_s'])} (p50)")
+        print(f"  in all, work appears -> first step: p50 {t['p50']:.2f} s, max {t['max']:.2f} s "
+              f"= start-up floor + {t['p50'] - st['p50']:.2f} s")
     elif name.startswith("(f)"):
         fl = s["floor"]["server_cpu_pct"]
         for key, title in (("leader", "one idle coordinator (leader)"), ("leader_and_standby", "leader + standby")):
@@ -1057,6 +1119,7 @@ SECTIONS: dict[str, tuple[str, Callable[[argparse.Namespace, Path], dict[str, An
     "e": ("(e) leader coordinator SIGKILL -> standby leading", section_e),
     "f": ("(f) an idle coordinator's cost", section_f),
     "g": ("(g) a small chaos run", section_g),
+    "h": ("(h) waiting work of a version with no executor -> launched worker's first step", section_h),
 }
 
 
@@ -1065,7 +1128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--pg-url", default=os.environ.get("DBOS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                    help="a server on which this script may create and drop databases")
     p.add_argument("--redis-url", default=os.environ.get("DBOS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    p.add_argument("--only", default="a,b,c,d,e,f,g", help="comma-separated sections (default: all)")
+    p.add_argument("--only", default="a,b,c,d,e,f,g,h", help="comma-separated sections (default: all)")
     p.add_argument("--rounds", type=int, default=None, help="drains, kills or leader kills per section "
                    "(default a 12, d 20, e 8)")
     p.add_argument("--window", type=float, default=30.0, help="seconds of each idle measurement (b, f)")
