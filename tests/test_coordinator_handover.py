@@ -9,12 +9,14 @@ row in ``ho_tx``, so a re-run shows as a second row.
 from __future__ import annotations
 
 import collections
+import json
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from conftest import Backend
-from handover_helpers import QUEUES, Cluster, expected, unique
+from handover_helpers import BIN, QUEUES, Cluster, expected, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
 
@@ -98,6 +100,15 @@ def test_replaced_pod_new_vmid_takes_the_old_work(cluster: Cluster) -> None:
     assert [cluster.result(w) for w in ids] == [expected(t) for t in tags]
     old_row = cluster.executor(old)
     assert old_row is not None and old_row["state"] == "DEAD"
+    # Visibly so in `dbos fleet executors`: with a dead-after of 10 minutes the CLI derives
+    # nothing itself, so the DEAD it shows is the coordinator's mark.
+    shown = subprocess.run(
+        [str(BIN / "dbos"), "fleet", "executors", "--db-url", cluster.backend.url, "--json", "--dead-after", "600"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    states = {e["executor_id"]: e["state"] for e in json.loads(shown.stdout)}
+    assert states[old] == "DEAD" and states[new] == "RUNNING", states
     runs = cluster.step_runs(ids)
     counts = collections.Counter((r.workflow_id, r.step) for r in runs)
     for w in ids:
