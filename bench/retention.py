@@ -193,12 +193,17 @@ class LockSampler(threading.Thread):
     def summary(self) -> dict[str, Any]:
         waits = list(self.waits.values())
         by_gc = [w for w in waits if "dbos-gc" in w["blocked_by"]]
+        executors = [w for w in waits if w["app"] == "dbos"]  # the executors' claims and checkpoints
         return {
             "samples": self.samples,
             "lock_waits_seen": len(waits),
             "max_lock_wait_ms": round(max((w["ms"] for w in waits), default=0.0), 2),
             "lock_waits_blocked_by_gc": len(by_gc),
             "max_wait_on_gc_ms": round(max((w["ms"] for w in by_gc), default=0.0), 2),
+            "executor_lock_waits": len(executors),
+            "executor_max_wait_ms": round(max((w["ms"] for w in executors), default=0.0), 2),
+            "executor_waits_by_event": {e: sum(1 for w in executors if w["event"] == e)
+                                        for e in sorted({w["event"] for w in executors})},
             "worst": sorted(waits, key=lambda w: -w["ms"])[:3],
         }
 
