@@ -88,8 +88,9 @@ def require_browser() -> Any:
 def browser_session() -> Iterator[Any]:
     """One headless Chromium for a test module (a generator for a module fixture)."""
     sync_playwright = require_browser()
+    exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
         try:
             yield browser
         finally:
