@@ -227,7 +227,7 @@ class Cluster:
 
     def start_worker(
         self, vmid: str, *, version: str = VERSION, queues: Optional[Sequence[str]] = None, hold: bool = False,
-        poll: float = 0.5, wait: bool = True,
+        poll: float = 0.5, wait: bool = True, pool: Optional[int] = None,
     ) -> Proc:
         assert vmid not in self.workers or not self.workers[vmid].alive(), f"executor {vmid} already runs"
         if hold:
@@ -236,6 +236,8 @@ class Cluster:
         if queues is not None:
             argv += ["--queues", ",".join(queues)]
         env = self._env(DBOS__VMID=vmid, DBOS__APPVERSION=version, HO_POLL=str(poll), DBOS_LOG_LEVEL="INFO")
+        if pool is not None:
+            env["HO_POOL"] = str(pool)
         proc = Proc(vmid, argv, env, self.dir / f"worker-{vmid}-{len(self.all)}.log")
         self.workers[vmid] = proc
         self.all.append(proc)

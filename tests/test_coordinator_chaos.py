@@ -40,6 +40,7 @@ CHAOS_WINDOW_SEC = 30.0  # kills stop after this (then the fleet finishes what i
 # queue -> how many workflows; the limits are handover_app's
 PLAN = {"ho_global": 90, "ho_worker": 80, "ho_part": 60, "ho_a": 70}
 PART_KEYS = ["k0", "k1", "k2", "k3"]
+POOL = 8  # connections per worker: four busy workers (and the kills' replacements) fit beside other tests
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_chaos_random_sigkill_every_2s_and_redis_killed(
 def _chaos(cluster: Cluster, redis_server: RedisServer, rng: random.Random, seed: int) -> None:
     port = free_port()
     cluster.start_coordinator(http_port=port)
-    live: list[Proc] = cluster.start_workers(*(unique("chaos") for _ in range(WORKERS)))
+    live: list[Proc] = cluster.start_workers(*(unique("chaos") for _ in range(WORKERS)), pool=POOL)
 
     queue_of: dict[str, str] = {}
     tags: dict[str, str] = {}
@@ -107,7 +108,7 @@ def _chaos(cluster: Cluster, redis_server: RedisServer, rng: random.Random, seed
                 victim = rng.choice(registered)
                 killed[victim.pid] = victim.kill()
                 live = [p for p in live if p is not victim]
-                live.append(cluster.start_worker(unique("chaos"), wait=False))  # a new pod name
+                live.append(cluster.start_worker(unique("chaos"), wait=False, pool=POOL))  # a new pod name
                 next_kill += KILL_EVERY_SEC
         return False
 

@@ -4,7 +4,9 @@ Run as ``dbos-worker tests/apps/handover_app.py`` with DBOS__VMID, DBOS__APPVERS
 DBOS_SYSTEM_DATABASE_URL (and DBOS_REDIS_URL) set, plus ``HO_DIR``: a directory
 where a file ``hold-<vmid>`` makes this executor's holding step wait (the test
 removes it, or kills the process, while it waits). The worker builds DBOS from
-that environment; this file only declares queues and workflows.
+that environment; this file only declares queues and workflows. With ``HO_POOL``
+set it builds its own ``DBOS(config=...)`` from the same variables with that
+``sys_db_pool_size`` (the chaos run: many processes on one 100-connection server).
 
 What every execution does is counted in side tables the test creates (not DBOS's
 tables, so a second execution is a second row, never a no-op):
@@ -37,6 +39,17 @@ VMID = os.environ.get("DBOS__VMID", "")
 POLL = float(os.environ.get("HO_POLL", "0.5"))
 OPERATIONS = 5
 HOLD_LIMIT_SEC = 90.0
+
+if os.environ.get("HO_POOL"):
+    _config: dict[str, Any] = {
+        "name": "handover_app",
+        "system_database_url": os.environ["DBOS_SYSTEM_DATABASE_URL"],
+        "sys_db_pool_size": int(os.environ["HO_POOL"]),
+        "log_level": "INFO",
+    }
+    if os.environ.get("DBOS_REDIS_URL"):
+        _config["redis_url"] = os.environ["DBOS_REDIS_URL"]
+    DBOS(config=_config)  # type: ignore[arg-type]
 
 # Three plain queues (the 60-in-flight test spreads its work over them: 20 each may
 # run on one executor, above the default of 16), then the limits.
