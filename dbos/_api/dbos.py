@@ -264,7 +264,9 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         hub.add_listener("cancel:", lambda _key: canceller.wake())
         # Writes workflows owe the database after an outage (their outcome, or a resume).
         retrier = OutcomeRetrier(rt, s.polling_interval_sec, self.logger)
-        self._services += [poller, canceller, retrier, Scheduler(rt, self.logger)]
+        scheduler = Scheduler(rt, self.logger)
+        hub.add_listener(schedules.CHANGED, lambda _key: scheduler.wake())
+        self._services += [poller, canceller, retrier, scheduler]
         if holder is None:
             self._heartbeat.start()
             rt.confirm_alive = hb.confirm_alive

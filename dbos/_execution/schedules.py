@@ -37,6 +37,7 @@ from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException
 
 ACTIVE, PAUSED = "ACTIVE", "PAUSED"
+CHANGED = "schedules:changed"  # local wakeup: this process's scheduler re-reads at once
 DECORATOR, DYNAMIC = "decorator", "dynamic"
 UTC = datetime.timezone.utc
 
@@ -140,6 +141,7 @@ def new_row(name: str, workflow_name: str, crontab: str, ctx: Any, kind: str,
 def create(rt: Runtime, row: ScheduleRow) -> None:
     if not rt.sys_db.run(lambda c: store.insert(c, rt.sys_db.dialect, row), tx=True):
         raise DBOSException(f"a schedule named {row.schedule_name!r} already exists")
+    rt.wakeups.notify(CHANGED, remote=False)
 
 
 def apply(rt: Runtime, rows: Sequence[ScheduleRow]) -> None:
@@ -153,6 +155,7 @@ def apply(rt: Runtime, rows: Sequence[ScheduleRow]) -> None:
             store.upsert(conn, rt.sys_db.dialect, row, keep_status=True)
 
     rt.sys_db.run(in_tx, tx=True)
+    rt.wakeups.notify(CHANGED, remote=False)
 
 
 def register_decorated(rt: Runtime) -> list[str]:
@@ -202,10 +205,12 @@ def set_status(rt: Runtime, name: str, status: str) -> None:
 
     if not rt.sys_db.run(in_tx, tx=True):
         raise DBOSException(f"no schedule named {name!r}")
+    rt.wakeups.notify(CHANGED, remote=False)
 
 
 def delete(rt: Runtime, name: str) -> None:
     rt.sys_db.run(lambda c: store.delete(c, [name]), tx=True)
+    rt.wakeups.notify(CHANGED, remote=False)
 
 
 def _require(rt: Runtime, name: str) -> ScheduleRow:

@@ -2,7 +2,9 @@
 
 Each tick it reads the schedules (one small query), fires what is due and
 sleeps until the next tick of any schedule (at most ``refresh_sec``, so new,
-paused and deleted schedules are seen within that). Every executor runs one;
+paused and deleted schedules are seen within that); with nothing to fire here it
+reads every ``idle_sec`` (a schedule created elsewhere starts within that; one
+created, changed or paused in this process wakes it at once). Every executor runs one;
 the deterministic workflow ID of a tick (``_execution/schedules.py``) makes the
 fleet run each tick once.
 """
@@ -26,8 +28,9 @@ _MAX_CATCH_UP = 60  # ticks due at once within a run (a long pause): more, and o
 class Scheduler(Service):
     name = "scheduler"
 
-    def __init__(self, rt: Runtime, logger: logging.Logger, refresh_sec: float = 1.0) -> None:
+    def __init__(self, rt: Runtime, logger: logging.Logger, refresh_sec: float = 1.0, idle_sec: float = 5.0) -> None:
         super().__init__(refresh_sec, logger, jitter=0.0)
+        self.idle_sec = idle_sec
         self.rt = rt
         self._next: dict[str, tuple[str, datetime.datetime]] = {}  # name -> (crontab, next tick)
         self._parsed: dict[str, cron.Crontab] = {}
@@ -79,6 +82,6 @@ class Scheduler(Service):
 
     def next_delay(self) -> float:
         if self._soonest is None:
-            return self.interval_sec
+            return self.idle_sec
         until = (self._soonest - datetime.datetime.now(UTC)).total_seconds()
         return max(0.0, min(self.interval_sec, until + 0.005))
