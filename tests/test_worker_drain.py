@@ -110,7 +110,8 @@ def test_drain_hands_back_what_runs_and_claims_nothing(fleet: Fleet, backend: Ba
 @PG
 def test_drain_exits_as_soon_as_the_last_workflow_ends(fleet: Fleet) -> None:
     port = free_port()
-    a = fleet.start("worker_app.py", "--drain-timeout", "30", "--admin-port", str(port), name="A")
+    a = fleet.start("worker_app.py", "--drain-timeout", "30", "--admin-port", str(port), name="A",
+                    env={"W12_ATEXIT": "1"})
     base = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{base}/readyz").status_code == 200
     tag = new_id("t")
@@ -131,12 +132,13 @@ def test_drain_exits_as_soon_as_the_last_workflow_ends(fleet: Fleet) -> None:
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["attempts"]) for r in rows.values()} == {("SUCCESS", a.vmid, 1)}
     assert "drained: nothing to hand back" in a.stderr()
+    assert (fleet.dir / f"atexit-{a.pid}").exists(), "a normal exit skipped the app's atexit handlers"
     check_exactly_once(fleet, ids, gated_ids=ids)
 
 
 @PG
 def test_second_signal_skips_the_wait(fleet: Fleet) -> None:
-    a = fleet.start("worker_app.py", "--drain-timeout", "120", name="A")
+    a = fleet.start("worker_app.py", "--drain-timeout", "120", name="A", env={"W12_ATEXIT": "1"})
     tag = new_id("t")
     ids = [fleet.enqueue("w12_plain", "gated", tag) for _ in range(2)]
     eventually(lambda: ticking(fleet, ids), timeout=20)
@@ -147,6 +149,8 @@ def test_second_signal_skips_the_wait(fleet: Fleet) -> None:
     assert a.wait_exit(timeout=15) == 0, a.describe()
     assert a.exited_at is not None and a.exited_at - second < 10, a.describe()
     assert "handed 2 workflow(s) back" in a.stderr()
+    # Their threads stopped at their next step (0.1 s): a normal exit, the app's atexit handlers ran.
+    assert (fleet.dir / f"atexit-{a.pid}").exists(), f"the exit skipped the app's atexit handlers: {a.describe()}"
     rows = fleet.rows(ids)
     assert {(r["status"], r["executor_id"], r["queue_name"]) for r in rows.values()} == {
         ("ENQUEUED", None, "w12_plain")

@@ -281,8 +281,18 @@ def _exit_now_if_stuck(code: int) -> None:
     """After a drain everything still running was handed back; a workflow thread stuck
     in user code (a step that never returns) must not keep the process from exiting
     (at exit Python joins every thread of a thread pool, daemon or not), so exit at
-    once, logs flushed."""
-    stuck = [t for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    once, logs flushed. The threads an exit waits for (non-daemon ones, and the
+    workflow pool's, which inherit daemon status from whoever first submitted work)
+    get a moment first: the pool's idle threads, just told to stop, end in it, and a
+    normal exit still runs the app's ``atexit`` handlers."""
+    stuck = [
+        t for t in threading.enumerate()
+        if t is not threading.main_thread() and (not t.daemon or t.name.startswith(("dbos-workflow", "dbos-blocking")))
+    ]
+    end = time.monotonic() + 1.0
+    for t in stuck:
+        t.join(max(0.0, end - time.monotonic()))
+    stuck = [t for t in stuck if t.is_alive()]
     if stuck:
         logging.getLogger("dbos").info("exiting with %d thread(s) still running (any work of theirs was handed back)",
                                        len(stuck))
