@@ -112,24 +112,18 @@ def test_partitioned_queue_keeps_per_key_order_across_a_kill(cluster: Cluster) -
     assert cluster.tx_counts() == {w: 1 for w in ids}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library bug (reported): the claim orders by (priority, created_at) in ms and ties fall to the "
-    "ws_queue_ready index's heap order; a hand-over rewrites the row, so a handed-over item sorts after "
-    "successors enqueued in the same millisecond and they start before it resumes"
-))
 def test_partition_order_kept_for_items_enqueued_in_the_same_millisecond(cluster: Cluster) -> None:
     cluster.start_coordinator()
     a, b = unique("tie-a"), unique("tie-b")
     cluster.start_worker(a, hold=True)
     tags = [unique(f"tie{i}") for i in range(3)]
     ids = [cluster.enqueue("ho_part", t, hold_at=3, key="same") for t in tags]
-    # Enqueued in one millisecond (a fast client does this often): same created_at, written in order.
-    created = cluster.created_at(ids)[ids[0]]
-    for w in ids:
-        cluster.backend.execute(
-            f"UPDATE {cluster.backend.table('workflow_status')} SET created_at = :c WHERE workflow_uuid = :w",
-            c=created, w=w,
-        )
+    # A fast client enqueues several a millisecond; the library's creation clock is strictly
+    # increasing per process, so their created_at (the claim's order after priority) never tie.
+    # (Found with ties here: a hand-over rewrote the held row, which then sorted after its
+    # same-millisecond successors in the queue index.)
+    created = cluster.created_at(ids)
+    assert [created[w] for w in ids] == sorted(set(created[w] for w in ids)), created
     cluster.wait(lambda: [r.workflow_id for r in cluster.step_runs(ids) if r.step == 3] == [ids[0]],
                  "(the first item held on A)")
     victim = cluster.workers[a]

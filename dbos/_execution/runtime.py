@@ -143,6 +143,22 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_creation_lock = threading.Lock()
+_last_creation_ms = 0
+
+
+def creation_ms() -> int:
+    """``now_ms()``, but strictly increasing within this process: the ``created_at`` of
+    new workflows. Queues claim in (priority, created_at) order, so two workflows one
+    process enqueues in the same millisecond keep their order, also after a hand-over
+    rewrote one of them (two processes have no order between them to keep)."""
+    global _last_creation_ms
+    with _creation_lock:
+        now = max(now_ms(), _last_creation_ms + 1)
+        _last_creation_ms = now
+        return now
+
+
 class ClaimGate:
     """Claims made off the poller's thread (a finishing workflow handing its queue
     slot on) against the poller's sweep of orphaned claims: a sweep must not see a

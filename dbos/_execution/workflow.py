@@ -30,7 +30,7 @@ from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.ids import new_id
 from dbos._execution.registry import WorkflowInfo
-from dbos._execution.runtime import Deferred, LocalExecution, Runtime, now_ms
+from dbos._execution.runtime import Deferred, LocalExecution, Runtime, creation_ms, now_ms
 from dbos._execution.serialization import (
     deserialize,
     serialize,
@@ -136,8 +136,6 @@ def create(
     """Write (or find) the status row of a workflow about to start or be enqueued."""
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
-    if rt.registry.cleared:
-        rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
     parent = ctx.run if ctx.run is not None and not ctx.in_step else None
     fid: Optional[int] = None
@@ -157,7 +155,7 @@ def create(
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
     checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
-    now = now_ms()
+    now = creation_ms()
     timeout_ms, deadline_ms = _timeout(ctx, parent, now, queued=queue_name is not None)
     row = WorkflowRow(
         workflow_uuid=workflow_id,
