@@ -196,12 +196,12 @@ def test_context_manager_arguments_are_validated() -> None:
 
 
 def test_enqueue_options_checked_against_the_queue(dbos: Harness) -> None:
-    with SetEnqueueOptions(priority=1):
-        with pytest.raises(DBOSException):
-            cm_plain_queue.enqueue(ident)  # no priority_enabled
     with pytest.raises(DBOSException):
         cm_queue.enqueue(ident)  # partitioned: needs a partition key
     assert dbos.backend.workflow_count() == 0
+    with SetEnqueueOptions(priority=1):
+        cm_plain_queue.enqueue(ident)  # a priority without priority_enabled: accepted, as in DBOS 2.x
+    assert dbos.backend.workflow_count() == 1
 
 
 # -- threads and asyncio tasks -------------------------------------------------------
