@@ -316,3 +316,31 @@ def eventually(fn: Callable[[], T], timeout: float = 10.0, interval: float = 0.0
             detail = f": {last}" if last is not None else ""
             raise AssertionError(f"condition not met within {timeout}s {what}{detail}")
         time.sleep(interval)
+
+
+# -- fleet fixtures: real worker and coordinator processes (tests/handover_helpers.py) ------
+
+
+@pytest.fixture
+def cluster(backend: Backend, tmp_path: Any) -> Iterator[Any]:
+    """Workers and coordinators of one test on its database, all ended after it."""
+    from handover_helpers import Cluster
+
+    c = Cluster(backend, tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Iterator[Any]:
+    """A throwaway redis-server on a free loopback port, for tests that kill it."""
+    from handover_helpers import RedisServer
+
+    rs = RedisServer(tmp_path)
+    rs.start()
+    try:
+        yield rs
+    finally:
+        rs.close()

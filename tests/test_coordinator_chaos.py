@@ -14,7 +14,6 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from conftest import Backend
@@ -41,16 +40,6 @@ CHAOS_WINDOW_SEC = 30.0  # kills stop after this (then the fleet finishes what i
 PLAN = {"ho_global": 90, "ho_worker": 80, "ho_part": 60, "ho_a": 70}
 PART_KEYS = ["k0", "k1", "k2", "k3"]
 POOL = 8  # connections per worker: four busy workers (and the kills' replacements) fit beside other tests
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    rs = RedisServer(tmp_path)
-    rs.start()
-    try:
-        yield rs
-    finally:
-        rs.close()
 
 
 @pytest.mark.timeout(300)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import time
-from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -24,15 +22,6 @@ from conftest import Backend
 from handover_helpers import Cluster, expected, free_port, http_get, parse_metrics, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(backend: Backend, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend, tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _healthz(port: int) -> dict[str, object]:

@@ -11,23 +11,11 @@ from __future__ import annotations
 import collections
 import json
 import subprocess
-from pathlib import Path
-from typing import Iterator
 
 import pytest
-from conftest import Backend
 from handover_helpers import BIN, QUEUES, Cluster, expected, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(backend: Backend, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend, tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_sigkill_with_60_in_flight_over_three_queues(cluster: Cluster) -> None:

@@ -10,24 +10,13 @@ overlap seen here is a real one.
 from __future__ import annotations
 
 import collections
-from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
-from conftest import Backend
 from fleet_helpers import max_overlap
 from handover_helpers import Cluster, Proc, executions, expected, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(backend: Backend, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend, tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _busy_worker(cluster: Cluster, ids: list[str], done_at_least: int) -> Optional[Proc]:

@@ -12,7 +12,6 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from conftest import Backend
@@ -46,16 +45,6 @@ def test_unreachable_database_or_redis_at_start_exit_2(backend: Backend) -> None
         assert message in stderr, (args, stderr)
         assert "Traceback" not in stderr, stderr
         assert took < 45, f"{args}: {took:.1f} s to fail"  # one interpreter start and a refused connection
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    rs = RedisServer(tmp_path)
-    rs.start()
-    try:
-        yield rs
-    finally:
-        rs.close()
 
 
 def _round(cluster: Cluster, survivor: str, n: int = 3) -> None:

@@ -5,23 +5,12 @@ given to another version, and the coordinator reports it as waiting, in
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from conftest import Backend
 from handover_helpers import Cluster, expected, free_port, http_get, parse_metrics, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(backend: Backend, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend, tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def _versions(port: int) -> dict[str, dict[str, Any]]:

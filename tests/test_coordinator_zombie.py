@@ -10,23 +10,11 @@ from __future__ import annotations
 
 import collections
 import time
-from pathlib import Path
-from typing import Iterator
 
 import pytest
-from conftest import Backend
 from handover_helpers import Cluster, expected, unique
 
 pytestmark = [pytest.mark.parametrize("backend", ["postgres"], indirect=True), pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def cluster(backend: Backend, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(backend, tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def test_sigstop_past_dead_after_then_sigcont(cluster: Cluster) -> None:
