@@ -603,3 +603,15 @@ def test_cli_read_only_commands_create_nothing(backend: Backend, tmp_path: Any, 
         r = run_cli(*command, "--schema", "typo_schema", url=backend.url)
         assert r.code == 1 and "typo_schema" in r.err, r
         assert backend.scalar("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'typo_schema'") == 0
+
+
+def test_cli_read_only_commands_do_not_upgrade_an_older_schema(backend: Backend) -> None:
+    from dbos._storage import schema
+
+    assert run_cli("migrate", url=backend.url).code == 0  # the SQLite file is created by launch or migrate
+    table = backend.table(schema.migrations.name)
+    latest = backend.scalar(f"SELECT max(version) FROM {table}")
+    backend.execute(f"DELETE FROM {table} WHERE version = :v", v=latest)  # looks one version older
+    r = run_cli("workflow", "list", url=backend.url)
+    assert r.code == 1 and "dbos migrate" in r.err and f"version {latest - 1}" in r.err, r
+    assert backend.scalar(f"SELECT max(version) FROM {table}") == latest - 1  # nothing was migrated

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from dbos._config.settings import normalize_database_url
 from dbos._storage.database import Database
-from dbos._storage.migrations import current_version, migrate_application, migrate_system
+from dbos._storage.migrations import SYSTEM_MIGRATIONS, current_version, migrate_application, migrate_system
 from dbos.cli import argtypes, bulk
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
@@ -149,9 +149,15 @@ def _require_system_database(args: argparse.Namespace) -> None:
             raise DBOSException(f"SQLite database file {path} does not exist (dbos migrate creates it)")
     db = Database(url, args.schema, 1)
     try:
-        if current_version(db) == 0:
+        version = current_version(db)
+        if version == 0:
             where = "the SQLite file" if url.startswith("sqlite") else f"schema {args.schema!r}"
             raise DBOSException(f"no DBOS system tables in {where} of this database (dbos migrate creates them)")
+        if version < len(SYSTEM_MIGRATIONS):  # nor upgrade one: that is a write too
+            raise DBOSException(
+                f"the system tables are at version {version}, this dbos needs {len(SYSTEM_MIGRATIONS)}: "
+                "run dbos migrate (or launch an executor of this version) first"
+            )
     finally:
         db.dispose()
 
