@@ -116,10 +116,10 @@ def test_one_broken_queue_does_not_stall_the_others(harness: Harness, backend: B
     broken = QueueSpec("bi_broken\x00queue", None, 1, math.nan, None, False, False, 0.1)
     REGISTRY.queues[broken.name] = broken
     try:
-        harness.launch()
         records = _Records()
-        logging.getLogger("dbos").addHandler(records)
+        logging.getLogger("dbos").addHandler(records)  # before launch: the first tick fails at once
         try:
+            harness.launch()
             handle = BI_QUEUE.enqueue(bi_echo, 7)
             assert handle.get_result() == 7  # the good queue is claimed although the broken one fails
             eventually(lambda: any("bi_broken" in m and "claiming failed" in m for m in records.messages),
