@@ -91,7 +91,31 @@ def create_side_table(backend: Backend) -> None:
     )
 
 
-class Fleet:
+class ClientSide:
+    """What a test fleet offers the test: a DBOSClient on its database, enqueue by name,
+    and the ``release-<tag>`` files its apps' held workflows wait for. Needs ``backend``,
+    ``redis_url``, ``dir`` and ``_client`` on the instance."""
+
+    backend: Backend
+    redis_url: Optional[str]
+    dir: Path
+    _client: Optional[DBOSClient]
+
+    def release(self, tag: str) -> None:
+        (self.dir / f"release-{tag}").write_text("go")
+
+    @property
+    def client(self) -> DBOSClient:
+        if self._client is None:
+            self._client = DBOSClient(self.backend.url, redis_url=self.redis_url)
+        return self._client
+
+    def enqueue(self, queue: str, workflow: str, *args: Any, **options: Any) -> str:
+        opts: dict[str, Any] = {"queue_name": queue, "workflow_name": workflow, **options}
+        return self.client.enqueue(opts, *args).workflow_id  # type: ignore[arg-type]
+
+
+class Fleet(ClientSide):
     """Executor processes of tests/apps/queue_worker.py on one test database."""
 
     def __init__(self, backend: Backend, tmp_path: Path, *, redis: bool, poll: float = 0.5) -> None:
@@ -167,19 +191,7 @@ class Fleet:
             self._client.destroy()
             self._client = None
 
-    def release(self, tag: str) -> None:
-        (self.dir / f"release-{tag}").write_text("go")
-
     # -- enqueue and inspect ----------------------------------------------------------
-    @property
-    def client(self) -> DBOSClient:
-        if self._client is None:
-            self._client = DBOSClient(self.backend.url, redis_url=self.redis_url)
-        return self._client
-
-    def enqueue(self, queue: str, workflow: str, *args: Any, **options: Any) -> str:
-        opts: dict[str, Any] = {"queue_name": queue, "workflow_name": workflow, **options}
-        return self.client.enqueue(opts, *args).workflow_id  # type: ignore[arg-type]
 
     def statuses(self, ids: Sequence[str]) -> dict[str, tuple[str, Optional[str]]]:
         """workflow_id -> (status, executor_id)."""

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import pytest
 from conftest import Backend, eventually
-from fleet_helpers import REDIS_URL, require_redis
+from fleet_helpers import REDIS_URL, ClientSide, require_redis
 
 from dbos import DBOSClient
 
@@ -175,7 +175,7 @@ class Plain:
         self._file.close()
 
 
-class Fleet:
+class Fleet(ClientSide):
     """The workers of one test, its side tables, a DBOSClient and the release files."""
 
     def __init__(self, backend: Backend, tmp_path: Path, *, redis: bool = True, poll: float = 0.2,
@@ -258,19 +258,7 @@ class Fleet:
             self._client.destroy()
             self._client = None
 
-    def release(self, tag: str) -> None:
-        (self.dir / f"release-{tag}").write_text("go")
-
     # -- work ------------------------------------------------------------------
-    @property
-    def client(self) -> DBOSClient:
-        if self._client is None:
-            self._client = DBOSClient(self.backend.url, redis_url=self.redis_url)
-        return self._client
-
-    def enqueue(self, queue: str, workflow: str, *args: Any, **options: Any) -> str:
-        opts: dict[str, Any] = {"queue_name": queue, "workflow_name": workflow, **options}
-        return self.client.enqueue(opts, *args).workflow_id  # type: ignore[arg-type]
 
     def rows(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """workflow ID -> its status row's status, executor_id, queue_name, recovery_attempts."""
