@@ -46,6 +46,22 @@ def c_bad(x: int) -> int:
     return c_fail(x)
 
 
+_flaky_calls: list[int] = []
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.01, backoff_rate=1.0)
+def c_flaky(x: int) -> int:
+    _flaky_calls.append(x)
+    if len(_flaky_calls) < 3:
+        raise RuntimeError("not yet")
+    return x
+
+
+@DBOS.workflow()
+def c_retried(x: int) -> int:
+    return c_flaky(x) + c_add(x)
+
+
 @DBOS.workflow()
 def c_parent(x: int) -> int:
     return int(c_ok(x)) + 1
@@ -188,6 +204,18 @@ def test_workflow_detail_steps_events(http: httpx.Client, dbos: Harness) -> None
     child = steps[0]["child_workflow_id"]
     assert child and [c["workflow_id"] for c in p["children"]] == [child]
     assert http.get(f"/api/workflows/{child}").json()["parent_workflow_id"] == parent
+
+
+def test_step_attempts_are_shown(http: httpx.Client, dbos: Harness) -> None:
+    """A step that succeeded on its third attempt shows 3; one that ran once shows 1."""
+    _flaky_calls.clear()
+    wid = DBOS.start_workflow(c_retried, 2).workflow_id
+    assert DBOS.retrieve_workflow(wid).get_result() == 5
+    steps = http.get(f"/api/workflows/{wid}/steps").json()
+    assert [(s["function_name"], s["attempts"]) for s in steps] == [("c_flaky", 3), ("c_add", 1)]
+    fork = DBOS.fork_workflow(wid, 2)  # the copied step keeps its attempts
+    assert fork.get_result() == 5
+    assert http.get(f"/api/workflows/{fork.workflow_id}/steps").json()[0]["attempts"] == 3
 
 
 def test_large_values_are_cut_unless_full(http: httpx.Client, dbos: Harness) -> None:

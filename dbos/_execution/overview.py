@@ -144,6 +144,6 @@ def step_timeline(db: Database, workflow_id: str) -> list[dict[str, Any]]:
             "started_at": s.started_at, "completed_at": s.completed_at,
             "duration_ms": None if s.started_at is None or s.completed_at is None else s.completed_at - s.started_at,
             "output": _value(s.output, f"the output of step {s.function_id}"), "error": error,
-            "child_workflow_id": s.child_workflow_id,
+            "child_workflow_id": s.child_workflow_id, "attempts": s.attempts or 1,
         })
     return out

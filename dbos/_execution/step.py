@@ -68,6 +68,7 @@ def record(
     error: Optional[BaseException],
     started: int,
     child_workflow_id: Optional[str] = None,
+    attempts: int = 1,
 ) -> Any:
     """Checkpoint a step (one statement), then return its result or raise its error.
 
@@ -86,7 +87,7 @@ def record(
     done = now_ms()
     rt.stats.step_done((done - started) / 1000)
     if not operations.record(
-        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, done
+        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, done, attempts
     ):
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:
@@ -167,7 +168,9 @@ def _run_step(
     errors: list[Exception] = []
     result: Any = None
     total = _attempts(opts)
+    made = 0
     for attempt in range(total):
+        made = attempt + 1
         with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
             try:
                 result = func(*args, **kwargs)
@@ -188,7 +191,7 @@ def _run_step(
         if error is not None:
             raise error
         return result
-    return record(rt, run, fid, opts.name, result, error, started)
+    return record(rt, run, fid, opts.name, result, error, started, attempts=made)
 
 
 async def run_step_async(
@@ -220,7 +223,9 @@ async def _run_step_async(
     errors: list[Exception] = []
     result: Any = None
     total = _attempts(opts)
+    made = 0
     for attempt in range(total):
+        made = attempt + 1
         with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
             try:
                 result = await func(*args, **kwargs)
@@ -239,7 +244,7 @@ async def _run_step_async(
         if error is not None:
             raise error
         return result
-    return await rt.to_thread(record, rt, run, fid, opts.name, result, error, started)
+    return await rt.to_thread(record, rt, run, fid, opts.name, result, error, started, None, made)
 
 
 # -- transactions -------------------------------------------------------------

@@ -194,11 +194,20 @@ def _v7_system(conn: sa.Connection, dialect: Dialect) -> None:
     s.schedules.create(conn, checkfirst=True)
 
 
+def _v8_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Steps record how many attempts their outcome took (the console's step timeline)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("operation_outputs", schema=schema)}
+    table = f'"{schema}".operation_outputs' if schema else "operation_outputs"
+    if "attempts" not in have:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN attempts INTEGER"))
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

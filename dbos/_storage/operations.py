@@ -23,6 +23,7 @@ class StepRow:
     child_workflow_id: Optional[str]
     started_at: Optional[int] = None
     completed_at: Optional[int] = None
+    attempts: Optional[int] = None  # None: once
 
 
 _COLS = (
@@ -33,6 +34,7 @@ _COLS = (
     oo.c.child_workflow_id,
     oo.c.started_at,
     oo.c.completed_at,
+    oo.c.attempts,
 )
 _LIST = sa.select(*_COLS).where(oo.c.workflow_uuid == sa.bindparam("wid")).order_by(oo.c.function_id)
 _GET = sa.select(*_COLS).where(
@@ -59,6 +61,14 @@ def _insert_sql(db: Database) -> str:
     )
 
 
+def _insert_attempts_sql(db: Database) -> str:
+    return (
+        f"INSERT INTO {db.qualify('operation_outputs')} (workflow_uuid, function_id, function_name,"
+        " output, error, child_workflow_id, started_at, completed_at, attempts)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    )
+
+
 def record(
     db: Database,
     workflow_id: str,
@@ -69,10 +79,17 @@ def record(
     child_workflow_id: Optional[str],
     started_at: int,
     completed_at: int,
+    attempts: int = 1,
 ) -> bool:
     """The per-step checkpoint: one autocommit statement. False if already recorded
-    (by another execution of the workflow: see ``_insert_sql``)."""
-    params = (workflow_id, function_id, function_name, output, error, child_workflow_id, started_at, completed_at)
+    (by another execution of the workflow: see ``_insert_sql``). A step that took more
+    than one attempt (retries) records how many."""
+    params: tuple[Any, ...] = (
+        workflow_id, function_id, function_name, output, error, child_workflow_id, started_at, completed_at
+    )
+    if attempts > 1:
+        sql = db.sql("operations.record_attempts", _insert_attempts_sql)
+        return db.execute_count(sql, (*params, attempts), duplicate_is_zero=True) == 1
     return db.execute_count(db.sql("operations.record", _insert_sql), params, duplicate_is_zero=True) == 1
 
 
@@ -92,6 +109,7 @@ def insert(
         "child_workflow_id": step.child_workflow_id,
         "started_at": step.started_at,
         "completed_at": step.completed_at,
+        "attempts": step.attempts,
     }
     return conn.execute(_insert_stmt(dialect), values).first() is not None
 
@@ -116,6 +134,7 @@ def copy_prefix(conn: sa.Connection, source_id: str, target_id: str, before_func
         oo.c.child_workflow_id,
         oo.c.started_at,
         oo.c.completed_at,
+        oo.c.attempts,
     ).where(oo.c.workflow_uuid == source_id, oo.c.function_id < before_function_id)
     stmt = oo.insert().from_select([c.name for c in oo.c], sel)
     return conn.execute(stmt).rowcount

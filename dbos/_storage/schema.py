@@ -87,6 +87,7 @@ operation_outputs = sa.Table(
     sa.Column("child_workflow_id", sa.Text),
     sa.Column("started_at", sa.BigInteger),
     sa.Column("completed_at", sa.BigInteger),
+    sa.Column("attempts", sa.Integer),  # how many times the step ran to this outcome; NULL: once
 )
 
 notifications = sa.Table(

@@ -269,7 +269,7 @@ function timeline(w, steps) {
     parts.push(svg("text", { x: 0, y: y + 15, class: "step-label" }, `${s.function_id} ${s.function_name}`));
     parts.push(svg("rect", { x: x(s.started_at), y: y + 4, width: Math.max(2, x(s.completed_at) - x(s.started_at)), height: row - 8,
       class: s.error ? "bar error" : "bar", "data-step": s.function_id },
-    svg("title", {}, `step ${s.function_id} ${s.function_name}: ${s.duration_ms} ms${s.error ? " (error)" : ""}`)));
+    svg("title", {}, `step ${s.function_id} ${s.function_name}: ${s.duration_ms} ms, ${s.attempts} attempt(s)${s.error ? " (error)" : ""}`)));
   });
   parts.push(svg("text", { x: width - 10, y: timed.length * row + 14, class: "step-label", "text-anchor": "end" }, `${span} ms`));
   return svg("svg", { width, height: timed.length * row + 20, class: "timeline", id: "timeline", role: "img",
@@ -308,9 +308,9 @@ async function detailPage(main, id) {
         w.decode_error ? field("Note", w.decode_error) : null)),
       valueBlock("Input", w.input, reload), valueBlock("Output", w.output, reload), valueBlock("Error", w.error, reload),
       el("h2", {}, "Steps"), timeline(w, steps),
-      table(["#", "Step", "Started", "Duration", "Output / error", "Child"], steps.map((s) =>
+      table(["#", "Step", "Started", "Duration", "Attempts", "Output / error", "Child"], steps.map((s) =>
         el("tr", { "data-step": s.function_id, class: s.error ? "failed" : "" }, td(s.function_id), td(s.function_name),
-          td(time(s.started_at)), td(s.duration_ms === null ? "" : s.duration_ms + " ms"),
+          td(time(s.started_at)), td(s.duration_ms === null ? "" : s.duration_ms + " ms"), td(s.attempts),
           el("td", {}, s.error ? el("pre", { class: "value error" }, s.error.text) : s.output ? el("pre", { class: "value" }, s.output.text) : "",
             (s.error || s.output || {}).truncated ? el("button", { type: "button", class: "link show-all", onclick: reload }, "show all") : null),
           el("td", {}, link(s.child_workflow_id)))), { id: "steps" }),
