@@ -195,8 +195,7 @@ def test_old_version_work_of_dead_executors_gets_an_executor_launched(cluster: C
     cluster.wait_done(ids, timeout=60)
     for t, wid in zip(tags, ids):
         assert cluster.result(wid) == expected(t)
-    launches = _launches(cluster, v1)
-    assert len(launches) == 1 and launches[0]["state"] == "SUCCEEDED", launches
+    cluster.wait(lambda: [r["state"] for r in _launches(cluster, v1)] == ["SUCCEEDED"], "(one launch, done)")
     assert cluster.tx_counts() == {wid: 1 for wid in ids}
 
 

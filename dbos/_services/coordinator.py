@@ -188,8 +188,15 @@ class Coordinator(Service):
         view = fleet.versions_view(self.db, self.dead_after_sec)
         live = {e["app_version"] for e in view if e["live_executors"] > 0}
         now = now_ms()
-        for launch in self.db.query(lambda c: versions.in_flight(c)):
-            if launch.app_version in live:
+        in_flight = self.db.query(lambda c: versions.in_flight(c))
+        # A launch is done once an executor of its version registered after it started,
+        # even one that already ran the work and exited (idle) before this tick saw it.
+        since = min((launch.started_at for launch in in_flight), default=now)
+        registered = [r for r in self.db.query(lambda c: executors.list_all(c, since)) if r.started_at >= since]
+        for launch in in_flight:
+            started_since = any(r.app_version == launch.app_version and r.started_at >= launch.started_at
+                                for r in registered)
+            if launch.app_version in live or started_since:
                 if self._finish_launch(launch.launch_id, "SUCCEEDED"):
                     self.stats.launch_event(launch.app_version, "succeeded")
                     self.logger.info("launch %s of version %s: its executor runs (%.1f s after the launch)",
