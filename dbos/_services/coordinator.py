@@ -128,16 +128,21 @@ class Coordinator(Service):
         return self.term is not None
 
     def run_once(self) -> None:
-        now = now_ms()
         try:
-            term = self.db.run(
-                lambda c: leases.acquire(c, self.db.dialect, LEASE_NAME, self.holder, now, self.lease_ms)
-            )
+            self._tick()
         except Exception:
+            # The database failed under the lease or under the scan: act as a standby until a
+            # tick renews the lease again (logged once; the Service logs the failure once).
             if self.term is not None:
                 self.logger.warning("coordinator %s: cannot renew the leader lease; acting as standby", self.holder)
             self.term = None
             raise
+
+    def _tick(self) -> None:
+        now = now_ms()
+        term = self.db.run(
+            lambda c: leases.acquire(c, self.db.dialect, LEASE_NAME, self.holder, now, self.lease_ms)
+        )
         if term != self.term:
             if term is None:
                 self.logger.info("coordinator %s: lost the leader lease; standby", self.holder)
