@@ -45,13 +45,6 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 VENV_BIN = Path(sys.executable).parent
 PORT_FLAGS = ("--admin-port", "--http-port")
 HOST_FLAGS = ("--admin-host", "--http-host")
-# The coordinator's launcher flags (issue 14, launchers part). While the running
-# dbos-coordinator does not know them, the fleet drops them from its commands:
-# the compose file already carries them for `docker compose up`.
-LAUNCHER_FLAGS = ("--launcher", "--worker-cmd", "--image-template", "--image-configmap",
-                  "--max-launches-per-version", "--launch-timeout", "--launch-log-dir", "--namespace", "--secret-name")
-
-
 def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     with open(path) as f:
         data = yaml.safe_load(f)  # resolves the file's anchors and `<<` merge keys
@@ -88,19 +81,6 @@ def flag_value(args: list[str], flag: str) -> Optional[str]:
     return value
 
 
-def drop_flags(args: list[str], flags: tuple[str, ...]) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for a in args:
-        if skip:
-            skip = False
-        elif a in flags:
-            skip = True
-        elif not any(a.startswith(f + "=") for f in flags):
-            out.append(a)
-    return out
-
-
 def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
     out = list(args)
     for i, a in enumerate(out):
@@ -110,11 +90,6 @@ def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
             out[i] = f"{flag}={value}"
     return out
 
-
-def coordinator_knows_launcher() -> bool:
-    from coordinator.__main__ import parser
-
-    return "--launcher" in parser()._option_string_actions
 
 
 def free_port() -> int:
@@ -205,14 +180,10 @@ class ComposeFleet:
     notes: list[str] = field(default_factory=list)  # what was rewritten beyond hosts and ports
 
     def __post_init__(self) -> None:
-        launcher = coordinator_knows_launcher()
         for name, svc in self.compose["services"].items():
             if svc.get("profiles") or not svc.get("command") or svc.get("image", "").startswith(("postgres", "redis")):
                 continue
             argv = command_of(svc)
-            if Path(argv[0]).name == "dbos-coordinator" and not launcher:
-                self.notes.append(f"{name}: launcher flags dropped (dbos-coordinator has no --launcher yet)")
-                argv = drop_flags(argv, LAUNCHER_FLAGS)
             self.services[name] = self.prepare(name, svc, argv)
 
     def rewrite_url(self, value: str) -> str:

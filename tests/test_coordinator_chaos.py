@@ -143,8 +143,8 @@ def _chaos(cluster: Cluster, redis_server: RedisServer, rng: random.Random, seed
         mine = sorted((s, e, created[w]) for w, _, s, e in spans if w in order)
         if max_overlap((s, e) for s, e, _ in mine) > 1:
             violations.append(f"partition {key}: two at once")
-        # Claim order is enqueue time (created_at, ms); within one millisecond it is
-        # not defined (see test_coordinator_limits: the strict xfail on ties).
+        # Claim order is enqueue time (created_at: strictly increasing per enqueuing
+        # process, so one client's workflows never tie).
         enqueued = [c for _, _, c in mine]
         if enqueued != sorted(enqueued):
             violations.append(f"partition {key}: out of enqueue order {enqueued}")

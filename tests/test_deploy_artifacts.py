@@ -40,12 +40,9 @@ import sqlalchemy as sa
 import yaml
 from compose_fleet import (
     COMPOSE_FILE,
-    LAUNCHER_FLAGS,
     ROOT,
     ComposeFleet,
     command_of,
-    coordinator_knows_launcher,
-    drop_flags,
     environment_of,
     flag_value,
     load_compose,
@@ -124,15 +121,11 @@ def parse_worker(argv: list[str]) -> argparse.Namespace:
 
 
 def parse_coordinator(argv: list[str]) -> argparse.Namespace:
-    """Parse with dbos-coordinator's own parser. While it lacks the launcher flags
-    (issue 14, launchers part, in progress), those, and only those, are set aside."""
+    """Parse with dbos-coordinator's own parser (launcher flags included)."""
     from coordinator.__main__ import parser
 
     assert Path(argv[0]).name == "dbos-coordinator", argv
-    args = argv[1:]
-    if not coordinator_knows_launcher():
-        args = drop_flags(args, LAUNCHER_FLAGS)
-    return parser().parse_args(args)
+    return parser().parse_args(argv[1:])
 
 
 # -- kustomize + kubernetes-validate -----------------------------------------------------
@@ -298,13 +291,6 @@ def test_keda_overlay_scales_the_worker_deployment_on_the_coordinator() -> None:
     assert m.group(4) == "/api/versions"
 
 
-needs_launcher = pytest.mark.skipif(
-    not coordinator_knows_launcher(),
-    reason="dbos-coordinator has no --launcher yet (issue 14, launchers part); the manifests and the compose "
-           "file already configure it, and this check runs once the coordinator has it")
-
-
-@needs_launcher
 def test_launcher_job_bodies_validate_strict_and_stay_out_of_the_deployments(tmp_path: Path) -> None:
     """The Jobs the kubernetes launcher would create from the base's coordinator flags:
     valid for the pinned Kubernetes, and covered by no worker Deployment or PDB."""
@@ -551,7 +537,6 @@ def test_compose_fleet_hands_a_killed_workers_work_over(compose_fleet: ComposeFl
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
-@needs_launcher
 def test_compose_fleet_launches_a_v2_worker_for_a_v2_fork(compose_fleet: ComposeFleet) -> None:
     vmids = {w.env["DBOS__VMID"] for w in compose_fleet.by_kind("worker")}
     with DBOSClient(compose_fleet.db_url, redis_url=compose_fleet.redis_url) as client:

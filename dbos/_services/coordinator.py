@@ -24,14 +24,14 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import sqlalchemy as sa
 
 from dbos._execution import fleet
 from dbos._execution.runtime import now_ms
 from dbos._services.base import Service
-from dbos._storage import executors, leases, queues, versions
+from dbos._storage import executors, leases, versions
 from dbos._storage.database import Database
 from dbos._telemetry.metrics import Histogram
 from dbos._wakeups.hub import Hub
@@ -71,7 +71,6 @@ class CoordinatorStats:
     dead_declared: int = 0
     handover_seconds: Histogram = field(default_factory=lambda: Histogram(buckets=HANDOVER_BUCKETS))
     waiting: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED with no live executor
-    enqueued: dict[str, int] = field(default_factory=dict)  # version -> ENQUEUED (all)
     last_tick: float = 0.0
     desired: dict[str, int] = field(default_factory=dict)  # version -> executors its work needs
     launches: dict[tuple[str, str], int] = field(default_factory=dict)  # (version, started|succeeded|failed)
@@ -182,15 +181,14 @@ class Coordinator(Service):
                 "handed over %d workflow(s) of dead executor %s (incarnation %d) %.1f s after its last heartbeat",
                 len(released), row.executor_id, row.incarnation, age,
             )
-        self._count_waiting()
+        view = self._count_waiting()
         if self.launcher is not None:
-            self._launch_pass(self.launcher)
+            self._launch_pass(self.launcher, view)
 
-    def _launch_pass(self, launcher: Launcher) -> None:
+    def _launch_pass(self, launcher: Launcher, view: list[dict[str, Any]]) -> None:
         """Settle the launches in flight, then start an executor for every version
         with waiting work and no live executor (within the per-version cap and the
         backoff after failures)."""
-        view = fleet.versions_view(self.db, self.dead_after_sec)
         live = {e["app_version"] for e in view if e["live_executors"] > 0}
         now = now_ms()
         in_flight = self.db.query(lambda c: versions.in_flight(c))
@@ -262,15 +260,12 @@ class Coordinator(Service):
             return
         self.db.run(lambda c: versions.set_handle(c, launch_id, handle))
 
-    def _count_waiting(self) -> None:
+    def _count_waiting(self) -> list[dict[str, Any]]:
+        """Refresh the per-version report (waiting work, desired executors) and log each
+        version that starts or stops waiting, once; return the versions view."""
         self.stats.desired = fleet.desired_executors(self.db)
-        rows = self.db.query(lambda c: executors.list_all(c, now_ms() - 24 * 3600 * 1000))
-        now = now_ms()
-        # Live for new work: RUNNING with a fresh heartbeat (a DRAINING one claims nothing).
-        live = {r.app_version for r in rows if fleet.derived_state(r, now, self.dead_after_sec) == "RUNNING"}
-        enqueued = self.db.query(queues.waiting_by_version)
-        self.stats.enqueued = {v: n for v, n in enqueued.items() if v is not None}
-        waiting = {v: n for v, n in enqueued.items() if v is not None and v not in live}
+        view = fleet.versions_view(self.db, self.dead_after_sec)
+        waiting = {e["app_version"]: e["waiting"] for e in view if e["waiting"] > 0}
         self.stats.waiting = waiting
         for version, n in waiting.items():
             if version not in self._reported_waiting:
@@ -281,6 +276,7 @@ class Coordinator(Service):
             if version not in waiting:
                 self.logger.info("app version %s has a live executor again (or nothing waiting)", version)
         self._reported_waiting = dict(waiting)
+        return view
 
     def step_down(self) -> None:
         """Give the lease up at once (a clean stop), so a standby takes over at its next tick."""

@@ -424,14 +424,6 @@ def depth(conn: sa.Connection, queue_names: Sequence[str], app_version: str) -> 
     return {q: found.get(q, 0) for q in queue_names}
 
 
-def waiting_by_version(conn: sa.Connection) -> dict[Optional[str], int]:
-    """ENQUEUED workflows per application version (None: any version may run them)."""
-    stmt = sa.select(ws.c.application_version, sa.func.count()).where(status_in("ENQUEUED")).group_by(
-        ws.c.application_version
-    )
-    return {(str(r[0]) if r[0] is not None else None): int(r[1]) for r in conn.execute(stmt)}
-
-
 def oldest_waiting_by_version(conn: sa.Connection) -> dict[str, tuple[int, int]]:
     """Per pinned version: (ENQUEUED count, epoch ms the oldest of them became ENQUEUED)."""
     stmt = (
