@@ -138,7 +138,8 @@ class Proc:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a loopback port of its own (no persistence)."""
+    """A throwaway ``redis-server`` on a loopback port of its own (no persistence); only that
+    process is ever killed, and ``start()`` after ``kill()`` restarts it on the same port."""
 
     def __init__(self, tmp: Path) -> None:
         exe = shutil.which("redis-server")

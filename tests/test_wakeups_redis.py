@@ -13,19 +13,15 @@ second process (tests/apps/messaging_app.py, scenario ``echo``).
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import pytest
 import redis
 from conftest import Backend, Harness, eventually
+from handover_helpers import RedisServer
 from test_messages import App, Child
 
 from dbos import DBOS
@@ -35,62 +31,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.parametrize("backend", ["postgres"], indirect=True),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """One redis-server process on a port of its own; only that process is ever killed."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (the Redis fault tests start their own)", pytrace=False)
-        self.binary = binary
-        self.workdir = workdir
-        self.port = _free_port()
-        self.proc: Optional[subprocess.Popen[bytes]] = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.proc is None
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "redis-server exited"
-            try:
-                return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
-            except redis.RedisError:
-                return False
-
-        eventually(up, timeout=10, interval=0.05, what=f"(redis-server on port {self.port})")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class Records(logging.Handler):
@@ -153,7 +93,7 @@ def test_redis_down_while_waiting_and_sending_nothing_is_lost(
     assert _ping(child, 0) < polling  # Redis is up
 
     # Redis dies while the child waits in recv; messages sent now are delivered by polling.
-    redis_server.stop()
+    redis_server.kill()
     latencies = [_ping(child, seq) for seq in range(1, 4)]
     assert max(latencies) < polling + 1.0, latencies
 
@@ -189,7 +129,7 @@ def test_wakeups_return_to_redis_speed_after_redis_restarts(
     fast = 0.5
     assert _ping(child, 0) < fast
 
-    redis_server.stop()
+    redis_server.kill()
     # Down: still delivered, by polling (so within about one polling interval).
     assert _ping(child, 1) < polling + 2.0
 
