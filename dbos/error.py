@@ -27,6 +27,8 @@ class DBOSErrorCode(IntEnum):
     ConfigError = 14
     SerializationError = 15
     DatabaseUnavailable = 16
+    AwaitedWorkflowMaxRecoveryAttemptsExceeded = 17
+    ConflictingRegistrationError = 25  # DBOS 2.x's number
 
 
 class DBOSException(Exception):
@@ -112,9 +114,40 @@ class DBOSMaxRecoveryAttemptsExceededError(DBOSException):
 
     def __init__(self, workflow_id: str, max_attempts: int) -> None:
         super().__init__(
-            f"Workflow {workflow_id} exceeded its maximum of {max_attempts} recovery "
-            "attempts and is now RETRIES_EXCEEDED (DBOS.resume_workflow restarts it)",
+            f"Workflow {workflow_id} has exceeded its maximum of {max_attempts} execution or recovery "
+            "attempts and is now RETRIES_EXCEEDED; further attempts to execute or recover it will fail "
+            "(DBOS.resume_workflow restarts it)",
             DBOSErrorCode.MaxRecoveryAttemptsExceeded.value,
+        )
+
+
+# DBOS 2.x's name for the same error.
+MaxRecoveryAttemptsExceededError = DBOSMaxRecoveryAttemptsExceededError
+
+
+class DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(DBOSMaxRecoveryAttemptsExceededError):
+    """The workflow whose result is awaited went past its recovery attempts (RETRIES_EXCEEDED).
+    Also a ``DBOSMaxRecoveryAttemptsExceededError``, which awaiting it raised before."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        DBOSException.__init__(
+            self,
+            f"Awaited workflow {workflow_id} exceeded its maximum recovery attempts (it is RETRIES_EXCEEDED; "
+            "DBOS.resume_workflow restarts it)",
+            DBOSErrorCode.AwaitedWorkflowMaxRecoveryAttemptsExceeded.value,
+        )
+
+
+class DBOSConflictingRegistrationError(DBOSException):
+    """Two registrations claim one name, or two DBOS decorators one function."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        self.name = name
+        super().__init__(
+            f"Operation (Name: {name}) is already registered with a conflicting function type or "
+            f"definition: {detail}",
+            DBOSErrorCode.ConflictingRegistrationError.value,
         )
 
 
@@ -175,8 +208,8 @@ class DBOSQueueDeduplicatedError(DBOSException):
         self.queue_name = queue_name
         self.deduplication_id = deduplication_id
         super().__init__(
-            f"Workflow {workflow_id} was deduplicated: deduplication ID {deduplication_id} "
-            f"is already enqueued or running in queue {queue_name}",
+            f"Workflow {workflow_id} was deduplicated due to an existing workflow in queue {queue_name} "
+            f"with deduplication ID {deduplication_id} (enqueued or running)",
             DBOSErrorCode.QueueDeduplicated.value,
         )
 
@@ -186,9 +219,9 @@ class DBOSUnexpectedStepError(DBOSException):
 
     def __init__(self, workflow_id: str, step_id: int, expected: str, recorded: str) -> None:
         super().__init__(
-            f"During replay of workflow {workflow_id}, step {step_id} is {expected} but the "
-            f"recorded step at that position is {recorded}: the workflow's code is not "
-            "deterministic or changed since it started",
+            f"During execution of workflow {workflow_id} step {step_id}, function {recorded} was "
+            f"recorded when {expected} was expected. Check that your workflow is deterministic "
+            "(its code may have changed since it started)",
             DBOSErrorCode.UnexpectedStep.value,
         )
 
@@ -226,6 +259,9 @@ __all__ = [
     "DBOSNonExistentWorkflowError",
     "DBOSWorkflowFunctionNotFoundError",
     "DBOSMaxRecoveryAttemptsExceededError",
+    "MaxRecoveryAttemptsExceededError",
+    "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded",
+    "DBOSConflictingRegistrationError",
     "DBOSMaxStepRetriesExceeded",
     "DBOSNotAuthorizedError",
     "DBOSWorkflowCancelledError",

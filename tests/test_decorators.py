@@ -61,7 +61,7 @@ async def async_step(x: int) -> int:
 
 
 @DBOS.transaction()
-async def async_txn(key: str) -> str:
+def async_txn(key: str) -> str:  # a transaction is sync (DBOS 2.x rejects async def); async workflows call it
     _count("async_txn")
     DBOS.sql_session.execute(sa.text("INSERT INTO deco_kv (k, v) VALUES (:k, 0)"), {"k": key})
     return key.upper()
@@ -72,10 +72,11 @@ async def async_workflow(x: int) -> tuple[int, str, Optional[str]]:
     """An async workflow."""
     _count("async_workflow")
     doubled = await async_step(x)
-    key = await async_txn(f"k{x}")
+    key = async_txn(f"k{x}")
     return doubled, key, DBOS.workflow_id
 
 
+@DBOS.dbos_class()
 class Calc:
     """Instances travel with the call by value (pickled)."""
 
@@ -198,6 +199,30 @@ def test_instance_method_workflow_and_step(dbos: Harness, backend: Backend) -> N
     assert handle.get_result() == 301
 
 
+def test_method_workflow_of_an_unregistered_class_is_rejected(dbos: Harness, backend: Backend) -> None:
+    """As in DBOS 2.x: a method workflow's class must be a @DBOS.dbos_class (recovery finds
+    classes and instances by their registered name); nothing is recorded."""
+
+    class Loose:
+        @DBOS.workflow()
+        def method(self, x: int) -> int:
+            return x
+
+        @classmethod
+        @DBOS.workflow()
+        def cmethod(cls, x: int) -> int:
+            return x
+
+    from dbos import DBOSException
+
+    with pytest.raises(DBOSException, match="appears to be a class instance, but is not properly registered"):
+        with SetWorkflowID("loose-1"):
+            Loose().method(1)
+    with pytest.raises(DBOSException, match="appears to be a class, but is not properly registered"):
+        DBOS.start_workflow(Loose.cmethod, 1)
+    assert backend.status("loose-1") is None
+
+
 def test_staticmethod_workflow_and_step(dbos: Harness, backend: Backend) -> None:
     with SetWorkflowID("static-1"):
         assert Calc.static_workflow(5) == 16
@@ -304,7 +329,7 @@ def test_signatures_are_the_users() -> None:
     assert list(inspect.signature(Calc(1).method_workflow).parameters) == ["x"]
     assert list(inspect.signature(Calc.class_workflow).parameters) == ["x"]
     assert inspect.iscoroutinefunction(async_workflow)
-    assert inspect.iscoroutinefunction(async_txn)
+    assert inspect.iscoroutinefunction(async_step)
     assert not inspect.iscoroutinefunction(sync_workflow)
 
 

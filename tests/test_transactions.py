@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import threading
 from typing import Any
@@ -244,19 +245,24 @@ def test_transaction_outside_a_workflow(dbos: Harness, backend: Backend) -> None
     assert _orders(backend) == [("solo", 1)]
 
 
-def test_async_transaction(dbos: Harness, backend: Backend) -> None:
-    import asyncio
-
+def test_async_def_transaction_is_rejected_at_decoration(dbos: Harness, backend: Backend) -> None:
+    """As in DBOS 2.x: a transaction is a sync function (its session is sync); an async
+    workflow calls a sync transaction."""
     _orders_table(backend)
+    with pytest.raises(DBOSException, match="coroutine function, but DBOS.transaction does not support"):
+
+        @DBOS.transaction()
+        async def ainsert(order_id: str) -> str:
+            return order_id
 
     @DBOS.transaction()
-    async def ainsert(order_id: str) -> str:
+    def insert(order_id: str) -> str:
         DBOS.sql_session.execute(sa.text("INSERT INTO orders (id, amount) VALUES (:i, 3)"), {"i": order_id})
         return order_id
 
     @DBOS.workflow()
     async def awf() -> str:
-        return await ainsert("async-order")
+        return insert("async-order")
 
     async def main() -> str:
         with SetWorkflowID("tx-async"):

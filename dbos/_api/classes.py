@@ -51,7 +51,7 @@ def dbos_class(class_name: str | None = None) -> Callable[[C], C]:
 
     def decorate(cls: C) -> C:
         name = class_name or cls.__qualname__
-        REGISTRY.classes[name] = cls
+        REGISTRY.add_class(name, cls)
         setattr(cls, "__dbos_class_name__", name)
         _apply_class(cls)
         return cls

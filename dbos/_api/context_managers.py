@@ -108,6 +108,23 @@ class SetEnqueueOptions(_Block):
         return {"enqueue": self.options}
 
 
+def reject_enqueue_options() -> None:
+    """As in DBOS 2.x: ``SetEnqueueOptions`` around ``start_workflow`` (which does not
+    enqueue) is a mistake, not options to drop silently."""
+    options = context.current().enqueue
+    if options is None:
+        return
+    set_options = [name for name, value in (
+        ("deduplication_id", options.deduplication_id), ("priority", options.priority),
+        ("queue_partition_key", options.queue_partition_key), ("delay_seconds", options.delay_seconds),
+    ) if value is not None]
+    if set_options:
+        raise DBOSException(
+            f"Enqueue option(s) {', '.join(set_options)} set on a workflow that is not being enqueued: "
+            "these options apply only when enqueueing onto a queue (Queue.enqueue)"
+        )
+
+
 class DBOSContextEnsure(_Block):
     """Make sure a DBOS context exists for the block (one always does here)."""
 

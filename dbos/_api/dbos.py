@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from dbos._api import classes, decorators, missing
 from dbos._api.calls import _CallsMixin, check_not_async
+from dbos._api.context_managers import reject_enqueue_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._api.retention import _RetentionMixin
@@ -417,6 +418,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     @classmethod
     def start_workflow(cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         check_not_async("start_workflow")
+        reject_enqueue_options()
         rt = runtime()
         info, instance = decorators.info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
@@ -428,6 +430,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     async def start_workflow_async(
         cls, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
+        reject_enqueue_options()
         rt = runtime()
         info, instance = decorators.info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)

@@ -6,7 +6,6 @@ TypeVar), so type checkers see the function as written.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from typing import Any, Callable, Optional, TypeVar, cast
@@ -17,7 +16,7 @@ from dbos._execution import workflow as wf
 from dbos._execution.auth import RoleSpec, authorize
 from dbos._execution.registry import REGISTRY, StepOptions, WorkflowInfo, takes_self
 from dbos._execution.step import run_step, run_step_async, run_transaction
-from dbos.error import DBOSException
+from dbos.error import DBOSConflictingRegistrationError, DBOSException
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +94,18 @@ def _authorize_call(name: str, spec: RoleSpec) -> None:
         authorize(name, spec.roles, auth)
 
 
+def _check_not_decorated(func: Callable[..., Any], kind: str, name: str) -> None:
+    """One DBOS decorator per function: a step over a transaction (or the other way round)
+    would run the body twice over or checkpoint it twice."""
+    for attr, other in (("__dbos_kind__", None), ("__dbos_workflow__", "workflow")):
+        found = getattr(func, attr, None)
+        if found is not None and (other or found) != kind:
+            raise DBOSConflictingRegistrationError(
+                name, f"{name} is already a DBOS {other or found}; it cannot also be a {kind} "
+                "(use one of @DBOS.workflow, @DBOS.step and @DBOS.transaction per function)"
+            )
+
+
 def _check_step_options(retries_allowed: bool, interval_seconds: float, max_attempts: int, backoff_rate: float) -> None:
     if not isinstance(retries_allowed, bool):
         raise DBOSException(f"retries_allowed must be a bool, got {retries_allowed!r}")
@@ -120,6 +131,7 @@ def step_decorator(
         opts = StepOptions(
             name or func.__qualname__, retries_allowed, float(interval_seconds), max_attempts, float(backoff_rate)
         )
+        _check_not_decorated(func, "step", opts.name)
         roles = _roles_of(func)
         if inspect.iscoroutinefunction(func):
 
@@ -129,6 +141,7 @@ def step_decorator(
                 return await run_step_async(maybe_runtime(), opts, func, args, kwargs)
 
             setattr(run_async, "__dbos_roles__", roles)
+            setattr(run_async, "__dbos_kind__", "step")
             return cast(F, run_async)
 
         @functools.wraps(func)
@@ -138,6 +151,7 @@ def step_decorator(
             return run_step(maybe_runtime(), opts, func, args, kwargs)
 
         setattr(run, "__dbos_roles__", roles)
+        setattr(run, "__dbos_kind__", "step")
         return cast(F, run)
 
     return decorate
@@ -152,20 +166,14 @@ def transaction_decorator(*, isolation_level: Optional[str] = None, name: Option
 
     def decorate(func: F) -> F:
         tx_name = name or func.__qualname__
-        roles = _roles_of(func)
         if inspect.iscoroutinefunction(func):
-
-            def in_thread(*args: Any, **kwargs: Any) -> Any:
-                return asyncio.run(func(*args, **kwargs))
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                _authorize_call(tx_name, roles)
-                rt = runtime()
-                return await rt.to_thread(run_transaction, rt, tx_name, isolation_level, in_thread, args, kwargs)
-
-            setattr(run_async, "__dbos_roles__", roles)
-            return cast(F, run_async)
+            # As in DBOS 2.x: DBOS.sql_session is a sync session, so the body is sync too.
+            raise DBOSException(
+                f"Function {tx_name} is a coroutine function, but DBOS.transaction does not support "
+                "coroutine functions: make it a plain def (an async workflow may call it)"
+            )
+        _check_not_decorated(func, "transaction", tx_name)
+        roles = _roles_of(func)
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -173,6 +181,7 @@ def transaction_decorator(*, isolation_level: Optional[str] = None, name: Option
             return run_transaction(runtime(), tx_name, isolation_level, func, args, kwargs)
 
         setattr(run, "__dbos_roles__", roles)
+        setattr(run, "__dbos_kind__", "transaction")
         return cast(F, run)
 
     return decorate

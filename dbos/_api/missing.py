@@ -102,13 +102,8 @@ ERROR_NAMES: dict[str, str] = {
     "DBOSRecoveryError": "DBOSRecoveryError (recovery logs what it cannot recover)",
     "DBOSStreamTimeoutError": _STREAMS,
     "DBOSStreamNondeterminismError": _STREAMS,
-    "MaxRecoveryAttemptsExceededError": "this old name (use DBOSMaxRecoveryAttemptsExceededError)",
     "DBOSStepTimeoutError": "step timeouts",
-    "DBOSConflictingRegistrationError": "DBOSConflictingRegistrationError (a conflicting registration raises "
-                                        "DBOSException)",
     "DBOSPatchNondeterminismError": _PATCH,
-    "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded": "this error (an awaited workflow past its recovery attempts "
-                                                      "raises DBOSMaxRecoveryAttemptsExceededError)",
 }
 
 

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from dbos.error import DBOSException
+from dbos.error import DBOSConflictingRegistrationError, DBOSException
 
 
 @dataclass
@@ -40,6 +40,19 @@ def _code(func: Callable[..., Any]) -> Any:
     return getattr(inspect.unwrap(func), "__code__", func)
 
 
+def _same_class_definition(a: type, b: type) -> bool:
+    """Two class objects made by one class statement run twice: their functions share code."""
+    if (a.__module__, a.__qualname__) != (b.__module__, b.__qualname__):
+        return False
+    codes_a = {k: _code(getattr(v, "__func__", v)) for k, v in vars(a).items() if callable(getattr(v, "__func__", v))}
+    codes_b = {k: _code(getattr(v, "__func__", v)) for k, v in vars(b).items() if callable(getattr(v, "__func__", v))}
+    return codes_a.keys() == codes_b.keys() and all(codes_a[k] is codes_b[k] for k in codes_a)
+
+
+def _where_class(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _where(func: Callable[..., Any]) -> str:
     code = getattr(inspect.unwrap(func), "__code__", None)
     place = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
@@ -64,8 +77,8 @@ class Registry:
         with self.lock:
             existing = self.workflows.get(info.name)
             if existing is not None and _code(existing.func) is not _code(info.func):
-                raise DBOSException(
-                    f"workflow name {info.name!r} is already registered by {_where(existing.func)}; "
+                raise DBOSConflictingRegistrationError(
+                    info.name, f"workflow name {info.name!r} is already registered by {_where(existing.func)}; "
                     f"{_where(info.func)} cannot use it too: give one of them another name "
                     "(@DBOS.workflow(name=...))"
                 )
@@ -80,8 +93,30 @@ class Registry:
                 raise DBOSException(f"a queue named {spec.name!r} is already declared in this process")
             self.queues[spec.name] = spec
 
-    def add_instance(self, class_name: str, config_name: str, instance: Any) -> None:
+    def add_class(self, name: str, cls: type) -> None:
+        """Register a ``@DBOS.dbos_class`` under its name. Another class under a taken name is
+        an error (recovery finds instances and classmethods by it); the same class statement
+        run again (a module reloaded, a class defined in a test) replaces the first."""
         with self.lock:
+            existing = self.classes.get(name)
+            if existing is not None and existing is not cls and not _same_class_definition(existing, cls):
+                raise DBOSConflictingRegistrationError(
+                    name, f"Duplicate type registration for class {name!r}: {_where_class(existing)} and "
+                    f"{_where_class(cls)} (give one of them another name: @DBOS.dbos_class(class_name=...))"
+                )
+            self.classes[name] = cls
+
+    def add_instance(self, class_name: str, config_name: str, instance: Any) -> None:
+        """Register a configured instance. A second instance of one class under one config name
+        is an error: a recovered workflow could find only one of them."""
+        with self.lock:
+            existing = self.instances.get((class_name, config_name))
+            if existing is not None and existing is not instance and type(existing) is type(instance):
+                raise DBOSConflictingRegistrationError(
+                    f"{class_name}/{config_name}",
+                    f"Duplicate instance registration for class {class_name!r} instance {config_name!r} "
+                    "(each configured instance of a class needs its own config_name)",
+                )
             self.instances[(class_name, config_name)] = instance
 
     def instance(self, class_name: str, config_name: str) -> Any:

@@ -21,7 +21,7 @@ from dbos._wakeups.hub import hint_data
 from dbos._wakeups.local import cancelled, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
-    DBOSMaxRecoveryAttemptsExceededError,
+    DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
     DBOSNonExistentWorkflowError,
 )
 
@@ -58,7 +58,7 @@ def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error:
     if status == "CANCELLED":
         raise DBOSAwaitedWorkflowCancelledError(workflow_id)
     if status == "RETRIES_EXCEEDED":
-        raise DBOSMaxRecoveryAttemptsExceededError(workflow_id, -1)
+        raise DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded(workflow_id)
     raise AssertionError(f"not a final status: {status}")
 
 

@@ -23,7 +23,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from dbos._execution import checks, context, results
 from dbos._execution.auth import authorize
@@ -46,6 +46,7 @@ from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
     DBOSDatabaseUnavailableError,
+    DBOSException,
     DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSUnexpectedStepError,
@@ -67,6 +68,8 @@ class Call:
     @classmethod
     def of(cls, info: WorkflowInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Call":
         if info.takes_self and args:
+            if info.class_name is None:
+                _unregistered_class(info, args[0])
             return cls(info, args[0], args[1:], kwargs)
         return cls(info, None, args, kwargs)
 
@@ -96,6 +99,17 @@ class Call:
         elif self.instance is not None and self.config_name is None:
             args = (self.instance, *args)  # a plain instance travels by value
         return serialize((args, self.kwargs), "the arguments of workflow %s", self.info.name)
+
+
+def _unregistered_class(info: WorkflowInfo, target: Any) -> NoReturn:
+    """As in DBOS 2.x: a method workflow needs its class registered, or recovery could not
+    find the class (or instance) again by name."""
+    what = "class" if isinstance(target, type) else "class instance"
+    owner = target if isinstance(target, type) else type(target)
+    raise DBOSException(
+        f"Function target appears to be a {what}, but is not properly registered: workflow {info.name} "
+        f"is a method of {owner.__qualname__}, which needs @DBOS.dbos_class()"
+    )
 
 
 @dataclass(frozen=True)
