@@ -24,7 +24,7 @@ from typing import (
 
 import sqlalchemy as sa
 
-from dbos._api import classes, decorators, missing
+from dbos._api import classes, decorators, missing, web
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.context_managers import reject_enqueue_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
@@ -125,9 +125,10 @@ class _DBOSMeta(type):
 
 def _auth() -> context.Auth:
     ctx = context.current()
-    if ctx.run is not None and ctx.auth.user is None:
+    own = context.auth_of(ctx)
+    if ctx.run is not None and own.user is None:
         return ctx.run.auth
-    return ctx.auth
+    return own
 
 
 class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
@@ -135,7 +136,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
 
     _instance: ClassVar[Optional["DBOS"]] = None
 
-    def __new__(cls, *, config: DBOSConfig) -> "DBOS":
+    def __new__(cls, *, config: DBOSConfig, fastapi: Any = None, flask: Any = None) -> "DBOS":
         with HOLDER.lock:
             existing = cls._instance
             if existing is not None and existing._launched:
@@ -146,7 +147,8 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
             cls._instance = obj
             return obj
 
-    def __init__(self, *, config: DBOSConfig) -> None:
+    def __init__(self, *, config: DBOSConfig, fastapi: Any = None, flask: Any = None) -> None:
+        """``fastapi=app`` / ``flask=app``: handle the app's requests under DBOS (web.py)."""
         self._launched = False
         try:
             self.settings: Settings = load_settings(config)
@@ -166,6 +168,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         self._stop_otlp: Callable[[], None] = lambda: None
         self._admin: Any = None  # the admin server of config run_admin_server
         self.logger = configure(self.settings.log_level, self.settings.executor_id)
+        web.install(fastapi=fastapi, flask=flask)
 
     # -- lifecycle ----------------------------------------------------------
     @classmethod
@@ -412,7 +415,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     def set_authentication(authenticated_user: Optional[str], authenticated_roles: Optional[List[str]]) -> None:
         """Set the user and roles of the current context (what HTTP middleware does)."""
         roles = tuple(authenticated_roles) if authenticated_roles is not None else None
-        context.replace_current(auth=context.Auth(authenticated_user, roles, None))
+        context.set_auth(context.Auth(authenticated_user, roles, None))
 
     # -- starting and finding workflows ---------------------------------------
     @classmethod

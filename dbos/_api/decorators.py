@@ -90,7 +90,8 @@ def _roles_of(func: Callable[..., Any]) -> RoleSpec:
 def _authorize_call(name: str, spec: RoleSpec) -> None:
     if spec.roles:
         ctx = context.current()
-        auth = ctx.run.auth if ctx.run is not None and ctx.auth.user is None else ctx.auth
+        own = context.auth_of(ctx)
+        auth = ctx.run.auth if ctx.run is not None and own.user is None else own
         authorize(name, spec.roles, auth)
 
 

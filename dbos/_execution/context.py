@@ -63,6 +63,17 @@ class Auth:
 
 
 @dataclass
+class RequestScope:
+    """One HTTP request being handled (DBOS(fastapi=...), DBOS(flask=...)): the
+    authentication set anywhere in its handling. Mutable, and shared by every context
+    copied from the request's: a FastAPI dependency that sets it runs on a worker
+    thread under a copy, and the handler must still see it (as in DBOS)."""
+
+    started: Auth  # the context's auth when the request began
+    auth: Auth
+
+
+@dataclass
 class WorkflowRun:
     """One execution of one workflow in this process."""
 
@@ -104,6 +115,7 @@ class Ctx:
     enqueue: Optional[EnqueueOptions] = None
     auth: Auth = field(default_factory=Auth)
     ensured: bool = False
+    request: Optional[RequestScope] = None
 
     def in_step_with(self, status: Optional["StepStatus"], sql_session: Optional["Session"] = None) -> "Ctx":
         """This context, inside a step. Built on every step call: a copy of the
@@ -147,6 +159,30 @@ class using:  # noqa: N801 (used as a function: ``with using(ctx):``)
 def updated(**changes: Any) -> Iterator[Ctx]:
     with using(replace(_CTX.get(), **changes)) as ctx:
         yield ctx
+
+
+def auth_of(ctx: Ctx) -> Auth:
+    """The caller's authentication: the context's, or, while a request is handled and
+    this context has not changed it, what was set for the request (``set_auth``)."""
+    request = ctx.request
+    if request is not None and ctx.auth is request.started:
+        return request.auth
+    return ctx.auth
+
+
+def set_auth(auth: Auth) -> None:
+    """``DBOS.set_authentication``: the rest of this thread/task, and of the request."""
+    request = _CTX.get().request
+    if request is not None:
+        request.auth = auth
+    replace_current(auth=auth)
+
+
+@contextlib.contextmanager
+def request_scope() -> Iterator[Ctx]:
+    ctx = _CTX.get()
+    with using(replace(ctx, request=RequestScope(ctx.auth, ctx.auth))) as scoped:
+        yield scoped
 
 
 def replace_current(**changes: Any) -> None:

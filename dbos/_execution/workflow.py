@@ -163,7 +163,8 @@ def create(
                 ctx.id_box.take()
             assert recorded.child_workflow_id is not None
             return _existing(rt, recorded.child_workflow_id, call, parent.auth, parent.deadline_ms)
-    auth = parent.auth if parent is not None and ctx.auth.user is None else ctx.auth
+    own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
+    auth = parent.auth if parent is not None and own.user is None else own
     if call.info.roles is not None:
         auth = authorize(call.info.name, call.info.roles.roles, auth)
     workflow_id = new_workflow_id(ctx, parent, fid)

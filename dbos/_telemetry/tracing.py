@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -24,8 +24,14 @@ ATTR_STEP_ID = "dbos.step_id"
 ATTR_EXECUTOR_ID = "dbos.executor_id"
 ATTR_APP_VERSION = "dbos.app_version"
 ATTR_QUEUE = "dbos.queue_name"
-ATTR_OPERATION = "dbos.operation_type"  # workflow | step | transaction
+ATTR_OPERATION = "dbos.operation_type"  # workflow | step | transaction | handler
 ATTR_NAME = "dbos.function_name"
+# The span of an HTTP request handled under DBOS(fastapi=...) / DBOS(flask=...).
+ATTR_REQUEST_ID = "dbos.request_id"  # the x-request-id header, else a new UUID
+ATTR_REQUEST_IP = "dbos.request_ip"
+ATTR_REQUEST_URL = "dbos.request_url"
+ATTR_REQUEST_METHOD = "dbos.request_method"
+ATTR_RESPONSE_CODE = "dbos.response_code"
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -62,6 +68,35 @@ def extract(text: Optional[str]) -> Optional[otel_context.Context]:
         return _PROPAGATOR.extract(json.loads(text))
     except (ValueError, TypeError):
         return None
+
+
+def extract_headers(get_header: Callable[[str], Optional[str]]) -> Optional[otel_context.Context]:
+    """The caller's W3C trace context (traceparent, tracestate) from request headers;
+    None when there is no valid one."""
+    parent = get_header("traceparent")
+    if not parent:
+        return None
+    carrier = {"traceparent": parent}
+    state = get_header("tracestate")
+    if state:
+        carrier["tracestate"] = state
+    found = _PROPAGATOR.extract(carrier)
+    return found if trace.get_current_span(found).get_span_context().is_valid else None
+
+
+@contextlib.contextmanager
+def attached(ctx: otel_context.Context) -> Iterator[None]:
+    """``ctx`` is the current trace context for the block (no span of DBOS's own)."""
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def in_span() -> bool:
+    """Whether a valid span (DBOS's, or the application's own instrumentation's) is current."""
+    return trace.get_current_span().get_span_context().is_valid
 
 
 NO_SPAN: ContextManager[trace.Span] = contextlib.nullcontext(trace.INVALID_SPAN)
