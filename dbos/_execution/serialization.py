@@ -12,6 +12,11 @@ from dbos.error import DBOSException, DBOSSerializationError
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+class UnserializableValueError(DBOSSerializationError, TypeError):
+    """A value that cannot be pickled. Also a ``TypeError``, what pickle itself raises
+    for most such values (and what code written for DBOS Transact catches)."""
+
+
 def serialize(value: Any, what: str, *what_args: Any) -> bytes:
     """Pickle ``value``; ``what % what_args`` names it in the error (formatted only then:
     this runs for every step)."""
@@ -19,7 +24,7 @@ def serialize(value: Any, what: str, *what_args: Any) -> bytes:
         return pickle.dumps(value, protocol=_PROTOCOL)
     except Exception as e:
         name = what % what_args if what_args else what
-        raise DBOSSerializationError(f"{name} is not serializable: {type(e).__name__}: {e}") from e
+        raise UnserializableValueError(f"{name} is not serializable: {type(e).__name__}: {e}") from e
 
 
 def deserialize(data: Optional[bytes], what: str = "value") -> Any:

@@ -119,10 +119,10 @@ def _retry_delay(opts: StepOptions, attempt: int) -> float:
     return float(opts.interval_seconds * (opts.backoff_rate**attempt))
 
 
-def _final_error(opts: StepOptions, errors: list[Exception]) -> Optional[BaseException]:
+def _final_error(opts: StepOptions, errors: list[Exception], durable: bool = True) -> Optional[BaseException]:
     if not errors:
         return None
-    if opts.retries_allowed:
+    if opts.retries_allowed and durable:  # outside a workflow the step ran once: its own error
         return DBOSMaxStepRetriesExceeded(opts.name, opts.max_attempts, errors)
     return errors[-1]
 
@@ -167,7 +167,7 @@ def _run_step(
     started = now_ms()
     errors: list[Exception] = []
     result: Any = None
-    total = _attempts(opts)
+    total = _attempts(opts) if run is not None else 1  # outside a workflow: one plain call, as in DBOS
     made = 0
     for attempt in range(total):
         made = attempt + 1
@@ -186,7 +186,7 @@ def _run_step(
                 run.check_cancelled()
             elif run is None:
                 time.sleep(delay)
-    error = _final_error(opts, errors) if errors else None
+    error = _final_error(opts, errors, run is not None) if errors else None
     if run is None or rt is None or fid is None:
         if error is not None:
             raise error
@@ -222,7 +222,7 @@ async def _run_step_async(
     started = now_ms()
     errors: list[Exception] = []
     result: Any = None
-    total = _attempts(opts)
+    total = _attempts(opts) if run is not None else 1
     made = 0
     for attempt in range(total):
         made = attempt + 1
@@ -239,7 +239,7 @@ async def _run_step_async(
             await asyncio.sleep(_retry_delay(opts, attempt))
             if run is not None:
                 run.check_cancelled()
-    error = _final_error(opts, errors)
+    error = _final_error(opts, errors, run is not None)
     if run is None or rt is None or fid is None:
         if error is not None:
             raise error
