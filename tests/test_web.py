@@ -85,6 +85,14 @@ def fastapi_app(*, native_tracing: bool = True) -> FastAPI:
         if user is not None:
             DBOS.set_authentication(user, request.headers.get("x-roles", "").split(",") or None)
 
+    @app.middleware("http")
+    async def user_from_middleware(request: Request, call_next: Any) -> Any:
+        # The app's own middleware, added before DBOS(fastapi=app): it runs inside DBOS's.
+        user = request.headers.get("x-middleware-user")
+        if user is not None:
+            DBOS.set_authentication(user, ["staff"])
+        return await call_next(request)
+
     @app.get("/order/{item}")
     def order_endpoint(item: str, _auth: None = Depends(user_from_headers)) -> dict[str, Any]:
         return order(item)
@@ -178,6 +186,15 @@ def test_fastapi_idempotency_key_is_the_workflow_id(harness: Harness) -> None:
 def test_fastapi_authentication_flows_into_workflows(harness: Harness) -> None:
     app = fastapi_app()
     harness.dbos = DBOS(config=harness.config(), fastapi=app)
+
+    @app.middleware("http")
+    async def user_from_outer_middleware(request: Request, call_next: Any) -> Any:
+        # Added after DBOS(fastapi=app), as most DBOS apps do: it runs outside DBOS's.
+        user = request.headers.get("x-outer-user")
+        if user is not None:
+            DBOS.set_authentication(user, ["outer"])
+        return await call_next(request)
+
     with TestClient(app) as client:
         key = wid("web-auth")
         out = client.get("/order/book", headers={"dbos-idempotency-key": key, "x-user": "alice",
@@ -189,6 +206,11 @@ def test_fastapi_authentication_flows_into_workflows(harness: Harness) -> None:
         out = client.get("/order_async/pen", headers={"x-user": "bob", "x-roles": "staff"}).json()
         assert out["user"] == "bob"
         # Nothing leaks from one request to the next.
+        assert client.get("/order/book").json()["user"] is None
+        out = client.get("/order/book", headers={"x-middleware-user": "erin"}).json()
+        assert out["user"] == "erin" and out["roles"] == ["staff"]
+        out = client.get("/order_async/pen", headers={"x-outer-user": "frank"}).json()
+        assert out["user"] == "frank"
         assert client.get("/order/book").json()["user"] is None
 
         assert client.get("/admin", headers={"x-user": "carol", "x-roles": "admin"}).json() == \
