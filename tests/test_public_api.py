@@ -104,7 +104,8 @@ def test_step_status_and_step_info_fields() -> None:
     status = dbos.StepStatus(step_id=1, current_attempt=0, max_attempts=3)
     assert (status.step_id, status.current_attempt, status.max_attempts) == (1, 0, 3)
     assert set(dbos.StepInfo.__annotations__) == {
-        "function_id", "function_name", "output", "error", "child_workflow_id",
+        "function_id", "function_name", "output", "error", "child_workflow_id", "started_at_epoch_ms",
+        "completed_at_epoch_ms",
     }
 
 

@@ -207,15 +207,19 @@ class _CallsMixin:
         await rt.to_thread(lambda: [management.cancel(rt, w) for w in workflow_ids])
 
     @classmethod
-    def resume_workflows(cls, workflow_ids: List[str]) -> List[WorkflowHandle[Any]]:
+    def resume_workflows(
+        cls, workflow_ids: List[str], *, queue_name: Optional[str] = None
+    ) -> List[WorkflowHandle[Any]]:
         """``resume_workflow`` of each; their handles, in order."""
         rt = runtime()
-        return [WorkflowHandle(rt, management.resume(rt, w)) for w in workflow_ids]
+        return [WorkflowHandle(rt, management.resume(rt, w, queue_name)) for w in workflow_ids]
 
     @classmethod
-    async def resume_workflows_async(cls, workflow_ids: List[str]) -> List[WorkflowHandleAsync[Any]]:
+    async def resume_workflows_async(
+        cls, workflow_ids: List[str], *, queue_name: Optional[str] = None
+    ) -> List[WorkflowHandleAsync[Any]]:
         rt = runtime()
-        ids = await rt.to_thread(lambda: [management.resume(rt, w) for w in workflow_ids])
+        ids = await rt.to_thread(lambda: [management.resume(rt, w, queue_name) for w in workflow_ids])
         return [WorkflowHandleAsync(rt, w) for w in ids]
 
     @classmethod

@@ -228,20 +228,27 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
-        name: Optional[str] = None,
-        app_version: Optional[str] = None,
-        user: Optional[str] = None,
+        name: Optional[Union[str, List[str]]] = None,
+        app_version: Optional[Union[str, List[str]]] = None,
+        forked_from: Optional[Union[str, List[str]]] = None,
+        parent_workflow_id: Optional[Union[str, List[str]]] = None,
+        user: Optional[Union[str, List[str]]] = None,
+        queue_name: Optional[Union[str, List[str]]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
         sort_desc: bool = False,
-        workflow_id_prefix: Optional[str] = None,
+        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
         load_input: bool = True,
         load_output: bool = True,
+        executor_id: Optional[Union[str, List[str]]] = None,
+        has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
+        """Workflows matching every filter given; a list filter matches any of its values."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
-            workflow_id_prefix=workflow_id_prefix,
+            workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
         )
         return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
@@ -264,8 +271,10 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         )
         return management.list_workflows(self._rt, f, load_input=load_input)
 
-    def list_workflow_steps(self, workflow_id: str) -> List[StepInfo]:
-        return management.list_steps(self._rt, workflow_id)
+    def list_workflow_steps(
+        self, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> List[StepInfo]:
+        return management.list_steps(self._rt, workflow_id, load_output=load_output, limit=limit, offset=offset)
 
     def cancel_workflow(self, workflow_id: str) -> None:
         management.cancel(self._rt, workflow_id)  # an unknown ID: nothing to do
@@ -274,11 +283,15 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         for workflow_id in workflow_ids:
             management.cancel(self._rt, workflow_id)
 
-    def resume_workflows(self, workflow_ids: List[str]) -> List[WorkflowHandle[Any]]:
-        return [WorkflowHandle(self._rt, management.resume(self._rt, w)) for w in workflow_ids]
+    def resume_workflows(
+        self, workflow_ids: List[str], *, queue_name: Optional[str] = None
+    ) -> List[WorkflowHandle[Any]]:
+        return [WorkflowHandle(self._rt, management.resume(self._rt, w, queue_name)) for w in workflow_ids]
 
-    async def resume_workflows_async(self, workflow_ids: List[str]) -> List[WorkflowHandleAsync[Any]]:
-        ids = await self._rt.to_thread(lambda: [management.resume(self._rt, w) for w in workflow_ids])
+    async def resume_workflows_async(
+        self, workflow_ids: List[str], *, queue_name: Optional[str] = None
+    ) -> List[WorkflowHandleAsync[Any]]:
+        ids = await self._rt.to_thread(lambda: [management.resume(self._rt, w, queue_name) for w in workflow_ids])
         return [WorkflowHandleAsync(self._rt, w) for w in ids]
 
     def set_workflow_delay(
@@ -289,22 +302,29 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
 
         set_delay(self._rt, workflow_id, delay_seconds, delay_until_epoch_ms)
 
-    def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
-        return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id))
+    def resume_workflow(self, workflow_id: str, *, queue_name: Optional[str] = None) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._rt, management.resume(self._rt, workflow_id, queue_name))
 
-    async def resume_workflow_async(self, workflow_id: str) -> WorkflowHandleAsync[Any]:
-        return WorkflowHandleAsync(self._rt, await self._rt.to_thread(management.resume, self._rt, workflow_id))
+    async def resume_workflow_async(
+        self, workflow_id: str, *, queue_name: Optional[str] = None
+    ) -> WorkflowHandleAsync[Any]:
+        new_id = await self._rt.to_thread(management.resume, self._rt, workflow_id, queue_name)
+        return WorkflowHandleAsync(self._rt, new_id)
 
     def fork_workflow(
-        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
-        new_id = management.fork(self._rt, workflow_id, start_step, application_version)
+        new_id = management.fork(self._rt, workflow_id, start_step, application_version, timeout_seconds)
         return WorkflowHandle(self._rt, new_id)
 
     async def fork_workflow_async(
-        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+        self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
-        new_id = await self._rt.to_thread(management.fork, self._rt, workflow_id, start_step, application_version)
+        new_id = await self._rt.to_thread(
+            management.fork, self._rt, workflow_id, start_step, application_version, timeout_seconds
+        )
         return WorkflowHandleAsync(self._rt, new_id)
 
     def get_workflow(self, workflow_id: str) -> Optional[WorkflowStatus]:

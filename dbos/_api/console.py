@@ -136,11 +136,11 @@ def list_filter(params: dict[str, str], max_limit: int = 1000) -> Any:
             status=status, start_time=params.get("start_time") or None, end_time=params.get("end_time") or None,
             name=text["name"], app_version=text["app_version"], workflow_id_prefix=text["prefix"],
             queue_name=text["queue"], limit=_int(params, "limit", 50, max_limit), offset=_int(params, "offset", 0, 10**9),
-            sort_desc=sort == "desc",
+            sort_desc=sort == "desc", executor_id=text["executor"],
         )
     except DBOSException as e:
         raise BadRequest(str(e)) from None
-    return replace(f, executor_id=text["executor"]) if text["executor"] else f
+    return f
 
 
 # -- handlers (synchronous: Starlette runs them on its thread pool) ------------------------------

@@ -7,6 +7,7 @@ Every method here is a few lines that delegate to ``_execution`` (rules) or
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import (
@@ -509,20 +510,27 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
-        name: Optional[str] = None,
-        app_version: Optional[str] = None,
-        user: Optional[str] = None,
+        name: Optional[Union[str, List[str]]] = None,
+        app_version: Optional[Union[str, List[str]]] = None,
+        forked_from: Optional[Union[str, List[str]]] = None,
+        parent_workflow_id: Optional[Union[str, List[str]]] = None,
+        user: Optional[Union[str, List[str]]] = None,
+        queue_name: Optional[Union[str, List[str]]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
         sort_desc: bool = False,
-        workflow_id_prefix: Optional[str] = None,
+        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
         load_input: bool = True,
         load_output: bool = True,
+        executor_id: Optional[Union[str, List[str]]] = None,
+        has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
+        """Workflows matching every filter given; a list filter matches any of its values."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
-            workflow_id_prefix=workflow_id_prefix,
+            workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
         )
         return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
 
@@ -564,38 +572,49 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         await rt.to_thread(management.cancel, rt, workflow_id)
 
     @classmethod
-    def resume_workflow(cls, workflow_id: str) -> WorkflowHandle[Any]:
+    def resume_workflow(cls, workflow_id: str, *, queue_name: Optional[str] = None) -> WorkflowHandle[Any]:
         rt = runtime()
-        return WorkflowHandle(rt, management.resume(rt, workflow_id))
+        return WorkflowHandle(rt, management.resume(rt, workflow_id, queue_name))
 
     @classmethod
-    async def resume_workflow_async(cls, workflow_id: str) -> WorkflowHandleAsync[Any]:
+    async def resume_workflow_async(
+        cls, workflow_id: str, *, queue_name: Optional[str] = None
+    ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        return WorkflowHandleAsync(rt, await rt.to_thread(management.resume, rt, workflow_id))
+        return WorkflowHandleAsync(rt, await rt.to_thread(management.resume, rt, workflow_id, queue_name))
 
     @classmethod
     def fork_workflow(
-        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
         rt = runtime()
-        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version))
+        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version, timeout_seconds))
 
     @classmethod
     async def fork_workflow_async(
-        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None
+        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version)
+        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version, timeout_seconds)
         return WorkflowHandleAsync(rt, new_id)
 
     @classmethod
-    def list_workflow_steps(cls, workflow_id: str) -> List[StepInfo]:
-        return management.list_steps(runtime(), workflow_id)
+    def list_workflow_steps(
+        cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> List[StepInfo]:
+        return management.list_steps(runtime(), workflow_id, load_output=load_output, limit=limit, offset=offset)
 
     @classmethod
-    async def list_workflow_steps_async(cls, workflow_id: str) -> List[StepInfo]:
+    async def list_workflow_steps_async(
+        cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
+    ) -> List[StepInfo]:
         rt = runtime()
-        return await rt.to_thread(management.list_steps, rt, workflow_id)
+        return await rt.to_thread(
+            functools.partial(management.list_steps, rt, workflow_id, load_output=load_output, limit=limit,
+                              offset=offset)
+        )
 
     @classmethod
     def retrieve_workflow(cls, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:

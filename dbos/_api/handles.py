@@ -39,6 +39,13 @@ def _as_step(rt: Runtime, name: str, workflow_id: Optional[str], fn: Callable[[]
     return record(rt, run, fid, name, value, None, started, child_workflow_id=workflow_id)
 
 
+def _poll_interval(value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    seconds = checks.duration("polling_interval_sec", value, positive=True)
+    return max(seconds, 0.001)  # a shorter interval would spin on the database
+
+
 class WorkflowHandle(Generic[R]):
     def __init__(self, rt: Runtime, workflow_id: str, *, await_creation: bool = False) -> None:
         self._rt = rt
@@ -53,11 +60,16 @@ class WorkflowHandle(Generic[R]):
     def get_workflow_id(self) -> str:
         return self._workflow_id
 
-    def get_result(self) -> R:
-        """Wait for the workflow to finish; return its result or raise its error."""
+    def get_result(self, *, polling_interval_sec: Optional[float] = None) -> R:
+        """Wait for the workflow to finish; return its result or raise its error.
+
+        A finish anywhere in the fleet wakes the wait; ``polling_interval_sec`` bounds how
+        long it goes without reading the database when no wakeup comes (default: the
+        configured ``polling_interval_sec``)."""
+        poll = _poll_interval(polling_interval_sec)
         return _as_step(  # type: ignore[no-any-return]
             self._rt, "DBOS.getResult", self._workflow_id,
-            lambda: wait_result(self._rt, self._workflow_id, await_creation=self._await_creation),
+            lambda: wait_result(self._rt, self._workflow_id, await_creation=self._await_creation, poll_interval=poll),
         )
 
     def get_status(self) -> WorkflowStatus:
@@ -84,8 +96,9 @@ class WorkflowHandleAsync(Generic[R]):
     def get_workflow_id(self) -> str:
         return self._sync.workflow_id
 
-    async def get_result(self) -> R:
-        return await self._sync._rt.to_thread(self._sync.get_result)
+    async def get_result(self, *, polling_interval_sec: Optional[float] = None) -> R:
+        poll = _poll_interval(polling_interval_sec)
+        return await self._sync._rt.to_thread(lambda: self._sync.get_result(polling_interval_sec=poll))
 
     async def get_status(self) -> WorkflowStatus:
         return await self._sync._rt.to_thread(self._sync.get_status)

@@ -52,44 +52,62 @@ def _count(value: Optional[int], what: str) -> Optional[int]:
     return value
 
 
+def _values(field: str, value: Union[str, Sequence[str], None]) -> Optional[tuple[str, ...]]:
+    """A filter given as one string or a list of strings (DBOS 2.x takes either)."""
+    if value is None:
+        return None
+    values = (value,) if isinstance(value, str) else value
+    if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+        raise DBOSException(f"{field} must be a string or a list of strings, got {value!r}")
+    for v in values:  # a NUL would reach the driver as a raw error (PostgreSQL)
+        checks.identifier(field, v, allow_empty=True)
+    return tuple(values)
+
+
 def workflow_filter(
     *,
     workflow_ids: Optional[Sequence[str]] = None,
     status: Union[str, Sequence[str], None] = None,
     start_time: Optional[str] = None,
     end_time: Optional[str] = None,
-    name: Optional[str] = None,
-    app_version: Optional[str] = None,
-    user: Optional[str] = None,
+    name: Union[str, Sequence[str], None] = None,
+    app_version: Union[str, Sequence[str], None] = None,
+    user: Union[str, Sequence[str], None] = None,
     limit: Optional[int] = None,
     offset: Optional[int] = None,
     sort_desc: bool = False,
-    workflow_id_prefix: Optional[str] = None,
-    queue_name: Optional[str] = None,
+    workflow_id_prefix: Union[str, Sequence[str], None] = None,
+    queue_name: Union[str, Sequence[str], None] = None,
     queued_only: bool = False,
+    executor_id: Union[str, Sequence[str], None] = None,
+    forked_from: Union[str, Sequence[str], None] = None,
+    parent_workflow_id: Union[str, Sequence[str], None] = None,
+    has_parent: Optional[bool] = None,
 ) -> listing.WorkflowFilter:
     if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
     for wid in workflow_ids or ():
         checks.identifier("workflow_ids", wid)
-    for field, value in (("name", name), ("app_version", app_version), ("user", user),
-                         ("workflow_id_prefix", workflow_id_prefix), ("queue_name", queue_name)):
-        if value is not None:  # a NUL would reach the driver as a raw error (PostgreSQL)
-            checks.identifier(field, value, allow_empty=True)
+    if has_parent is not None and not isinstance(has_parent, bool):
+        raise DBOSException(f"has_parent must be True, False or None, got {has_parent!r}")
     return listing.WorkflowFilter(
         workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
         statuses=_statuses(status, ("DELAYED", "ENQUEUED", "PENDING") if queued_only else STATUSES),
         start_time_ms=parse_time(start_time, "start_time"),
         end_time_ms=parse_time(end_time, "end_time"),
-        name=name,
-        app_version=app_version,
-        user=user,
+        name=_values("name", name),
+        app_version=_values("app_version", app_version),
+        user=_values("user", user),
         limit=_count(limit, "limit"),
         offset=_count(offset, "offset"),
         sort_desc=bool(sort_desc),
-        workflow_id_prefix=workflow_id_prefix,
-        queue_name=queue_name,
+        workflow_id_prefix=_values("workflow_id_prefix", workflow_id_prefix),
+        queue_name=_values("queue_name", queue_name),
         queued_only=queued_only,
+        executor_id=_values("executor_id", executor_id),
+        forked_from=_values("forked_from", forked_from),
+        parent_workflow_id=_values("parent_workflow_id", parent_workflow_id),
+        has_parent=has_parent,
     )
 
 
@@ -100,19 +118,29 @@ def list_workflows(
     return [WorkflowStatus.from_row(r, load_input=load_input, load_output=load_output) for r in rows]
 
 
-def list_steps(rt: Runtime, workflow_id: str) -> List[StepInfo]:
+def list_steps(
+    rt: Runtime, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None,
+    offset: Optional[int] = None,
+) -> List[StepInfo]:
+    """The workflow's recorded steps in step order (``limit``/``offset`` page through them);
+    ``load_output=False`` leaves ``output`` and ``error`` None."""
     checks.identifier("workflow_id", workflow_id)
-    steps = rt.sys_db.query(lambda c: operations.list_for(c, workflow_id))
+    limit, offset = _count(limit, "limit"), _count(offset, "offset")
+    steps = rt.sys_db.query(
+        lambda c: operations.list_for(c, workflow_id, limit=limit, offset=offset, outputs=bool(load_output))
+    )
     result: List[StepInfo] = []
     for s in steps:
-        error: Any = deserialize_error(s.error)
+        error: Any = deserialize_error(s.error) if load_output else None
         result.append(
             StepInfo(
                 function_id=s.function_id,
                 function_name=s.function_name,
-                output=deserialize(s.output, f"the output of step {s.function_id}"),
+                output=deserialize(s.output, f"the output of step {s.function_id}") if load_output else None,
                 error=error,
                 child_workflow_id=s.child_workflow_id,
+                started_at_epoch_ms=s.started_at,
+                completed_at_epoch_ms=s.completed_at,
             )
         )
     return result
@@ -134,28 +162,37 @@ def cancel(rt: Runtime, workflow_id: str) -> bool:
     return True
 
 
-def resume(rt: Runtime, workflow_id: str) -> str:
-    """Restart a workflow from its last recorded step, at once, on an executor of its version."""
+def resume(rt: Runtime, workflow_id: str, queue_name: Optional[str] = None) -> str:
+    """Restart a workflow from its last recorded step on an executor of its version: at
+    once (the internal queue), or under the limits of ``queue_name`` (DBOS 2.x)."""
     checks.identifier("workflow_id", workflow_id)
+    queue = INTERNAL_QUEUE.name if queue_name is None else checks.identifier("queue_name", queue_name)
     previous = rt.sys_db.run(
-        lambda c: workflows.requeue(c, workflow_id, INTERNAL_QUEUE.name, now_ms(), reset_attempts=True), tx=True
+        lambda c: workflows.requeue(c, workflow_id, queue, now_ms(), reset_attempts=True), tx=True
     )
     if previous is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
-    rt.wakeups.notify(keys.queue_ready(INTERNAL_QUEUE.name))
+    rt.wakeups.notify(keys.queue_ready(queue))
     return workflow_id
 
 
-def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str]) -> str:
+def fork(
+    rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str],
+    timeout_seconds: Optional[float] = None,
+) -> str:
     """A new workflow with the same inputs whose steps before ``start_step`` are copied.
 
     As in DBOS 2.x, ``start_step`` <= 1 (or <= 0) re-runs every step, and one past the
-    last recorded step copies them all (the fork replays to the same result)."""
+    last recorded step copies them all (the fork replays to the same result).
+    ``timeout_seconds``: the fork's timeout, counted from its start (else the source's)."""
     if isinstance(start_step, bool) or not isinstance(start_step, int):
         raise DBOSException(f"start_step must be an integer, got {start_step!r}")
     start_step = max(1, start_step)
     checks.identifier("workflow_id", workflow_id)
     checks.optional_identifier("application_version", application_version)
+    timeout_ms: Optional[int] = None
+    if timeout_seconds is not None:
+        timeout_ms = max(1, int(checks.duration("timeout_seconds", timeout_seconds, positive=True) * 1000))
     ctx = context.current()
     fork_id = (ctx.id_box.take() if ctx.id_box is not None else None) or new_id()
 
@@ -180,6 +217,7 @@ def fork(rt: Runtime, workflow_id: str, start_step: int, application_version: Op
             priority=0,
             deduplication_id=None,
             queue_partition_key=None,
+            timeout_ms=source.timeout_ms if timeout_ms is None else timeout_ms,
             deadline_ms=None,
             parent_workflow_id=None,
             forked_from=workflow_id,

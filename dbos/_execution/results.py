@@ -63,11 +63,14 @@ def outcome_value(workflow_id: str, status: str, output: Optional[bytes], error:
 
 
 def wait_result(
-    rt: Runtime, workflow_id: str, timeout: Optional[float] = None, *, await_creation: bool = False
+    rt: Runtime, workflow_id: str, timeout: Optional[float] = None, *, await_creation: bool = False,
+    poll_interval: Optional[float] = None,
 ) -> Any:
     """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
     ``await_creation``: a workflow that does not exist yet is waited for (woken by its
-    creation anywhere in the fleet), not reported missing.
+    creation anywhere in the fleet), not reported missing. ``poll_interval``: the longest
+    wait between two reads of the database when no wakeup comes (else the configured
+    ``polling_interval_sec``).
 
     Called from a workflow (or one of its steps), the wait is also that workflow's:
     cancelling it, or its deadline passing, wakes the wait and raises
@@ -87,7 +90,7 @@ def wait_result(
             local = rt.local(workflow_id)
             if local is not None:
                 # Running here: its finish wakes us, so no database read until then.
-                if not local.outcome.done() and not _pause(rt, waiter, caller, end):
+                if not local.outcome.done() and not _pause(rt, waiter, caller, end, poll_interval):
                     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
                 if local.outcome.done():
                     try:
@@ -101,17 +104,19 @@ def wait_result(
             if found is None:
                 if not await_creation:
                     raise DBOSNonExistentWorkflowError(workflow_id)
-                if not _pause(rt, waiter, caller, end):
+                if not _pause(rt, waiter, caller, end, poll_interval):
                     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
                 continue
             status, output, error = found
             if status in TERMINAL:
                 return outcome_value(workflow_id, status, output, error)
-            if not _pause(rt, waiter, caller, end):
+            if not _pause(rt, waiter, caller, end, poll_interval):
                 raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
 
 
-def wait_first(rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = None) -> str:
+def wait_first(
+    rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = None, poll_interval: Optional[float] = None
+) -> str:
     """Block until one of these workflows has finished (here or anywhere in the fleet);
     return its ID (the first of the list among those already finished). Woken by the
     finish of any of them; polls one statement for all of them as the fallback."""
@@ -128,15 +133,17 @@ def wait_first(rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = 
                 row = found.get(wid)
                 if row is not None and row[0] in TERMINAL:
                     return wid
-            if not _pause(rt, waiter, caller, end):
+            if not _pause(rt, waiter, caller, end, poll_interval):
                 raise TimeoutError(f"none of workflows {workflow_ids} finished in {timeout} s")
 
 
-def _pause(rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float]) -> bool:
+def _pause(
+    rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float], poll: Optional[float] = None
+) -> bool:
     """One bounded wait of ``wait_result``: until a wakeup, the poll interval, the calling
     workflow's deadline or ``end``, whichever is first; False once ``end`` has passed.
     A cancelled (or timed-out) caller is preempted here."""
-    wait = rt.settings.polling_interval_sec
+    wait = rt.settings.polling_interval_sec if poll is None else poll
     if end is not None:
         wait = min(wait, end - time.monotonic())
         if wait <= 0:

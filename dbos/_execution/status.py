@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any, Optional, TypedDict
 
 from dbos._execution.serialization import deserialize, deserialize_error
-from dbos._storage.schema import STATUSES
+from dbos._storage.schema import STATUSES, TERMINAL
 from dbos._storage.workflows import WorkflowRow
 
 
@@ -59,6 +59,10 @@ class WorkflowStatus:
     parent_workflow_id: Optional[str] = None
     forked_from: Optional[str] = None
     delay_until_epoch_ms: Optional[int] = None  # a DELAYED workflow is not claimed before then
+    # DBOS 2.x: when the workflow was last dequeued (enqueued work only), and when it
+    # finished (SUCCESS, ERROR, CANCELLED, RETRIES_EXCEEDED; None until then).
+    dequeued_at: Optional[int] = None
+    completed_at: Optional[int] = None
 
     @classmethod
     def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
@@ -102,6 +106,11 @@ class WorkflowStatus:
             parent_workflow_id=row.parent_workflow_id,
             forked_from=row.forked_from,
             delay_until_epoch_ms=row.delay_until_epoch_ms,
+            # A queued row's started_at is set by the claim (the dequeue); a finished
+            # row's updated_at by the statement that finished it, and nothing writes
+            # a finished row after that (docs/decisions.md, issue 18).
+            dequeued_at=row.started_at if row.queue_name is not None else None,
+            completed_at=row.updated_at if row.status in TERMINAL else None,
         )
 
 
@@ -111,6 +120,8 @@ class StepInfo(TypedDict):
     output: Optional[Any]
     error: Optional[Exception]
     child_workflow_id: Optional[str]
+    started_at_epoch_ms: Optional[int]  # when the step's (first) attempt began
+    completed_at_epoch_ms: Optional[int]  # when its outcome was recorded
 
 
 @dataclass(frozen=True)

@@ -23,20 +23,35 @@ class WorkflowFilter:
     statuses: Optional[Sequence[str]] = None
     start_time_ms: Optional[int] = None
     end_time_ms: Optional[int] = None
-    name: Optional[str] = None
-    app_version: Optional[str] = None
-    user: Optional[str] = None
+    # Each list filter matches a row whose column is any of its values (an empty list: none).
+    name: Optional[Sequence[str]] = None
+    app_version: Optional[Sequence[str]] = None
+    user: Optional[Sequence[str]] = None
     limit: Optional[int] = None
     offset: Optional[int] = None
     sort_desc: bool = False
-    workflow_id_prefix: Optional[str] = None
-    queue_name: Optional[str] = None
+    workflow_id_prefix: Optional[Sequence[str]] = None  # IDs starting with any of these
+    queue_name: Optional[Sequence[str]] = None
     queued_only: bool = False
-    executor_id: Optional[str] = None
+    executor_id: Optional[Sequence[str]] = None
+    forked_from: Optional[Sequence[str]] = None
+    parent_workflow_id: Optional[Sequence[str]] = None
+    has_parent: Optional[bool] = None  # True: only children; False: only top-level workflows
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _any_of(column: Any, values: Sequence[str]) -> Any:
+    """One value: ``=`` (the index of that column serves it); several: ``IN``."""
+    return column == values[0] if len(values) == 1 else column.in_(list(values))
+
+
+def _prefixed(prefixes: Sequence[str]) -> Any:
+    return sa.or_(
+        sa.false(), *[ws.c.workflow_uuid.like(_escape_like(p) + "%", escape="\\") for p in prefixes]
+    )
 
 
 def _columns(inputs: bool, outputs: bool) -> list[Any]:
@@ -62,18 +77,22 @@ def list_rows(
         stmt = stmt.where(ws.c.created_at >= f.start_time_ms)
     if f.end_time_ms is not None:
         stmt = stmt.where(ws.c.created_at <= f.end_time_ms)
-    if f.name is not None:
-        stmt = stmt.where(ws.c.name == f.name)
-    if f.app_version is not None:
-        stmt = stmt.where(ws.c.application_version == f.app_version)
-    if f.user is not None:
-        stmt = stmt.where(ws.c.authenticated_user == f.user)
+    for column, values in (
+        (ws.c.name, f.name),
+        (ws.c.application_version, f.app_version),
+        (ws.c.authenticated_user, f.user),
+        (ws.c.queue_name, f.queue_name),
+        (ws.c.executor_id, f.executor_id),
+        (ws.c.forked_from, f.forked_from),
+        (ws.c.parent_workflow_id, f.parent_workflow_id),
+    ):
+        if values is not None:
+            stmt = stmt.where(_any_of(column, values) if values else sa.false())
     if f.workflow_id_prefix is not None:
-        stmt = stmt.where(ws.c.workflow_uuid.like(_escape_like(f.workflow_id_prefix) + "%", escape="\\"))
-    if f.queue_name is not None:
-        stmt = stmt.where(ws.c.queue_name == f.queue_name)
-    if f.executor_id is not None:
-        stmt = stmt.where(ws.c.executor_id == f.executor_id)
+        stmt = stmt.where(_prefixed(f.workflow_id_prefix))
+    if f.has_parent is not None:
+        parent = ws.c.parent_workflow_id
+        stmt = stmt.where(parent.is_not(None) if f.has_parent else parent.is_(None))
     order = ws.c.created_at.desc() if f.sort_desc else ws.c.created_at.asc()
     stmt = stmt.order_by(order, ws.c.workflow_uuid.desc() if f.sort_desc else ws.c.workflow_uuid.asc())
     if f.limit is not None:

@@ -119,8 +119,25 @@ def get(conn: sa.Connection, workflow_id: str, function_id: int) -> Optional[Ste
     return StepRow(*row) if row is not None else None
 
 
-def list_for(conn: sa.Connection, workflow_id: str) -> list[StepRow]:
-    return [StepRow(*r) for r in conn.execute(_LIST, {"wid": workflow_id})]
+def list_for(
+    conn: sa.Connection,
+    workflow_id: str,
+    *,
+    limit: Optional[int] = None,
+    offset: Optional[int] = None,
+    outputs: bool = True,
+) -> list[StepRow]:
+    """The workflow's steps in step order; ``outputs=False`` reads ``output`` and ``error``
+    as NULL (the database does not send them)."""
+    if limit is None and offset is None and outputs:
+        return [StepRow(*r) for r in conn.execute(_LIST, {"wid": workflow_id})]
+    cols = [sa.null().label(c.name) if not outputs and c.name in ("output", "error") else c for c in _COLS]
+    stmt = sa.select(*cols).where(oo.c.workflow_uuid == workflow_id).order_by(oo.c.function_id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if offset is not None:
+        stmt = stmt.offset(offset)
+    return [StepRow(*r) for r in conn.execute(stmt)]
 
 
 def copy_prefix(conn: sa.Connection, source_id: str, target_id: str, before_function_id: int) -> int:
