@@ -18,6 +18,7 @@ from dbos._api.context_managers import (
 )
 from dbos._api.dbos import DBOS
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.migrate import run_dbos_database_migrations
 from dbos._api.queue import Queue
 from dbos._api.retention import SendMessage
 from dbos._config.settings import DBOSConfig
@@ -62,6 +63,7 @@ __all__ = [
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",
+    "run_dbos_database_migrations",
     "DBOSException",
     "DBOSAwaitedWorkflowCancelledError",
     "DBOSConflictingWorkflowError",

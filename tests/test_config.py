@@ -39,7 +39,7 @@ def _construct(config: Any) -> None:
         ({"name": "app", "log_level": 10}, "log_level"),
         ({"name": "app", "executor_id": 7}, "executor_id"),
         ({"name": "app", "application_version": ["v1"]}, "application_version"),
-        ({"name": "app", "dbos_system_schema": "bad schema; drop"}, "dbos_system_schema"),
+        ({"name": "app", "dbos_system_schema": "bad\"schema; drop"}, "dbos_system_schema"),
         ({}, "name"),
         ({"system_database_url": "sqlite:///x.sqlite"}, "name"),
         ({"name": ""}, "name"),

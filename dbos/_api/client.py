@@ -33,7 +33,7 @@ from dbos._api.schedules import ClientSchedulesMixin
 from dbos._config.settings import load_settings
 from dbos._execution import checks, context, management, messaging, results, versions
 from dbos._execution import workflow as wf
-from dbos._execution.context import IdBox
+from dbos._execution.context import Auth, IdBox
 from dbos._execution.queues import QueueSpec, enqueue_fields
 from dbos._execution.registry import Registry, WorkflowInfo
 from dbos._execution.runtime import Runtime
@@ -57,12 +57,69 @@ class EnqueueOptions(TypedDict, total=False):
     priority: int
     queue_partition_key: str
     delay_seconds: float  # DELAYED (not claimable) for this long
-    workflow_class_name: str
+    class_name: str  # DBOS 2.x: the @DBOS.dbos_class name of a method workflow
+    instance_name: str  # DBOS 2.x: the config_name of its configured instance
+    workflow_class_name: str  # this library's older names of the two above
     workflow_config_name: str
+    authenticated_user: str  # the workflow runs as this user, with these roles
+    authenticated_roles: List[str]
+    max_recovery_attempts: int
+    duplication_policy: str  # "reject" (the default); DBOS's "return-existing" is not implemented
+    serialization_type: Any  # DBOS's default (pickle) only
+    application_name: Optional[str]  # accepted; no effect (one application per system database here)
+    otel_context: Any  # an OpenTelemetry Context the workflow's trace continues
+    attributes: Any  # not implemented (workflow attributes)
+
+
+# DBOS 2.x keys accepted only with the value that means "as before" here.
+_ONLY_DEFAULT = {"duplication_policy": (None, "reject"), "attributes": (None,)}
+_KEYS = frozenset(EnqueueOptions.__annotations__)
+
+
+def _check_enqueue_keys(options: Any) -> None:
+    """Unknown keys are an error, not silently dropped (a misspelt class key, or auth, would
+    vanish); DBOS 2.x keys that need a feature left out say so."""
+    import difflib
+
+    from dbos._api.missing import DBOSNotImplementedError
+
+    if not isinstance(options, dict):
+        raise DBOSException(f"DBOSClient.enqueue takes an EnqueueOptions dict, got {options!r}")
+    for key in options:
+        if key not in _KEYS:
+            close = difflib.get_close_matches(str(key), sorted(_KEYS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DBOSException(f"EnqueueOptions has no key {key!r}{hint}; known keys: {', '.join(sorted(_KEYS))}")
+    for key, allowed in _ONLY_DEFAULT.items():
+        if options.get(key) not in allowed:
+            raise DBOSNotImplementedError(
+                f"EnqueueOptions[{key!r}] = {options[key]!r} is part of DBOS Transact 2.x but not of dbos-fleet "
+                "(docs/decisions.md, 'Names, keywords and config keys')"
+            )
+    ser = options.get("serialization_type")
+    if ser is not None and str(getattr(ser, "value", ser)).lower() not in ("default", "pickle", "py_pickle"):
+        raise DBOSNotImplementedError(f"EnqueueOptions['serialization_type'] = {ser!r}: every value is pickled here")
+
+
+# DBOSClient keywords of DBOS 2.x that change nothing here: one serializer (pickle), waits
+# that poll at most once per interval each, connection retries as every call makes them.
+_CLIENT_NO_EFFECT = frozenset({"serializer", "system_database_polling_concurrency", "retry_connection_errors"})
 
 
 def _noop() -> None:
     return None
+
+
+def _attach_otel(ctx: Any) -> Any:
+    from opentelemetry import context as otel_context
+
+    return otel_context.attach(ctx)
+
+
+def _detach_otel(token: Any) -> None:
+    from opentelemetry import context as otel_context
+
+    otel_context.detach(token)
 
 
 P = ParamSpec("P")
@@ -88,29 +145,60 @@ def _in_thread(
 class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
     def __init__(
         self,
-        system_database_url: str,
+        system_database_url: Optional[str] = None,
         *,
         redis_url: Optional[str] = None,
-        system_database_schema: str = "dbos",
+        system_database_schema: Optional[str] = None,
         polling_interval_sec: float = 1.0,
+        # DBOS 2.x keywords (docs/decisions.md, "Names, keywords and config keys"):
+        dbos_system_schema: Optional[str] = None,
+        application_database_url: Optional[str] = None,
+        database_url: Optional[str] = None,
+        system_database_engine: Any = None,
+        system_database_pool_size: Optional[int] = None,
+        lazy: bool = False,
+        use_listen_notify: bool = False,
+        application_name: Optional[str] = None,
+        **dbos_only: Any,
     ) -> None:
         from dbos._api.dbos import wakeup_namespace  # the namespace executors publish on
 
-        settings = load_settings(
-            {
-                "name": "dbos-client",
-                "system_database_url": system_database_url,
-                "redis_url": redis_url,
-                "dbos_system_schema": system_database_schema,
-                "polling_interval_sec": polling_interval_sec,
-                "executor_id": "dbos-client",
-            },
-            env={},
-        )
+        unknown = sorted(set(dbos_only) - _CLIENT_NO_EFFECT)
+        if unknown:
+            raise TypeError(f"DBOSClient() got an unexpected keyword argument {unknown[0]!r}")
+        if lazy and use_listen_notify:
+            raise DBOSException("A DBOSClient cannot be both lazy and use_listen_notify (DBOS 2.x refuses it too)")
+        if system_database_schema is not None and dbos_system_schema is not None \
+                and system_database_schema != dbos_system_schema:
+            raise DBOSException("give DBOSClient one of system_database_schema and dbos_system_schema, not both")
+        pool = system_database_pool_size
+        if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or not 1 <= pool <= 1000):
+            raise DBOSException(f"system_database_pool_size must be an integer in 1..1000, got {pool!r}")
+        config: dict[str, Any] = {
+            "name": "dbos-client",
+            "system_database_url": system_database_url,
+            "application_database_url": application_database_url or database_url,
+            "system_database_engine": system_database_engine,
+            "redis_url": redis_url,
+            "dbos_system_schema": system_database_schema or dbos_system_schema,
+            "polling_interval_sec": polling_interval_sec,
+            "executor_id": "dbos-client",
+        }
+        if not any(config[k] for k in ("system_database_url", "application_database_url", "system_database_engine")):
+            raise DBOSException("DBOSClient needs system_database_url (the executors' system database)")
+        settings = load_settings(config, env={})
         logger = logging.getLogger("dbos.client")
-        self._db = Database(settings.system_database_url, settings.schema, 4, settings.db_engine_kwargs,
+        self._db = Database(settings.system_database_url, settings.schema, pool or 4, settings.db_engine_kwargs,
                             settings.use_prepared_statements)
-        migrate_system(self._db)
+        if not lazy:
+            # At once, with the driver's error (a sqlalchemy OperationalError) if the database
+            # cannot be reached: no retries before the first connection ever succeeded.
+            try:
+                self._db.check_connection()
+                migrate_system(self._db)
+            except BaseException:
+                self._db.dispose()
+                raise
         self._pool = WorkflowPool(32)
         hub = Hub()
         self._bridge = hub.attach_redis(redis_url, wakeup_namespace(settings), logger) if redis_url else None
@@ -118,6 +206,13 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
             self._bridge.start()
         self._rt = Runtime(settings, self._db, self._db, Registry(), "", self._pool, hub, logger)
         self._latest_version = versions.LatestCache(self._db)
+
+    def check_connection(self) -> None:
+        """Raise (the driver's error) if the system database cannot be reached now."""
+        self._db.check_connection()
+
+    async def check_connection_async(self) -> None:
+        await self._rt.to_thread(self._db.check_connection)
 
     def destroy(self) -> None:
         if self._bridge is not None:
@@ -133,15 +228,16 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
 
     # -- enqueue ------------------------------------------------------------------
     def enqueue(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
+        _check_enqueue_keys(options)
         workflow_name = options.get("workflow_name")
         queue_name = options.get("queue_name")
-        if not isinstance(workflow_name, str) or not workflow_name:
+        if not isinstance(workflow_name, str) or not workflow_name.strip():
             raise DBOSException("DBOSClient.enqueue needs options['workflow_name']")
-        if not isinstance(queue_name, str) or not queue_name:
+        if not isinstance(queue_name, str) or not queue_name.strip():
             raise DBOSException("DBOSClient.enqueue needs options['queue_name']")
         checks.identifier("options['queue_name']", queue_name)
-        if options.get("workflow_id") is not None:
-            checks.identifier("options['workflow_id']", options["workflow_id"])
+        if "workflow_id" in options:
+            checks.workflow_id("options['workflow_id']", options["workflow_id"])
         if options.get("workflow_timeout") is not None:
             checks.duration("options['workflow_timeout']", options["workflow_timeout"], positive=True)
         # Validates priority range and key types the same way SetEnqueueOptions does.
@@ -156,24 +252,44 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         # Work that names no version goes to the latest registered one (DBOS 2.x); with
         # none registered yet it is unpinned (any version may run it).
         fields = enqueue_fields(spec, opts, self._latest_version.get())
-        fields["class_name"] = options.get("workflow_class_name")
-        fields["config_name"] = options.get("workflow_config_name")
-        info = WorkflowInfo(workflow_name, _noop, False, 100, False, options.get("workflow_class_name"))
+        class_name = options.get("class_name", options.get("workflow_class_name"))
+        fields["class_name"] = class_name
+        fields["config_name"] = options.get("instance_name", options.get("workflow_config_name"))
+        attempts = options.get("max_recovery_attempts")
+        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
+            raise DBOSException(f"options['max_recovery_attempts'] must be a non-negative integer, got {attempts!r}")
+        info = WorkflowInfo(workflow_name, _noop, False, 100 if attempts is None else attempts, False, class_name)
         call = wf.Call(info, None, tuple(args), dict(kwargs))
         changes: dict[str, Any] = {"run": None, "in_step": False}
         if options.get("workflow_id"):
             changes["id_box"] = IdBox(str(options["workflow_id"]))
         if "workflow_timeout" in options:
             changes["timeout"] = options["workflow_timeout"]
+        user, roles = options.get("authenticated_user"), options.get("authenticated_roles")
+        if user is not None or roles is not None:
+            if user is not None and not isinstance(user, str):
+                raise DBOSException(f"options['authenticated_user'] must be a string, got {user!r}")
+            if roles is not None and (isinstance(roles, str) or not all(isinstance(r, str) for r in roles)):
+                raise DBOSException(f"options['authenticated_roles'] must be a list of role names, got {roles!r}")
+            changes["auth"] = Auth(user, tuple(roles) if roles is not None else None, None)
+        otel = options.get("otel_context")
+        token = _attach_otel(otel) if otel is not None else None
+        try:
+            created = self._create(call, queue_name, fields, changes)
+        finally:
+            if token is not None:
+                _detach_otel(token)
+        self._rt.wakeups.notify(queue_ready(queue_name))
+        return WorkflowHandle(self._rt, created.workflow_id)
+
+    def _create(self, call: wf.Call, queue_name: str, fields: dict[str, Any], changes: dict[str, Any]) -> wf.Created:
         with context.updated(**changes):
             try:
-                created = wf.create(self._rt, call, queue_name=queue_name, enqueue_fields=fields)
+                return wf.create(self._rt, call, queue_name=queue_name, enqueue_fields=fields)
             except Exception as e:
                 if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
                     raise DBOSQueueDeduplicatedError("(not created)", queue_name, fields["deduplication_id"]) from None
                 raise
-        self._rt.wakeups.notify(queue_ready(queue_name))
-        return WorkflowHandle(self._rt, created.workflow_id)
 
     async def enqueue_async(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandleAsync[Any]:
         handle = await self._rt.to_thread(lambda: self.enqueue(options, *args, **kwargs))

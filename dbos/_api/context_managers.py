@@ -49,7 +49,7 @@ class SetWorkflowID(_Block):
 
     def __init__(self, wfid: str) -> None:
         super().__init__()
-        self.wfid = checks.identifier("workflow ID (SetWorkflowID)", wfid)
+        self.wfid = checks.workflow_id("workflow ID (SetWorkflowID)", wfid)
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
         return {"id_box": IdBox(self.wfid)}

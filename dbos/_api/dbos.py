@@ -49,7 +49,7 @@ from dbos._services.queue_poller import QueuePoller
 from dbos._services.scheduler import Scheduler
 from dbos._storage import queues, workflows
 from dbos._storage.database import Database, ensure_database
-from dbos._storage.migrations import migrate_application, migrate_system
+from dbos._storage.migrations import migrate_application, migrate_system, require_system_tables
 from dbos._telemetry import otlp
 from dbos._telemetry.logs import LOGGER_NAME, configure
 from dbos._wakeups.hub import Hub
@@ -121,7 +121,8 @@ class _DBOSMeta(type):
 
     @property
     def application_version(cls) -> str:
-        return runtime().app_version
+        rt = maybe_runtime()
+        return rt.app_version if rt is not None else ""  # as DBOS 2.x, before launch and after destroy
 
 
 def _auth() -> context.Auth:
@@ -180,7 +181,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         if self._launched:
             return
         s = self.settings
-        for url in {s.system_database_url, s.application_database_url}:
+        for url in {s.system_database_url, s.application_database_url} if s.run_migrations else ():
             try:
                 if ensure_database(url):
                     self.logger.info("created the database %s", sa.make_url(url).database)
@@ -192,11 +193,15 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         self._dbs.append(sys_db)
         app_db = sys_db
         try:
-            migrate_system(sys_db)
+            if s.run_migrations:
+                migrate_system(sys_db)
+            else:  # verify instead: nothing is created or upgraded
+                require_system_tables(sys_db, f"the system database ({sa.make_url(s.system_database_url).database})")
             if s.application_database_url != s.system_database_url:
                 app_db = Database(s.application_database_url, s.schema, s.sys_db_pool_size, s.db_engine_kwargs, s.use_prepared_statements)
                 self._dbs.append(app_db)
-            migrate_application(app_db)
+            if s.run_migrations:
+                migrate_application(app_db)
         except Exception as e:
             for db in self._dbs:
                 db.dispose()

@@ -52,8 +52,6 @@ DBOS_METHODS: dict[str, str] = {
 
 CLIENT_METHODS: dict[str, str] = {
     **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS, _DB_QUEUES, _ATTRIBUTES)},
-    "check_connection": "DBOSClient.check_connection (construction already connects and migrates)",
-    "check_connection_async": "DBOSClient.check_connection_async",
     "enqueue_in_transaction": _TX_CLIENT,
     "send_in_transaction": _TX_CLIENT,
     "send_bulk_in_transaction": _TX_CLIENT,
@@ -94,7 +92,6 @@ MODULE_NAMES: dict[str, str] = {
     "DebouncerClient": "debouncing workflows",
     "pydantic_args_validator": "validating workflow arguments with pydantic",
     "make_pydantic_args_validator": "validating workflow arguments with pydantic",
-    "run_dbos_database_migrations": "run_dbos_database_migrations (run `dbos migrate`; launch migrates too)",
 }
 
 ERROR_NAMES: dict[str, str] = {

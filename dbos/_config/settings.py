@@ -6,6 +6,8 @@ here, at ``DBOS(config=...)``, and every error names the offending key.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 import urllib.parse
@@ -40,10 +42,47 @@ class DBOSConfig(TypedDict, total=False):
     default_worker_concurrency: Optional[int]
     use_prepared_statements: Optional[bool]
     max_value_bytes: Optional[int]
+    # DBOS Transact 2.x keys (docs/decisions.md, "Names, keywords and config keys"):
+    database_url: Optional[str]  # DBOS's old name of application_database_url
+    run_migrations: Optional[bool]
+    notification_listener_polling_interval_sec: Optional[float]
+    use_listen_notify: Optional[bool]
+    system_database_engine: Optional[Any]
+    sys_db_polling_concurrency: Optional[int]
+    otlp_log_level: Optional[str]
+    console_log_level: Optional[str]
+    conductor_key: Optional[str]
+    conductor_url: Optional[str]
+    conductor_executor_metadata: Optional[dict[str, Any]]
+    serializer: Optional[Any]
+    enable_patching: Optional[bool]
+    notification_coalesce_sec: Optional[float]
+    scheduler_polling_interval_sec: Optional[float]
+    kafka_queue_polling_interval_sec: Optional[float]
+    otel_attribute_format: Optional[str]
+
+
+# DBOS 2.x keys that change nothing here, and why (logged once per process when set).
+_NO_EFFECT: dict[str, str] = {
+    "use_listen_notify": "wakeups travel over Redis (redis_url) or in process; without Redis waits poll",
+    "sys_db_polling_concurrency": "waits poll at most once per polling interval each, sharing the pool",
+    "otlp_log_level": "OTLP logs use log_level",
+    "console_log_level": "the console uses log_level",
+    "conductor_key": "DBOS Conductor is not used: the fleet's coordinator and console take its place",
+    "conductor_url": "DBOS Conductor is not used",
+    "conductor_executor_metadata": "DBOS Conductor is not used",
+    "serializer": "every value is pickled (a custom serializer is not used)",
+    "enable_patching": "workflow patching is not implemented (DBOS.patch raises DBOSNotImplementedError)",
+    "notification_coalesce_sec": "notifications are not coalesced here",
+    "scheduler_polling_interval_sec": "a schedule change in this process wakes the scheduler at once; an idle "
+                                      "one rereads the schedules every 5 s",
+    "kafka_queue_polling_interval_sec": "Kafka consumers are not implemented",
+    "otel_attribute_format": "spans carry this library's attribute names",
+}
+_warned_no_effect: set[str] = set()
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
@@ -78,6 +117,9 @@ class Settings:
     # The admin server for a plain ``DBOS.launch()`` (``dbos-worker`` has its own flags).
     run_admin_server: bool = False
     admin_port: int = 3001
+    # False: launch verifies the system tables instead of creating or upgrading them
+    # (a role without DDL rights, or migrations run out of band with ``dbos migrate``).
+    run_migrations: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -94,6 +136,47 @@ def _opt(config: Mapping[str, Any], key: str, types: type | tuple[type, ...]) ->
     if not isinstance(value, types):
         raise DBOSConfigError(f"config key '{key}' must be {_type_name(types)}, got {value!r}")
     return value
+
+
+def _log_no_effect(config: Mapping[str, Any]) -> None:
+    for key, why in _NO_EFFECT.items():
+        if config.get(key) is not None and key not in _warned_no_effect:
+            _warned_no_effect.add(key)
+            logging.getLogger("dbos").warning("config key '%s' has no effect in dbos-fleet: %s", key, why)
+
+
+def _engine_url(engine: Any) -> str:
+    """DBOS 2.x's system_database_engine: this library builds its own engine (its pool, its
+    session settings) on the engine's URL."""
+    url = getattr(engine, "url", None)
+    if url is None or not hasattr(url, "render_as_string"):
+        raise DBOSConfigError(f"config key 'system_database_engine' must be a SQLAlchemy Engine, got {engine!r}")
+    rendered: str = url.render_as_string(hide_password=False)
+    return rendered
+
+
+def system_url_beside(app_url: str) -> str:
+    """The system database DBOS 2.x uses for an application database: the same SQLite
+    file, or ``<database>_dbos_sys`` on the same PostgreSQL server."""
+    if app_url.startswith("sqlite"):
+        return app_url
+    parts = urllib.parse.urlsplit(app_url)
+    database = parts.path.lstrip("/") or "postgres"
+    return urllib.parse.urlunsplit(parts._replace(path="/" + database + "_dbos_sys"))
+
+
+def check_schema_name(what: str, schema: Any) -> None:
+    """A system schema may be any name PostgreSQL takes quoted (mixed case, '-', spaces,
+    a leading digit): 1..63 bytes, without the characters our quoted SQL cannot carry."""
+    problem = None
+    if not isinstance(schema, str) or not schema:
+        problem = "must be a non-empty string"
+    elif len(schema.encode("utf-8", "surrogatepass")) > 63:
+        problem = "must be at most 63 bytes (PostgreSQL's limit for a name)"
+    elif any(c in schema for c in '"%\x00') or not schema.isprintable():
+        problem = "must not contain '\"', '%', a NUL or other unprintable characters"
+    if problem is not None:
+        raise DBOSConfigError(f"{what} {problem}, got {schema!r}")
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:
@@ -201,9 +284,13 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
     if not isinstance(config, Mapping):
         raise DBOSConfigError(f"config must be a dict (DBOSConfig), got {type(config).__name__}")
     env = os.environ if env is None else env
-    unknown = sorted(set(config) - set(DBOSConfig.__annotations__))
+    known = list(DBOSConfig.__annotations__)
+    unknown = sorted(set(config) - set(known))
     if unknown:
-        raise DBOSConfigError(f"unknown config key '{unknown[0]}'")
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DBOSConfigError(f"unknown config key '{unknown[0]}'{hint}")
+    _log_no_effect(config)
 
     name = config.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
@@ -218,22 +305,27 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
             "config key 'system_database_url' is an empty string: give a postgresql:// or sqlite:/// URL,"
             " or leave the key out for the default SQLite file"
         )
+    engine = config.get("system_database_engine")
+    if engine is not None and not sys_url:
+        sys_url = _engine_url(engine)
+    app_key = "application_database_url" if config.get("application_database_url") else "database_url"
+    app_url = _opt(config, app_key, str)
+    app_url = normalize_database_url(app_url, app_key) if app_url else None
     sys_url = sys_url or env.get("DBOS_SYSTEM_DATABASE_URL")
+    if not sys_url and app_url:
+        sys_url = system_url_beside(app_url)  # as DBOS 2.x: <database>_dbos_sys on the same server
     if not sys_url:
         sys_url = f"sqlite:///{os.path.join(os.getcwd(), name + '.sqlite')}"
     sys_url = normalize_database_url(sys_url, "system_database_url")
-    app_url = _opt(config, "application_database_url", str)
-    app_url = normalize_database_url(app_url, "application_database_url") if app_url else sys_url
+    app_url = app_url or sys_url
+    run_migrations = _opt(config, "run_migrations", bool)
 
     pool = _opt(config, "sys_db_pool_size", int)
     if pool is not None and not 1 <= pool <= 1000:
         raise DBOSConfigError(f"config key 'sys_db_pool_size' must be 1..1000, got {pool}")
 
     schema = _opt(config, "dbos_system_schema", str) or "dbos"
-    if not _IDENT.match(schema):
-        raise DBOSConfigError(
-            f"config key 'dbos_system_schema' must be a SQL identifier, got {schema!r}"
-        )
+    check_schema_name("config key 'dbos_system_schema'", schema)
 
     log_level = (_opt(config, "log_level", str) or "INFO").upper()
     if log_level not in _LOG_LEVELS:
@@ -260,6 +352,8 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
         raise DBOSConfigError(f"config key 'max_value_bytes' must be 1024..{_MAX_VALUE_LIMIT}, got {max_value}")
 
     polling = _opt(config, "polling_interval_sec", (int, float))
+    if polling is None:  # DBOS 2.x's name for how often waits poll without a notification
+        polling = _opt(config, "notification_listener_polling_interval_sec", (int, float))
     if polling is not None and not 0.001 <= polling <= 3600:
         raise DBOSConfigError(f"config key 'polling_interval_sec' must be 0.001..3600, got {polling}")
     heartbeat = _opt(config, "heartbeat_interval_sec", (int, float))
@@ -310,4 +404,5 @@ def load_settings(config: Mapping[str, Any], env: Optional[Mapping[str, str]] = 
         max_value_bytes=max_value if max_value is not None else 64 * 1024 * 1024,
         run_admin_server=bool(run_admin),
         admin_port=admin_port if admin_port is not None else 3001,
+        run_migrations=run_migrations is not False,
     )

@@ -52,6 +52,15 @@ def identifier(field: str, value: Any, *, allow_empty: bool = False) -> str:
     return value
 
 
+def workflow_id(field: str, value: Any) -> str:
+    """A workflow ID to create a workflow under: an identifier that is not blank (an ID of
+    spaces is a bug upstream, as in DBOS 2.x, not a name to keep)."""
+    identifier(field, value)
+    if not value.strip():
+        raise DBOSException(f"{field} must not be blank, got {value!r}")
+    return str(value)
+
+
 def optional_identifier(field: str, value: Any) -> Optional[str]:
     return None if value is None else identifier(field, value)
 

@@ -148,6 +148,11 @@ class Database:
         with self._reader.connect() as conn:
             yield conn
 
+    def check_connection(self) -> None:
+        """One round trip, no retry: the driver's error (wrapped by SQLAlchemy) if it fails."""
+        with self._reader.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
     def run(self, fn: Callable[[sa.Connection], T], *, tx: bool = False) -> T:
         """Run ``fn`` on a write (or transaction) connection, retrying a dropped one."""
         opener = self.transaction if tx else self.write

@@ -278,3 +278,42 @@ def current_version(db: Database, table: sa.Table = s.migrations) -> int:
         if not sa.inspect(conn).has_table(table.name, schema=db.schema):
             return 0
         return int(conn.execute(sa.select(sa.func.max(table.c.version))).scalar() or 0)
+
+
+def require_system_tables(db: Database, where: str) -> None:
+    """Check, without writing, that the system tables exist at this build's version (a
+    process told not to migrate: ``run_migrations=False``, the read-only CLI commands);
+    ``where`` names the database for the message."""
+    from dbos.error import DBOSException
+
+    version = current_version(db)
+    if version == 0:
+        raise DBOSException(f"no DBOS system tables in {where} (dbos migrate creates them)")
+    if version < len(SYSTEM_MIGRATIONS):
+        raise DBOSException(
+            f"the system tables in {where} are at version {version}, this dbos needs {len(SYSTEM_MIGRATIONS)}: "
+            "run dbos migrate (or launch an executor of this version) first"
+        )
+
+
+def grant_schema(db: Database, role: str) -> None:
+    """PostgreSQL: give ``role`` what an executor needs in the system schema (use, read and
+    write every table and sequence, now and later): for an application role that cannot run
+    DDL, after the migrations ran as another."""
+    if db.dialect.is_sqlite:
+        return
+
+    def apply() -> None:
+        with db.write() as conn:
+            quote = conn.dialect.identifier_preparer.quote
+            schema, grantee = quote(db.schema or "public"), quote(role)
+            for stmt in (
+                f"GRANT USAGE ON SCHEMA {schema} TO {grantee}",
+                f"GRANT ALL PRIVILEGES ON ALL TABLES IN SCHEMA {schema} TO {grantee}",
+                f"GRANT ALL PRIVILEGES ON ALL SEQUENCES IN SCHEMA {schema} TO {grantee}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON TABLES TO {grantee}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO {grantee}",
+            ):
+                conn.execute(sa.text(stmt))
+
+    retry_on_disconnect(apply)

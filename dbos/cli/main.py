@@ -17,9 +17,10 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
+from dbos._api.migrate import migrate_databases
 from dbos._config.settings import normalize_database_url
 from dbos._storage.database import Database
-from dbos._storage.migrations import SYSTEM_MIGRATIONS, current_version, migrate_application, migrate_system
+from dbos._storage.migrations import migrate_system, require_system_tables
 from dbos.cli import argtypes, bulk
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
@@ -118,19 +119,7 @@ def _filters(args: argparse.Namespace, queued: bool) -> dict[str, Any]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    url = _db_url(args)
-    db = Database(url, args.schema)
-    try:
-        applied = migrate_system(db)
-        app_url = normalize_database_url(args.app_db_url, "--app-db-url") if args.app_db_url else url
-        app_db = db if app_url == url else Database(app_url, args.schema)
-        try:
-            applied += migrate_application(app_db)
-        finally:
-            if app_db is not db:
-                app_db.dispose()
-    finally:
-        db.dispose()
+    applied = migrate_databases(_db_url(args), args.app_db_url, args.schema, args.app_role)
     if args.json:
         print(json.dumps({"migrations_applied": applied}))
     else:
@@ -149,15 +138,7 @@ def _require_system_database(args: argparse.Namespace) -> None:
             raise DBOSException(f"SQLite database file {path} does not exist (dbos migrate creates it)")
     db = Database(url, args.schema, 1)
     try:
-        version = current_version(db)
-        if version == 0:
-            where = "the SQLite file" if url.startswith("sqlite") else f"schema {args.schema!r}"
-            raise DBOSException(f"no DBOS system tables in {where} of this database (dbos migrate creates them)")
-        if version < len(SYSTEM_MIGRATIONS):  # nor upgrade one: that is a write too
-            raise DBOSException(
-                f"the system tables are at version {version}, this dbos needs {len(SYSTEM_MIGRATIONS)}: "
-                "run dbos migrate (or launch an executor of this version) first"
-            )
+        require_system_tables(db, "the SQLite file" if url.startswith("sqlite") else f"schema {args.schema!r} of this database")
     finally:
         db.dispose()
 
@@ -331,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     m = sub.add_parser("migrate", parents=[common], help="create or upgrade the system (and application) database")
     m.add_argument("--app-db-url", help="application database URL (default: the system database)")
+    m.add_argument("--app-role", help="PostgreSQL role to grant use of the system schema (it may lack DDL rights)")
     m.set_defaults(func=cmd_migrate)
 
     wf = sub.add_parser("workflow", help="list, inspect, cancel, resume and fork workflows")
