@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import Backend, Harness
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, Queue, SetWorkflowID
 from dbos.error import DBOSSerializationError
 
 
@@ -90,3 +90,116 @@ def test_step_with_retries_outside_a_workflow_runs_once(dbos: Harness) -> None:
     with pytest.raises(KeyError):
         asyncio.run(fails_async())
     assert counter["async"] == 1
+
+
+# -- item 6: transactions (and steps) as one-step temporary workflows --------------
+
+
+def _orders_table(backend: Backend) -> None:
+    backend.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
+
+
+def _orders(backend: Backend) -> list[tuple[str, int]]:
+    return [(r[0], r[1]) for r in backend.rows("SELECT id, amount FROM orders ORDER BY id")]
+
+
+@DBOS.transaction(name="temp_tests.insert_order")
+def insert_order(order_id: str, amount: int) -> str:
+    import sqlalchemy as sa
+
+    DBOS.sql_session.execute(sa.text("INSERT INTO orders (id, amount) VALUES (:i, :a)"), {"i": order_id, "a": amount})
+    return f"{order_id}:{DBOS.workflow_id}:{DBOS.step_id}"
+
+
+queue = Queue("temp_tests_queue")
+
+
+@DBOS.step(name="temp_tests.double")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@DBOS.step(name="temp_tests.double_async")
+async def double_async(x: int) -> int:
+    return 2 * x
+
+
+def test_transaction_outside_a_workflow_is_a_durable_temp_workflow(dbos: Harness, backend: Backend) -> None:
+    _orders_table(backend)
+    with SetWorkflowID("temp-tx"):
+        assert insert_order("o1", 5) == "o1:temp-tx:1"
+    # A second call under the same ID returns the recorded result without running again.
+    with SetWorkflowID("temp-tx"):
+        assert insert_order("o1", 5) == "o1:temp-tx:1"
+    assert _orders(backend) == [("o1", 5)]
+    assert backend.status("temp-tx") == "SUCCESS"
+    assert backend.steps("temp-tx") == [(1, "temp_tests.insert_order")]
+    listed = DBOS.list_workflows(workflow_ids=["temp-tx"])
+    assert [(w.workflow_id, w.name, w.status) for w in listed] == [("temp-tx", "<temp>.temp_tests.insert_order",
+                                                                     "SUCCESS")]
+    # Without an ID: a new temporary workflow each call, each listed.
+    insert_order("o2", 1)
+    assert len(DBOS.list_workflows(name="<temp>.temp_tests.insert_order")) == 2
+
+
+def test_unserializable_transaction_result_outside_a_workflow(dbos: Harness, backend: Backend) -> None:
+    _orders_table(backend)
+
+    @DBOS.transaction()
+    def returns_lock() -> Any:
+        import sqlalchemy as sa
+
+        DBOS.sql_session.execute(sa.text("INSERT INTO orders (id, amount) VALUES ('lock', 1)"))
+        return threading.Lock()
+
+    with SetWorkflowID("temp-tx-lock"), pytest.raises(TypeError):
+        returns_lock()
+    assert _orders(backend) == []  # the output is checked before the transaction commits
+    assert backend.status("temp-tx-lock") == "ERROR"
+
+
+def test_start_and_enqueue_a_step_or_a_transaction(dbos: Harness, backend: Backend) -> None:
+    import asyncio
+
+    _orders_table(backend)
+    with SetWorkflowID("started-step"):
+        handle = DBOS.start_workflow(double, 21)
+    assert handle.get_result() == 42
+    with SetWorkflowID("started-tx"):
+        tx_handle = DBOS.start_workflow(insert_order, "s1", 2)
+    assert tx_handle.get_result() == "s1:started-tx:1"
+    with SetWorkflowID("queued-step"):
+        queued = queue.enqueue(double, 5)
+    with SetWorkflowID("queued-tx"):
+        queued_tx = queue.enqueue(insert_order, "q1", 3)
+    assert queued.get_result() == 10
+    assert queued_tx.get_result() == "q1:queued-tx:1"
+
+    async def start_async() -> Any:
+        with SetWorkflowID("started-async-step"):
+            h = await DBOS.start_workflow_async(double_async, 4)
+        return await h.get_result()
+
+    assert asyncio.run(start_async()) == 8
+    assert _orders(backend) == [("q1", 3), ("s1", 2)]
+    for wid, name in [("started-step", "temp_tests.double"), ("queued-step", "temp_tests.double"),
+                      ("started-tx", "temp_tests.insert_order"), ("started-async-step", "temp_tests.double_async")]:
+        assert backend.status(wid) == "SUCCESS"
+        assert backend.steps(wid) == [(1, name)], wid
+    assert DBOS.get_workflow_status("queued-tx").queue_name == "temp_tests_queue"  # type: ignore[union-attr]
+
+
+def test_temp_workflow_of_a_step_is_recovered(dbos: Harness, backend: Backend) -> None:
+    with SetWorkflowID("recovered-step"):
+        assert DBOS.start_workflow(double, 3).get_result() == 6
+    backend.force_pending("recovered-step")
+    backend.delete_steps_from("recovered-step", 1)
+    dbos.restart()
+    handle = DBOS.retrieve_workflow("recovered-step")
+    assert handle.get_result() == 6
+    assert backend.status("recovered-step") == "SUCCESS"
+
+
+def test_plain_step_outside_a_workflow_records_nothing(dbos: Harness, backend: Backend) -> None:
+    assert double(4) == 8
+    assert backend.workflow_count() == 0

@@ -227,13 +227,14 @@ def test_transaction_outside_a_workflow(dbos: Harness, backend: Backend) -> None
 
     @DBOS.transaction()
     def plain(order_id: str) -> str:
-        assert DBOS.workflow_id is None
+        # As in DBOS 2.x: a one-step temporary workflow (issue 18; tests/test_steps_as_workflows.py).
+        assert DBOS.workflow_id is not None and DBOS.step_id == 1
         DBOS.sql_session.execute(sa.text("INSERT INTO orders (id, amount) VALUES (:i, 1)"), {"i": order_id})
         return order_id
 
     assert plain("solo") == "solo"
     assert _orders(backend) == [("solo", 1)]
-    assert backend.scalar(f"SELECT count(*) FROM {backend.table('transaction_outputs')}") == 0
+    assert backend.scalar(f"SELECT count(*) FROM {backend.table('transaction_outputs')}") == 1
 
     @DBOS.transaction()
     def failing() -> None:

@@ -67,9 +67,10 @@ def _apply_class(cls: type) -> None:
         spec = getattr(func, "__dbos_roles__", None)
         if isinstance(spec, RoleSpec) and not spec.explicit:
             spec.roles = list(defaults) if defaults is not None else None
-        info = getattr(func, "__dbos_workflow__", None)
-        if info is not None:
-            info.class_name = class_name
+        for attr in ("__dbos_workflow__", "__dbos_temp_workflow__"):
+            info = getattr(func, attr, None)
+            if info is not None:
+                info.class_name = class_name
 
 
 class DBOSConfiguredInstance:

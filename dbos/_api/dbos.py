@@ -429,7 +429,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         check_not_async("start_workflow")
         reject_enqueue_options()
         rt = runtime()
-        info, instance = decorators.info_of(func)
+        info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         created = wf.create(rt, call)
         wf.start(rt, created, call)
@@ -441,7 +441,7 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     ) -> WorkflowHandleAsync[R]:
         reject_enqueue_options()
         rt = runtime()
-        info, instance = decorators.info_of(func)
+        info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         created = await rt.to_thread(wf.create, rt, call)
         local = await rt.to_thread(wf.claim_for_execution, rt, created)

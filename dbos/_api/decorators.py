@@ -11,10 +11,10 @@ import inspect
 from typing import Any, Callable, Optional, TypeVar, cast
 
 from dbos._api.instance import maybe_runtime, runtime
-from dbos._execution import context, results
+from dbos._execution import context
 from dbos._execution import workflow as wf
 from dbos._execution.auth import RoleSpec, authorize
-from dbos._execution.registry import REGISTRY, StepOptions, WorkflowInfo, takes_self
+from dbos._execution.registry import REGISTRY, TEMP_PREFIX, StepOptions, WorkflowInfo, takes_self
 from dbos._execution.step import run_step, run_step_async, run_transaction
 from dbos.error import DBOSConflictingRegistrationError, DBOSException
 
@@ -23,14 +23,36 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
 
 
-def info_of(func: Callable[..., Any]) -> tuple[WorkflowInfo, Optional[Any]]:
-    """The registered workflow behind a decorated function or bound method, and its bound instance."""
+def info_of(func: Callable[..., Any], *, startable: bool = False) -> tuple[WorkflowInfo, Optional[Any]]:
+    """The registered workflow behind a decorated function or bound method, and its bound
+    instance. ``startable``: a step or transaction stands for its temporary workflow (what
+    ``start_workflow`` and ``enqueue`` run, as in DBOS 2.x)."""
     instance = getattr(func, "__self__", None)
     target = getattr(func, "__func__", func)
     info = getattr(target, "__dbos_workflow__", None)
+    if info is None and startable:
+        info = getattr(target, "__dbos_temp_workflow__", None)
     if info is None:
-        raise DBOSException(f"{getattr(func, '__qualname__', func)!r} is not a @DBOS.workflow() function")
+        what = "@DBOS.workflow(), @DBOS.step() or @DBOS.transaction()" if startable else "@DBOS.workflow()"
+        raise DBOSException(f"{getattr(func, '__qualname__', func)!r} is not a {what} function")
     return info, instance
+
+
+def _temp_workflow(kind: str, name: str, func: Callable[..., Any], body: Callable[..., Any],
+                   roles: RoleSpec) -> WorkflowInfo:
+    """Register the one-step workflow ``<temp>.<name>`` whose only step is ``body`` (the
+    decorated step or transaction): recovery and queues find it by that name."""
+    info = WorkflowInfo(
+        name=TEMP_PREFIX + name,
+        func=body,
+        is_async=inspect.iscoroutinefunction(func),
+        max_recovery_attempts=DEFAULT_MAX_RECOVERY_ATTEMPTS,
+        takes_self=takes_self(func),
+        roles=roles,
+        temp_kind=kind,
+    )
+    REGISTRY.add_workflow(info)
+    return info
 
 
 def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Optional[int] = None) -> Callable[[F], F]:
@@ -52,13 +74,7 @@ def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Opt
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                rt = runtime()
-                call = wf.Call.of(info, args, kwargs)
-                created = await rt.to_thread(wf.create, rt, call)
-                local = await rt.to_thread(wf.claim_for_execution, rt, created)
-                if local is None:
-                    return await rt.to_thread(results.wait_result, rt, created.workflow_id)
-                return await wf.execute_async(rt, created, call, local)
+                return await wf.call_direct_async(runtime(), wf.Call.of(info, args, kwargs))
 
             setattr(run_async, "__dbos_workflow__", info)
             setattr(run_async, "__dbos_roles__", info.roles)
@@ -66,13 +82,7 @@ def workflow_decorator(*, name: Optional[str] = None, max_recovery_attempts: Opt
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            rt = runtime()
-            call = wf.Call.of(info, args, kwargs)
-            created = wf.create(rt, call)
-            local = wf.claim_for_execution(rt, created)
-            if local is None:
-                return results.wait_result(rt, created.workflow_id)
-            return wf.execute(rt, created, call, local)
+            return wf.call_direct(runtime(), wf.Call.of(info, args, kwargs))
 
         setattr(run, "__dbos_workflow__", info)
         setattr(run, "__dbos_roles__", info.roles)
@@ -141,8 +151,12 @@ def step_decorator(
                 _authorize_call(opts.name, roles)
                 return await run_step_async(maybe_runtime(), opts, func, args, kwargs)
 
+            async def temp_async(*args: Any, **kwargs: Any) -> Any:
+                return await run_async(*args, **kwargs)
+
             setattr(run_async, "__dbos_roles__", roles)
             setattr(run_async, "__dbos_kind__", "step")
+            setattr(run_async, "__dbos_temp_workflow__", _temp_workflow("step", opts.name, func, temp_async, roles))
             return cast(F, run_async)
 
         @functools.wraps(func)
@@ -151,8 +165,12 @@ def step_decorator(
                 _authorize_call(opts.name, roles)
             return run_step(maybe_runtime(), opts, func, args, kwargs)
 
+        def temp(*args: Any, **kwargs: Any) -> Any:
+            return run(*args, **kwargs)
+
         setattr(run, "__dbos_roles__", roles)
         setattr(run, "__dbos_kind__", "step")
+        setattr(run, "__dbos_temp_workflow__", _temp_workflow("step", opts.name, func, temp, roles))
         return cast(F, run)
 
     return decorate
@@ -176,13 +194,23 @@ def transaction_decorator(*, isolation_level: Optional[str] = None, name: Option
         _check_not_decorated(func, "transaction", tx_name)
         roles = _roles_of(func)
 
+        def in_workflow(*args: Any, **kwargs: Any) -> Any:
+            return run_transaction(runtime(), tx_name, isolation_level, func, args, kwargs)
+
+        temp = _temp_workflow("transaction", tx_name, func, in_workflow, roles)
+
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
             _authorize_call(tx_name, roles)
-            return run_transaction(runtime(), tx_name, isolation_level, func, args, kwargs)
+            if context.current().run is None:
+                # Outside a workflow, as in DBOS 2.x: a one-step temporary workflow, so the
+                # call is durable (idempotent under SetWorkflowID) and listed.
+                return wf.call_direct(runtime(), wf.Call.of(temp, args, kwargs))
+            return in_workflow(*args, **kwargs)
 
         setattr(run, "__dbos_roles__", roles)
         setattr(run, "__dbos_kind__", "transaction")
+        setattr(run, "__dbos_temp_workflow__", temp)
         return cast(F, run)
 
     return decorate

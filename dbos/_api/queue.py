@@ -104,7 +104,7 @@ class Queue:
         REGISTRY.add_queue(self.spec)
 
     def _call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> wf.Call:
-        info, instance = info_of(func)
+        info, instance = info_of(func, startable=True)
         return wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
 
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:

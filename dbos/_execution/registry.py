@@ -25,6 +25,12 @@ class WorkflowInfo:
     takes_self: bool  # first parameter is self/cls: an instance travels with the call
     class_name: Optional[str] = None
     roles: Optional[Any] = None  # a RoleSpec (see _execution.auth)
+    # "step" or "transaction": the one-step workflow ``<temp>.<name>`` that runs a step or
+    # transaction started, enqueued or (a transaction) called outside a workflow.
+    temp_kind: Optional[str] = None
+
+
+TEMP_PREFIX = "<temp>."
 
 
 @dataclass
@@ -76,6 +82,11 @@ class Registry:
         test) replaces the first."""
         with self.lock:
             existing = self.workflows.get(info.name)
+            if info.temp_kind is not None:
+                # As in DBOS 2.x: a step or transaction name used twice is not an error
+                # (steps need no unique names); the last definition runs its workflow.
+                self.workflows[info.name] = info
+                return
             if existing is not None and _code(existing.func) is not _code(info.func):
                 raise DBOSConflictingRegistrationError(
                     info.name, f"workflow name {info.name!r} is already registered by {_where(existing.func)}; "
@@ -176,6 +187,8 @@ class Registry:
         """A stable hash of the registered workflows' source: the default app version."""
         digest = hashlib.sha256()
         for name in sorted(self.workflows):
+            if self.workflows[name].temp_kind is not None:
+                continue  # steps and transactions never counted: their temporary workflows neither
             digest.update(name.encode())
             try:
                 digest.update(inspect.getsource(self.workflows[name].func).encode())

@@ -486,6 +486,24 @@ def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecu
         raise
 
 
+def call_direct(rt: Runtime, call: Call) -> Any:
+    """A workflow called as a function: create (or find) it, run it here unless it is
+    finished or running already (then wait for its outcome), return its result."""
+    created = create(rt, call)
+    local = claim_for_execution(rt, created)
+    if local is None:
+        return results.wait_result(rt, created.workflow_id)
+    return execute(rt, created, call, local)
+
+
+async def call_direct_async(rt: Runtime, call: Call) -> Any:
+    created = await rt.to_thread(create, rt, call)
+    local = await rt.to_thread(claim_for_execution, rt, created)
+    if local is None:
+        return await rt.to_thread(results.wait_result, rt, created.workflow_id)
+    return await execute_async(rt, created, call, local)
+
+
 def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
     run = _begin_or_defer(rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
