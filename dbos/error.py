@@ -28,6 +28,7 @@ class DBOSErrorCode(IntEnum):
     SerializationError = 15
     DatabaseUnavailable = 16
     AwaitedWorkflowMaxRecoveryAttemptsExceeded = 17
+    StepTimeout = 18  # DBOS 2.x's number
     ConflictingRegistrationError = 25  # DBOS 2.x's number
 
 
@@ -165,6 +166,19 @@ class DBOSMaxStepRetriesExceeded(DBOSException):
         )
 
 
+class DBOSStepTimeoutError(DBOSException):
+    """One attempt of an async step ran past the step's ``timeout_seconds``: it was
+    cancelled. An ``Exception``, so a step with retries retries it like any failure."""
+
+    def __init__(self, step_name: str, timeout_seconds: float) -> None:
+        self.step_name = step_name
+        self.timeout_seconds = timeout_seconds
+        super().__init__(
+            f"Step {step_name} was cancelled after exceeding its timeout of {timeout_seconds} seconds",
+            DBOSErrorCode.StepTimeout.value,
+        )
+
+
 class DBOSNotAuthorizedError(DBOSException):
     """The authenticated user has none of the roles a function requires."""
 
@@ -263,6 +277,7 @@ __all__ = [
     "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded",
     "DBOSConflictingRegistrationError",
     "DBOSMaxStepRetriesExceeded",
+    "DBOSStepTimeoutError",
     "DBOSNotAuthorizedError",
     "DBOSWorkflowCancelledError",
     "DBOSAwaitedWorkflowCancelledError",

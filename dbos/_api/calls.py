@@ -14,10 +14,10 @@ import functools
 import inspect
 from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar, Union, cast
 
-from dbos._api.decorators import _check_step_options
+from dbos._api.decorators import _check_step_options, check_step_extras
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, get_status
 from dbos._api.instance import maybe_runtime, runtime
-from dbos._execution import management, messaging, queues, results
+from dbos._execution import context, management, messaging, queues, results
 from dbos._execution import step as steps
 from dbos._execution.registry import StepOptions as _StepConfig
 from dbos._execution.status import WorkflowStatus
@@ -36,6 +36,9 @@ class StepOptions(TypedDict, total=False):
     interval_seconds: float
     max_attempts: int
     backoff_rate: float
+    should_retry: Optional[Callable[[BaseException], Any]]
+    preemptible: bool
+    timeout_seconds: Optional[float]
 
 
 def check_not_async(method: str) -> None:
@@ -56,14 +59,20 @@ def _step_config(options: Optional[StepOptions], func: Callable[..., Any]) -> _S
     unknown = set(opts) - set(StepOptions.__annotations__)
     if unknown:
         raise TypeError(f"unknown step option(s) {sorted(unknown)}; expected {sorted(StepOptions.__annotations__)}")
+    name = str(opts.get("name") or getattr(func, "__qualname__", repr(func)))
     config = _StepConfig(
-        name=str(opts.get("name") or getattr(func, "__qualname__", repr(func))),
+        name=name,
         retries_allowed=opts.get("retries_allowed", False),
         interval_seconds=opts.get("interval_seconds", 1.0),
         max_attempts=opts.get("max_attempts", 3),
         backoff_rate=opts.get("backoff_rate", 2.0),
+        should_retry=opts.get("should_retry"),
+        preemptible=opts.get("preemptible", False),
     )
     _check_step_options(config.retries_allowed, config.interval_seconds, config.max_attempts, config.backoff_rate)
+    config.timeout_seconds = check_step_extras(
+        name, inspect.iscoroutinefunction(func), config.should_retry, opts.get("timeout_seconds"), config.preemptible
+    )
     return config
 
 
@@ -153,7 +162,16 @@ class _CallsMixin:
         config = _step_config(dbos_step_options, func)
         target: Callable[..., Any] = func
         if inspect.iscoroutinefunction(func):
-            target = functools.wraps(func)(lambda *a, **k: asyncio.run(func(*a, **k)))
+            run = steps.durable_run(context.current())
+            if run is not None and (config.timeout_seconds is not None or config.preemptible):
+                # Each attempt on a loop of its own, under the step's timeout and preemption.
+
+                def attempt(*a: Any, **k: Any) -> Any:
+                    return asyncio.run(steps.supervised(config, run, func, a, k))
+
+                target = functools.wraps(func)(attempt)
+            else:
+                target = functools.wraps(func)(lambda *a, **k: asyncio.run(func(*a, **k)))
         return cast(R, steps.run_step(maybe_runtime(), config, target, args, kwargs))
 
     @classmethod

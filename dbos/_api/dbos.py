@@ -400,13 +400,24 @@ class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
         interval_seconds: float = 1.0,
         max_attempts: int = 3,
         backoff_rate: float = 2.0,
+        should_retry: Optional[Callable[[BaseException], Any]] = None,
+        preemptible: bool = False,
+        timeout_seconds: Optional[float] = None,
     ) -> Callable[[F], F]:
+        """A checkpointed step. With ``retries_allowed``, ``should_retry(error)`` decides
+        whether a failure is retried (False: it is raised at once; may be async for an
+        async step). For async steps only: ``timeout_seconds`` bounds each attempt
+        (DBOSStepTimeoutError), ``preemptible`` lets a cancellation of the workflow
+        interrupt a running attempt."""
         return decorators.step_decorator(
             name=name,
             retries_allowed=retries_allowed,
             interval_seconds=interval_seconds,
             max_attempts=max_attempts,
             backoff_rate=backoff_rate,
+            should_retry=should_retry,
+            preemptible=preemptible,
+            timeout_seconds=timeout_seconds,
         )
 
     @staticmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Any, Callable, Optional, TypeVar, cast
 
 from dbos._api.instance import maybe_runtime, runtime
@@ -128,6 +129,36 @@ def _check_step_options(retries_allowed: bool, interval_seconds: float, max_atte
         raise DBOSException(f"backoff_rate must be a number >= 1, got {backoff_rate!r}")
 
 
+def check_step_extras(
+    name: str, is_async: bool, should_retry: Any, timeout_seconds: Any, preemptible: Any
+) -> Optional[float]:
+    """The DBOS 2.x step options beyond retries; ``timeout_seconds`` as a float. As in
+    DBOS, a timeout and preemption need an async step (a running sync function cannot
+    be interrupted), and an async ``should_retry`` an async step."""
+    if should_retry is not None:
+        if not callable(should_retry):
+            raise DBOSException(f"should_retry of step {name} must be a callable taking the exception, "
+                                f"got {should_retry!r}")
+        if inspect.iscoroutinefunction(should_retry) and not is_async:
+            raise DBOSException(f"Step {name} is sync but should_retry is async. "
+                                "Use an async step to pair with an async validator.")
+    if not isinstance(preemptible, bool):
+        raise DBOSException(f"preemptible of step {name} must be a bool, got {preemptible!r}")
+    if preemptible and not is_async:
+        raise DBOSException(f"Step {name} is sync but preemptible=True. "
+                            "Preemption is only supported for async steps.")
+    if timeout_seconds is None:
+        return None
+    if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, (int, float)) \
+            or not (timeout_seconds > 0 and math.isfinite(timeout_seconds)):  # `<= 0` would let NaN through
+        raise DBOSException(f"Step {name} has timeout_seconds={timeout_seconds!r}. "
+                            "Step timeouts must be positive and finite.")
+    if not is_async:
+        raise DBOSException(f"Step {name} is sync but timeout_seconds is set. "
+                            "Step timeouts are only supported for async steps.")
+    return float(timeout_seconds)
+
+
 def step_decorator(
     *,
     name: Optional[str] = None,
@@ -135,12 +166,21 @@ def step_decorator(
     interval_seconds: float = 1.0,
     max_attempts: int = 3,
     backoff_rate: float = 2.0,
+    should_retry: Optional[Callable[[BaseException], Any]] = None,
+    preemptible: bool = False,
+    timeout_seconds: Optional[float] = None,
 ) -> Callable[[F], F]:
     _check_step_options(retries_allowed, interval_seconds, max_attempts, backoff_rate)
+    if should_retry is not None and not callable(should_retry):
+        raise DBOSException(f"should_retry must be a callable taking the exception, got {should_retry!r}")
 
     def decorate(func: F) -> F:
+        step_name = name or func.__qualname__
+        timeout = check_step_extras(step_name, inspect.iscoroutinefunction(func), should_retry, timeout_seconds,
+                                    preemptible)
         opts = StepOptions(
-            name or func.__qualname__, retries_allowed, float(interval_seconds), max_attempts, float(backoff_rate)
+            step_name, retries_allowed, float(interval_seconds), max_attempts, float(backoff_rate),
+            should_retry, timeout, preemptible,
         )
         _check_not_decorated(func, "step", opts.name)
         roles = _roles_of(func)

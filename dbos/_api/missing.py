@@ -99,7 +99,6 @@ ERROR_NAMES: dict[str, str] = {
     "DBOSRecoveryError": "DBOSRecoveryError (recovery logs what it cannot recover)",
     "DBOSStreamTimeoutError": _STREAMS,
     "DBOSStreamNondeterminismError": _STREAMS,
-    "DBOSStepTimeoutError": "step timeouts",
     "DBOSPatchNondeterminismError": _PATCH,
 }
 

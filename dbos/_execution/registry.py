@@ -40,6 +40,12 @@ class StepOptions:
     interval_seconds: float = 1.0
     max_attempts: int = 3
     backoff_rate: float = 2.0
+    # DBOS 2.x: with retries, a predicate on each failure (False: raise it, no retry;
+    # may be async for an async step); for async steps, a per-attempt timeout and
+    # whether cancelling the workflow interrupts a running attempt.
+    should_retry: Optional[Callable[[BaseException], Any]] = None
+    timeout_seconds: Optional[float] = None
+    preemptible: bool = False
 
 
 def _code(func: Callable[..., Any]) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -30,7 +31,9 @@ from dbos._storage.operations import StepRow
 from dbos._telemetry import tracing
 from dbos.error import (
     DBOSDatabaseUnavailableError,
+    DBOSException,
     DBOSMaxStepRetriesExceeded,
+    DBOSStepTimeoutError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
 )
@@ -127,6 +130,77 @@ def _final_error(opts: StepOptions, errors: list[Exception], durable: bool = Tru
     return errors[-1]
 
 
+def _verdict(opts: StepOptions, error: Exception) -> Any:
+    """What ``should_retry`` says of a failed attempt (an awaitable for an async one), or
+    the exception it raised."""
+    assert opts.should_retry is not None
+    try:
+        return opts.should_retry(error)
+    except Exception as e:
+        return e
+
+
+def _not_retried(error: Exception, verdict: Any) -> Optional[BaseException]:
+    """None: retry. Else the step's error, now: the attempt's own error when the predicate
+    said no (as DBOS 2.x re-raises it), or what the predicate raised."""
+    if isinstance(verdict, BaseException):
+        return verdict
+    if inspect.isawaitable(verdict):  # an awaitable from a sync step's predicate
+        close = getattr(verdict, "close", None)
+        if close is not None:
+            close()
+        return DBOSException("should_retry returned an awaitable in a sync step; use a plain function, "
+                             "or make the step async")
+    return None if verdict else error
+
+
+# How often a running preemptible step looks at its workflow's cancel flag (in memory).
+_PREEMPT_CHECK_SEC = 0.05
+
+
+async def supervised(
+    opts: StepOptions, run: Optional[WorkflowRun], func: Callable[..., Awaitable[Any]], args: Any, kwargs: Any
+) -> Any:
+    """One attempt of an async step under ``timeout_seconds`` and ``preemptible``: the
+    attempt runs as a task; past its timeout it is cancelled and DBOSStepTimeoutError
+    raised (an Exception: retried, recorded); a preemptible one whose workflow is
+    cancelled meanwhile is cancelled and DBOSWorkflowCancelledError raised (not
+    recorded: a resume runs the step again). The task's own cleanup finishes first."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(func(*args, **kwargs))  # copies the step's context
+    deadline = None if opts.timeout_seconds is None else loop.time() + opts.timeout_seconds
+    watch = opts.preemptible and run is not None
+    try:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - loop.time())
+            if watch:
+                wait = _PREEMPT_CHECK_SEC if wait is None else min(wait, _PREEMPT_CHECK_SEC)
+            await asyncio.wait((task,), timeout=wait)
+            if task.done():
+                return task.result()  # finished: its outcome stands, whatever else happened
+            abort: Optional[BaseException] = None
+            if watch and run is not None and run.cancel_event.is_set():
+                # A cancellation outranks a timeout reached at the same moment.
+                abort = DBOSWorkflowCancelledError(f"Workflow {run.workflow_id} was cancelled: preemptible step "
+                                                   f"{opts.name} interrupted")
+            elif deadline is not None and loop.time() >= deadline:
+                assert opts.timeout_seconds is not None
+                abort = DBOSStepTimeoutError(opts.name, opts.timeout_seconds)
+            if abort is not None:
+                break
+        task.cancel()
+        await asyncio.wait((task,))
+        cause = None if task.cancelled() else task.exception()
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause
+        raise abort from cause
+    finally:
+        if not task.done():  # we were cancelled ourselves: do not leave the attempt running
+            task.cancel()
+        elif not task.cancelled():
+            task.exception()  # retrieved: asyncio does not log it as unhandled
+
+
 def _span(rt: Optional[Runtime], run: Optional[WorkflowRun], fid: Optional[int], name: str, kind: str) -> Any:
     if not tracing.enabled():
         return tracing.NO_SPAN
@@ -169,6 +243,7 @@ def _run_step(
     result: Any = None
     total = _attempts(opts) if run is not None else 1  # outside a workflow: one plain call, as in DBOS
     made = 0
+    stop: Optional[BaseException] = None  # should_retry said no: this is the step's error
     for attempt in range(total):
         made = attempt + 1
         with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
@@ -180,13 +255,17 @@ def _run_step(
                 raise
             except Exception as e:
                 errors.append(e)
+                if opts.should_retry is not None and opts.retries_allowed and run is not None:
+                    stop = _not_retried(e, _verdict(opts, e))
+        if stop is not None:
+            break
         if attempt + 1 < total:
             delay = _retry_delay(opts, attempt)
             if run is not None and run.cancel_event.wait(delay):
                 run.check_cancelled()
             elif run is None:
                 time.sleep(delay)
-    error = _final_error(opts, errors, run is not None) if errors else None
+    error = stop if stop is not None else _final_error(opts, errors, run is not None) if errors else None
     if run is None or rt is None or fid is None:
         if error is not None:
             raise error
@@ -224,22 +303,37 @@ async def _run_step_async(
     result: Any = None
     total = _attempts(opts) if run is not None else 1
     made = 0
+    stop: Optional[BaseException] = None  # should_retry said no: this is the step's error
+    supervise = run is not None and (opts.timeout_seconds is not None or opts.preemptible)
     for attempt in range(total):
         made = attempt + 1
         with context.using(ctx.in_step_with(_status(opts, fid, attempt))):
             try:
-                result = await func(*args, **kwargs)
+                if supervise:
+                    result = await supervised(opts, run, func, args, kwargs)
+                else:
+                    result = await func(*args, **kwargs)
                 errors = []
                 break
             except DBOSWorkflowCancelledError:
                 raise
             except Exception as e:
                 errors.append(e)
+                if opts.should_retry is not None and opts.retries_allowed and run is not None:
+                    verdict = _verdict(opts, e)
+                    if inspect.isawaitable(verdict):
+                        try:
+                            verdict = await verdict
+                        except Exception as pe:
+                            verdict = pe
+                    stop = _not_retried(e, verdict)
+        if stop is not None:
+            break
         if attempt + 1 < total:
             await asyncio.sleep(_retry_delay(opts, attempt))
             if run is not None:
                 run.check_cancelled()
-    error = _final_error(opts, errors, run is not None)
+    error = stop if stop is not None else _final_error(opts, errors, run is not None)
     if run is None or rt is None or fid is None:
         if error is not None:
             raise error
