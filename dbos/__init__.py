@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from dbos import error
 from dbos._api.calls import StepOptions
 from dbos._api.classes import DBOSConfiguredInstance
-from dbos._api.client import DBOSClient, EnqueueOptions
+from dbos._api.client import DBOSClient
 from dbos._api.context_managers import (
     DBOSContextEnsure,
     DBOSContextSetAuth,
@@ -17,6 +17,7 @@ from dbos._api.context_managers import (
     SetWorkflowTimeout,
 )
 from dbos._api.dbos import DBOS
+from dbos._api.enqueue import EnqueueOptions
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.migrate import run_dbos_database_migrations
 from dbos._api.queue import Queue

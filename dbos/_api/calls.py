@@ -17,9 +17,10 @@ from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, Ty
 from dbos._api.decorators import _check_step_options, check_step_extras
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, get_status
 from dbos._api.instance import maybe_runtime, runtime
-from dbos._execution import context, management, messaging, queues, results
+from dbos._execution import checks, context, management, messaging, queues, results
 from dbos._execution import step as steps
 from dbos._execution.registry import StepOptions as _StepConfig
+from dbos._execution.runtime import now_ms
 from dbos._execution.status import WorkflowStatus
 from dbos._storage.database import Database
 from dbos._storage.migrations import reset_application, reset_system
@@ -147,6 +148,38 @@ class _CallsMixin:
             _as_step, rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids)
         ))
         return handles[ids.index(first)]
+
+    @classmethod
+    async def asyncio_wait(
+        cls, fs: List[Any], *, timeout: Optional[float] = None, return_when: str = asyncio.ALL_COMPLETED
+    ) -> tuple[set["asyncio.Future[Any]"], set["asyncio.Future[Any]"]]:
+        """``asyncio.wait``, durable: in a workflow, which of ``fs`` were done is recorded (a
+        ``DBOS.asyncio_wait`` step holding their positions), so a replay answers the same
+        split, waiting only for those; outside a workflow it is ``asyncio.wait``."""
+        if return_when not in (asyncio.ALL_COMPLETED, asyncio.FIRST_COMPLETED, asyncio.FIRST_EXCEPTION):
+            raise ValueError(f"asyncio_wait: return_when must be one of asyncio's constants, got {return_when!r}")
+        if timeout is not None:
+            timeout = checks.duration("asyncio_wait timeout", timeout)
+        run = steps.durable_run(context.current())
+        if run is None:
+            futures = [asyncio.ensure_future(f) for f in fs]
+            plain_done, plain_pending = await asyncio.wait(futures, timeout=timeout, return_when=return_when)
+            return plain_done, plain_pending
+        # The step ID is taken before the awaitables run (their own steps come after it).
+        fid, recorded = steps.lookup(run, "DBOS.asyncio_wait")
+        futures = [asyncio.ensure_future(f) for f in fs]
+        if recorded is not None:
+            positions = set(steps.replay(recorded) or [])
+            done = {futures[i] for i in positions}
+            if done:
+                await asyncio.wait(done)
+            return done, {f for i, f in enumerate(futures) if i not in positions}
+        rt = runtime()
+        started = now_ms()
+        done, pending = await asyncio.wait(futures, timeout=timeout, return_when=return_when)
+        positions_done = [i for i, f in enumerate(futures) if f in done]
+        await rt.to_thread(steps.record, rt, run, fid, "DBOS.asyncio_wait", positions_done, None, started)
+        return done, pending
 
     @classmethod
     def run_step(

@@ -21,105 +21,28 @@ from typing import (
     List,
     Optional,
     ParamSpec,
-    TypedDict,
     TypeVar,
     Union,
 )
 
-from dbos._api.context_managers import SetEnqueueOptions
+from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.retention import ClientRetentionMixin
 from dbos._api.schedules import ClientSchedulesMixin
 from dbos._config.settings import load_settings
-from dbos._execution import checks, context, management, messaging, results, versions
-from dbos._execution import workflow as wf
-from dbos._execution.context import Auth, IdBox
-from dbos._execution.queues import QueueSpec, enqueue_fields
-from dbos._execution.registry import Registry, WorkflowInfo
+from dbos._execution import context, management, messaging, results, versions
+from dbos._execution.registry import Registry
 from dbos._execution.runtime import Runtime
 from dbos._execution.status import StepInfo, WorkflowStatus
 from dbos._services.pool import WorkflowPool
 from dbos._storage.database import Database
-from dbos._storage.dialect import Dialect
 from dbos._storage.migrations import migrate_system
 from dbos._wakeups.hub import Hub
-from dbos._wakeups.local import queue_ready
-from dbos.error import DBOSException, DBOSQueueDeduplicatedError
-
-
-class EnqueueOptions(TypedDict, total=False):
-    workflow_name: str  # required
-    queue_name: str  # required
-    workflow_id: str
-    app_version: str
-    workflow_timeout: float
-    deduplication_id: str
-    priority: int
-    queue_partition_key: str
-    delay_seconds: float  # DELAYED (not claimable) for this long
-    class_name: str  # DBOS 2.x: the @DBOS.dbos_class name of a method workflow
-    instance_name: str  # DBOS 2.x: the config_name of its configured instance
-    workflow_class_name: str  # this library's older names of the two above
-    workflow_config_name: str
-    authenticated_user: str  # the workflow runs as this user, with these roles
-    authenticated_roles: List[str]
-    max_recovery_attempts: int
-    duplication_policy: str  # "reject" (the default); DBOS's "return-existing" is not implemented
-    serialization_type: Any  # DBOS's default (pickle) only
-    application_name: Optional[str]  # accepted; no effect (one application per system database here)
-    otel_context: Any  # an OpenTelemetry Context the workflow's trace continues
-    attributes: Any  # not implemented (workflow attributes)
-
-
-# DBOS 2.x keys accepted only with the value that means "as before" here.
-_ONLY_DEFAULT = {"duplication_policy": (None, "reject"), "attributes": (None,)}
-_KEYS = frozenset(EnqueueOptions.__annotations__)
-
-
-def _check_enqueue_keys(options: Any) -> None:
-    """Unknown keys are an error, not silently dropped (a misspelt class key, or auth, would
-    vanish); DBOS 2.x keys that need a feature left out say so."""
-    import difflib
-
-    from dbos._api.missing import DBOSNotImplementedError
-
-    if not isinstance(options, dict):
-        raise DBOSException(f"DBOSClient.enqueue takes an EnqueueOptions dict, got {options!r}")
-    for key in options:
-        if key not in _KEYS:
-            close = difflib.get_close_matches(str(key), sorted(_KEYS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise DBOSException(f"EnqueueOptions has no key {key!r}{hint}; known keys: {', '.join(sorted(_KEYS))}")
-    for key, allowed in _ONLY_DEFAULT.items():
-        if options.get(key) not in allowed:
-            raise DBOSNotImplementedError(
-                f"EnqueueOptions[{key!r}] = {options[key]!r} is part of DBOS Transact 2.x but not of dbos-fleet "
-                "(docs/decisions.md, 'Names, keywords and config keys')"
-            )
-    ser = options.get("serialization_type")
-    if ser is not None and str(getattr(ser, "value", ser)).lower() not in ("default", "pickle", "py_pickle"):
-        raise DBOSNotImplementedError(f"EnqueueOptions['serialization_type'] = {ser!r}: every value is pickled here")
-
+from dbos.error import DBOSException
 
 # DBOSClient keywords of DBOS 2.x that change nothing here: one serializer (pickle), waits
 # that poll at most once per interval each, connection retries as every call makes them.
 _CLIENT_NO_EFFECT = frozenset({"serializer", "system_database_polling_concurrency", "retry_connection_errors"})
-
-
-def _noop() -> None:
-    return None
-
-
-def _attach_otel(ctx: Any) -> Any:
-    from opentelemetry import context as otel_context
-
-    return otel_context.attach(ctx)
-
-
-def _detach_otel(token: Any) -> None:
-    from opentelemetry import context as otel_context
-
-    otel_context.detach(token)
 
 
 P = ParamSpec("P")
@@ -228,68 +151,8 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
 
     # -- enqueue ------------------------------------------------------------------
     def enqueue(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
-        _check_enqueue_keys(options)
-        workflow_name = options.get("workflow_name")
-        queue_name = options.get("queue_name")
-        if not isinstance(workflow_name, str) or not workflow_name.strip():
-            raise DBOSException("DBOSClient.enqueue needs options['workflow_name']")
-        if not isinstance(queue_name, str) or not queue_name.strip():
-            raise DBOSException("DBOSClient.enqueue needs options['queue_name']")
-        checks.identifier("options['queue_name']", queue_name)
-        if "workflow_id" in options:
-            checks.workflow_id("options['workflow_id']", options["workflow_id"])
-        if options.get("workflow_timeout") is not None:
-            checks.duration("options['workflow_timeout']", options["workflow_timeout"], positive=True)
-        # Validates priority range and key types the same way SetEnqueueOptions does.
-        opts = SetEnqueueOptions(
-            deduplication_id=options.get("deduplication_id"),
-            priority=options.get("priority"),
-            app_version=options.get("app_version"),
-            queue_partition_key=options.get("queue_partition_key"),
-            delay_seconds=options.get("delay_seconds"),
-        ).options
-        spec = QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
-        # Work that names no version goes to the latest registered one (DBOS 2.x); with
-        # none registered yet it is unpinned (any version may run it).
-        fields = enqueue_fields(spec, opts, self._latest_version.get())
-        class_name = options.get("class_name", options.get("workflow_class_name"))
-        fields["class_name"] = class_name
-        fields["config_name"] = options.get("instance_name", options.get("workflow_config_name"))
-        attempts = options.get("max_recovery_attempts")
-        if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0):
-            raise DBOSException(f"options['max_recovery_attempts'] must be a non-negative integer, got {attempts!r}")
-        info = WorkflowInfo(workflow_name, _noop, False, 100 if attempts is None else attempts, False, class_name)
-        call = wf.Call(info, None, tuple(args), dict(kwargs))
-        changes: dict[str, Any] = {"run": None, "in_step": False}
-        if options.get("workflow_id"):
-            changes["id_box"] = IdBox(str(options["workflow_id"]))
-        if "workflow_timeout" in options:
-            changes["timeout"] = options["workflow_timeout"]
-        user, roles = options.get("authenticated_user"), options.get("authenticated_roles")
-        if user is not None or roles is not None:
-            if user is not None and not isinstance(user, str):
-                raise DBOSException(f"options['authenticated_user'] must be a string, got {user!r}")
-            if roles is not None and (isinstance(roles, str) or not all(isinstance(r, str) for r in roles)):
-                raise DBOSException(f"options['authenticated_roles'] must be a list of role names, got {roles!r}")
-            changes["auth"] = Auth(user, tuple(roles) if roles is not None else None, None)
-        otel = options.get("otel_context")
-        token = _attach_otel(otel) if otel is not None else None
-        try:
-            created = self._create(call, queue_name, fields, changes)
-        finally:
-            if token is not None:
-                _detach_otel(token)
-        self._rt.wakeups.notify(queue_ready(queue_name))
-        return WorkflowHandle(self._rt, created.workflow_id)
-
-    def _create(self, call: wf.Call, queue_name: str, fields: dict[str, Any], changes: dict[str, Any]) -> wf.Created:
-        with context.updated(**changes):
-            try:
-                return wf.create(self._rt, call, queue_name=queue_name, enqueue_fields=fields)
-            except Exception as e:
-                if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
-                    raise DBOSQueueDeduplicatedError("(not created)", queue_name, fields["deduplication_id"]) from None
-                raise
+        workflow_id = enqueue_with_options(self._rt, options, args, kwargs, self._latest_version.get(), "DBOSClient.enqueue")
+        return WorkflowHandle(self._rt, workflow_id)
 
     async def enqueue_async(self, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandleAsync[Any]:
         handle = await self._rt.to_thread(lambda: self.enqueue(options, *args, **kwargs))

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from dbos._api import classes, decorators, missing, web
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.context_managers import reject_enqueue_options
+from dbos._api.enqueue import _EnqueueMixin
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._api.retention import _RetentionMixin
@@ -133,7 +134,7 @@ def _auth() -> context.Auth:
     return own
 
 
-class DBOS(_CallsMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None

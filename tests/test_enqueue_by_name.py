@@ -1,0 +1,157 @@
+"""DBOS 2.x's enqueue methods on DBOS and its durable asyncio.wait (issue 18, "Names"):
+``DBOS.enqueue_workflow(queue_name, func, ...)``, ``enqueue_workflow_with_options``
+(the row DBOSClient.enqueue builds, from inside the app; from a workflow, a recorded
+child), their ``_async`` forms, and ``DBOS.asyncio_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from conftest import Backend, Harness, eventually
+
+from dbos import DBOS, DBOSException, Queue, SetEnqueueOptions, SetWorkflowID
+from dbos._api.missing import DBOSNotImplementedError
+
+QUEUE = Queue("byname_queue", priority_enabled=True)
+RUNS: dict[str, int] = {}
+
+
+@DBOS.workflow(name="byname_double")
+def byname_double(x: int) -> int:
+    RUNS["double"] = RUNS.get("double", 0) + 1
+    return 2 * x
+
+
+@DBOS.workflow(name="byname_double_async")
+async def byname_double_async(x: int) -> int:
+    return 2 * x
+
+
+@DBOS.workflow(name="byname_parent")
+def byname_parent(x: int) -> int:
+    RUNS["parent"] = RUNS.get("parent", 0) + 1
+    handle = DBOS.enqueue_workflow_with_options({"workflow_name": "byname_double", "queue_name": "byname_queue"}, x)
+    return int(handle.get_result()) + 1
+
+
+@pytest.fixture(autouse=True)
+def _runs() -> None:
+    RUNS.clear()
+
+
+def test_enqueue_workflow_by_queue_name(dbos: Harness, backend: Backend) -> None:
+    with SetWorkflowID("byname-1"):
+        assert DBOS.enqueue_workflow("byname_queue", byname_double, 4).get_result() == 8
+    with SetEnqueueOptions(priority=7), SetWorkflowID("byname-2"):
+        handle = DBOS.enqueue_workflow("byname_queue", byname_double, 5)
+    assert handle.get_result() == 10
+    st = handle.get_status()
+    assert (st.queue_name, st.priority) == ("byname_queue", 7)
+    # A queue this process does not declare: enqueued for the executors that do.
+    with SetWorkflowID("byname-elsewhere"):
+        DBOS.enqueue_workflow("byname_not_here", byname_double, 1)
+    assert backend.status("byname-elsewhere") == "ENQUEUED"
+    assert DBOS.get_workflow_status("byname-elsewhere").queue_name == "byname_not_here"  # type: ignore[union-attr]
+    with pytest.raises(DBOSException, match="queue_name must be a non-empty string"):
+        DBOS.enqueue_workflow("", byname_double, 1)
+
+
+def test_enqueue_workflow_async(dbos: Harness) -> None:
+    async def main() -> Any:
+        h = await DBOS.enqueue_workflow_async("byname_queue", byname_double_async, 6)
+        h2 = await DBOS.enqueue_workflow_with_options_async(
+            {"workflow_name": "byname_double", "queue_name": "byname_queue", "workflow_id": "byname-opt-async"}, 3)
+        return await h.get_result(), await h2.get_result(), h2.workflow_id
+
+    assert asyncio.run(main()) == (12, 6, "byname-opt-async")
+
+
+def test_enqueue_workflow_with_options_builds_the_clients_row(dbos: Harness, backend: Backend) -> None:
+    handle = DBOS.enqueue_workflow_with_options(
+        {"workflow_name": "byname_double", "queue_name": "byname_queue", "workflow_id": "byname-opt-1",
+         "priority": 3, "authenticated_user": "zoe", "deduplication_id": "dd-1"}, 21)
+    assert handle.get_result() == 42
+    st = handle.get_status()
+    assert (st.workflow_id, st.priority, st.authenticated_user, st.deduplication_id) == (
+        "byname-opt-1", 3, "zoe", "dd-1")
+    with pytest.raises(DBOSException, match="EnqueueOptions has no key 'priorty' .did you mean 'priority'"):
+        DBOS.enqueue_workflow_with_options(
+            {"workflow_name": "byname_double", "queue_name": "byname_queue", "priorty": 1}, 1)  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(DBOSNotImplementedError, match="attributes"):
+        DBOS.enqueue_workflow_with_options(
+            {"workflow_name": "byname_double", "queue_name": "byname_queue", "attributes": {"a": 1}}, 1)
+
+
+def test_enqueue_with_options_from_a_workflow_is_a_recorded_child(dbos: Harness, backend: Backend) -> None:
+    with SetWorkflowID("byname-parent-1"):
+        assert byname_parent(10) == 21
+    steps = DBOS.list_workflow_steps("byname-parent-1")
+    child = steps[0]["child_workflow_id"]
+    assert child is not None and DBOS.get_workflow_status(child).name == "byname_double"  # type: ignore[union-attr]
+    assert RUNS == {"parent": 1, "double": 1}
+    # A replay finds the recorded child instead of enqueueing a second one.
+    backend.force_pending("byname-parent-1")
+    before = backend.workflow_count()
+    dbos.restart()
+    eventually(lambda: backend.status("byname-parent-1") == "SUCCESS")
+    assert DBOS.retrieve_workflow("byname-parent-1").get_result() == 21
+    assert backend.workflow_count() == before
+    assert RUNS == {"parent": 2, "double": 1}
+
+
+# -- asyncio_wait ------------------------------------------------------------------------
+
+FAST_FIRST: dict[str, float] = {"fast": 0.01, "slow": 1.5}
+
+
+@DBOS.step(name="byname_nap")
+async def byname_nap(tag: str, seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return tag
+
+
+@DBOS.workflow(name="byname_race")
+async def byname_race() -> list[str]:
+    RUNS["race"] = RUNS.get("race", 0) + 1
+    tasks = [byname_nap("slow", FAST_FIRST["slow"]), byname_nap("fast", FAST_FIRST["fast"])]
+    done, pending = await DBOS.asyncio_wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        await p  # let it finish (and be recorded) before returning
+    return sorted(t.result() for t in done)
+
+
+def test_asyncio_wait_records_which_were_done(dbos: Harness, backend: Backend) -> None:
+    async def run() -> list[str]:
+        with SetWorkflowID("byname-race-1"):
+            return await byname_race()
+
+    assert asyncio.run(run()) == ["fast"]
+    names = [s["function_name"] for s in DBOS.list_workflow_steps("byname-race-1")]
+    assert names[0] == "DBOS.asyncio_wait" and sorted(names[1:]) == ["byname_nap", "byname_nap"]
+    # Replayed with the timings reversed: the recorded split wins, not the new race.
+    FAST_FIRST.update(fast=0.5, slow=0.0)
+    try:
+        backend.force_pending("byname-race-1")
+        dbos.restart()
+        eventually(lambda: backend.status("byname-race-1") == "SUCCESS")
+        assert DBOS.retrieve_workflow("byname-race-1").get_result() == ["fast"]
+        assert RUNS["race"] == 2
+    finally:
+        FAST_FIRST.update(fast=0.01, slow=1.5)
+
+
+def test_asyncio_wait_outside_a_workflow_is_asyncio_wait(dbos: Harness) -> None:
+    async def main() -> Any:
+        done, pending = await DBOS.asyncio_wait([asyncio.sleep(0, "a"), asyncio.sleep(0, "b")])
+        return sorted(t.result() for t in done), pending
+
+    assert asyncio.run(main()) == (["a", "b"], set())
+
+    async def bad() -> None:
+        await DBOS.asyncio_wait([asyncio.sleep(0)], return_when="SOMETIMES")
+
+    with pytest.raises(ValueError, match="return_when"):
+        asyncio.run(bad())
