@@ -381,15 +381,19 @@ def test_step_and_transaction_roles_are_enforced(dbos: Harness) -> None:
 
 def test_start_workflow_and_enqueue_enforce_roles(dbos: Harness) -> None:
     service = AuthUserService()
+    # As in DBOS 2.x (issue 18): the workflow is recorded and ends ERROR; its result raises.
     with DBOSContextSetAuth("quinn", ["user"]):
+        denied = [
+            DBOS.start_workflow(service.delete_account),
+            auth_queue.enqueue(service.delete_account),
+            DBOS.start_workflow(first_role_wf),
+        ]
+    for handle in denied:
         with pytest.raises(DBOSNotAuthorizedError) as e:
-            DBOS.start_workflow(service.delete_account)
-        assert "AuthUserService.delete_account" in str(e.value)
-        with pytest.raises(DBOSNotAuthorizedError):
-            auth_queue.enqueue(service.delete_account)
-        with pytest.raises(DBOSNotAuthorizedError):
-            DBOS.start_workflow(first_role_wf)
-    assert dbos.backend.workflow_count() == 0
+            handle.get_result()
+        assert handle.get_status().status == "ERROR"
+    assert "AuthUserService.delete_account" in str(e.value) or "first_role_wf" in str(e.value)
+    assert dbos.backend.workflow_count() == 3
 
     with DBOSContextSetAuth("quinn", ["user", "admin"]):
         started = DBOS.start_workflow(service.delete_account)
@@ -408,16 +412,17 @@ async def _enqueue_async_denied() -> None:
 
 
 def test_async_enqueue_and_start_enforce_roles(dbos: Harness) -> None:
-    with pytest.raises(DBOSNotAuthorizedError):
-        asyncio.run(_enqueue_async_denied())
+    asyncio.run(_enqueue_async_denied())  # recorded; its execution ends it ERROR (issue 18)
 
-    async def start_denied() -> None:
+    async def start_denied() -> Any:
         with DBOSContextSetAuth("ruth", ["viewer"]):
-            await DBOS.start_workflow_async(AuthUserService().view_profile)
+            handle = await DBOS.start_workflow_async(AuthUserService().view_profile)
+        return await handle.get_result()
 
     with pytest.raises(DBOSNotAuthorizedError):
         asyncio.run(start_denied())
-    assert dbos.backend.workflow_count() == 0
+    assert dbos.backend.workflow_count() == 2
+    eventually(lambda: [w.status for w in DBOS.list_workflows()] == ["ERROR", "ERROR"])
 
 
 def test_role_decorators_validate_their_argument() -> None:

@@ -203,3 +203,43 @@ def test_temp_workflow_of_a_step_is_recovered(dbos: Harness, backend: Backend) -
 def test_plain_step_outside_a_workflow_records_nothing(dbos: Harness, backend: Backend) -> None:
     assert double(4) == 8
     assert backend.workflow_count() == 0
+
+
+# -- item 7: role checks of started and enqueued workflows ---------------------------
+
+
+@DBOS.required_roles(["admin"])
+@DBOS.workflow(name="temp_tests.admin_only")
+def admin_only() -> str:
+    return f"ran as {DBOS.assumed_role}"
+
+
+@DBOS.required_roles(["admin"])
+@DBOS.transaction(name="temp_tests.admin_tx")
+def admin_tx() -> str:
+    return "tx ran"
+
+
+def test_denied_start_and_enqueue_are_recorded_as_error(dbos: Harness, backend: Backend) -> None:
+    from dbos import DBOSContextSetAuth, DBOSNotAuthorizedError
+
+    with DBOSContextSetAuth("eve", ["user"]):
+        with pytest.raises(DBOSNotAuthorizedError):
+            admin_only()  # a direct call raises at once, records nothing
+        with pytest.raises(DBOSNotAuthorizedError):
+            admin_tx()
+        assert backend.workflow_count() == 0
+        with SetWorkflowID("denied-start"):
+            started = DBOS.start_workflow(admin_only)
+        with SetWorkflowID("denied-queued"):
+            queued = queue.enqueue(admin_only)
+        with SetWorkflowID("denied-tx"):
+            started_tx = DBOS.start_workflow(admin_tx)
+    for handle in (started, queued, started_tx):
+        with pytest.raises(DBOSNotAuthorizedError, match="admin"):
+            handle.get_result()
+        status = handle.get_status()
+        assert (status.status, status.authenticated_user) == ("ERROR", "eve")
+        assert isinstance(status.error, DBOSNotAuthorizedError)
+    with DBOSContextSetAuth("ada", ["user", "admin"]), SetWorkflowID("allowed-queued"):
+        assert queue.enqueue(admin_only).get_result() == "ran as admin"

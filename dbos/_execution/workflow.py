@@ -49,6 +49,7 @@ from dbos.error import (
     DBOSException,
     DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
+    DBOSNotAuthorizedError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
     DBOSWorkflowFunctionNotFoundError,
@@ -146,8 +147,14 @@ def create(
     *,
     queue_name: Optional[str] = None,
     enqueue_fields: Optional[dict[str, Any]] = None,
+    direct: bool = False,
 ) -> Created:
-    """Write (or find) the status row of a workflow about to start or be enqueued."""
+    """Write (or find) the status row of a workflow about to start or be enqueued.
+
+    ``direct``: the workflow is called as a function, so a caller lacking its required
+    roles is refused here, before anything is written. Started or enqueued, the
+    workflow is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
+    """
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
@@ -165,8 +172,12 @@ def create(
             return _existing(rt, recorded.child_workflow_id, call, parent.auth, parent.deadline_ms)
     own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
     auth = parent.auth if parent is not None and own.user is None else own
-    if call.info.roles is not None:
-        auth = authorize(call.info.name, call.info.roles.roles, auth)
+    if call.info.roles is not None and call.info.roles.roles:
+        try:
+            auth = authorize(call.info.name, call.info.roles.roles, auth)
+        except DBOSNotAuthorizedError:
+            if direct:
+                raise
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
     checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
@@ -489,7 +500,7 @@ def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecu
 def call_direct(rt: Runtime, call: Call) -> Any:
     """A workflow called as a function: create (or find) it, run it here unless it is
     finished or running already (then wait for its outcome), return its result."""
-    created = create(rt, call)
+    created = create(rt, call, direct=True)
     local = claim_for_execution(rt, created)
     if local is None:
         return results.wait_result(rt, created.workflow_id)
@@ -497,17 +508,26 @@ def call_direct(rt: Runtime, call: Call) -> Any:
 
 
 async def call_direct_async(rt: Runtime, call: Call) -> Any:
-    created = await rt.to_thread(create, rt, call)
+    created = await rt.to_thread(functools.partial(create, rt, call, direct=True))
     local = await rt.to_thread(claim_for_execution, rt, created)
     if local is None:
         return await rt.to_thread(results.wait_result, rt, created.workflow_id)
     return await execute_async(rt, created, call, local)
 
 
+def _denial(call: Call, run: WorkflowRun) -> None:
+    """Refuse to run a workflow whose recorded caller lacks its required roles: the error
+    is its outcome (a started or enqueued workflow, recorded before the check)."""
+    spec = call.info.roles
+    if spec is not None and spec.roles:
+        authorize(call.info.name, spec.roles, run.auth)
+
+
 def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
     run = _begin_or_defer(rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
+            _denial(call, run)
             result = call.invoke()
         except BaseException as e:
             _finish(rt, run, local, None, e)
@@ -521,6 +541,7 @@ async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalE
     run = await rt.to_thread(_begin_or_defer, rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
+            _denial(call, run)
             result = await call.invoke()
         except BaseException as e:
             await rt.to_thread(_finish, rt, run, local, None, e)
