@@ -27,7 +27,7 @@ from typing import (
 
 from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
-from dbos._api.retention import ClientRetentionMixin
+from dbos._api.retention import ClientRetentionMixin, check_send_options
 from dbos._api.schedules import ClientSchedulesMixin
 from dbos._config.settings import load_settings
 from dbos._execution import context, management, messaging, results, versions
@@ -186,9 +186,11 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         first = await self._rt.to_thread(results.wait_first, self._rt, ids)
         return handles[ids.index(first)]
 
-    def send(self, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+    def send(self, /, destination_id: str, message: Any, topic: Optional[str] = None,
+             idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
+        check_send_options(dbos_only)
         with context.updated(run=None):
-            messaging.send(self._rt, destination_id, message, topic)
+            messaging.send(self._rt, destination_id, message, topic, idempotency_key)
 
     def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         with context.updated(run=None):

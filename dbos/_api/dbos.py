@@ -31,7 +31,7 @@ from dbos._api.context_managers import reject_enqueue_options
 from dbos._api.enqueue import _EnqueueMixin
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
-from dbos._api.retention import _RetentionMixin
+from dbos._api.retention import _RetentionMixin, check_send_options
 from dbos._api.schedules import _SchedulesMixin
 from dbos._config.settings import DBOSConfig, Settings, load_settings
 from dbos._execution import context, fleet, management, messaging, schedules, versions
@@ -466,14 +466,20 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
 
     # -- messages, events, sleep ----------------------------------------------
     @classmethod
-    def send(cls, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+    def send(cls, destination_id: str, message: Any, topic: Optional[str] = None, *,
+             idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
+        """Send ``message`` to a workflow. ``idempotency_key``: one delivery per key and
+        destination, however often the send is repeated (docs/decisions.md)."""
         check_not_async("send")
-        messaging.send(runtime(), destination_id, message, topic)
+        check_send_options(dbos_only)
+        messaging.send(runtime(), destination_id, message, topic, idempotency_key)
 
     @classmethod
-    async def send_async(cls, destination_id: str, message: Any, topic: Optional[str] = None) -> None:
+    async def send_async(cls, destination_id: str, message: Any, topic: Optional[str] = None, *,
+                         idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
+        check_send_options(dbos_only)
         rt = runtime()
-        await rt.to_thread(messaging.send, rt, destination_id, message, topic)
+        await rt.to_thread(messaging.send, rt, destination_id, message, topic, idempotency_key)
 
     @classmethod
     def recv(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:

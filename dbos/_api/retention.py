@@ -18,6 +18,24 @@ class SendMessage(TypedDict, total=False):
     destination_id: str  # required
     message: Any  # required
     topic: Optional[str]
+    idempotency_key: Optional[str]  # one delivery per key and destination
+
+
+def check_send_options(options: dict[str, Any]) -> None:
+    """DBOS 2.x's other send keywords: only their defaults are implemented here."""
+    from dbos._api.missing import DBOSNotImplementedError
+
+    for key, value in options.items():
+        if key == "send_to_forks" and value is False:
+            continue
+        if key == "serialization_type" and str(getattr(value, "value", value)).lower() in ("default", "none"):
+            continue
+        if key in ("send_to_forks", "serialization_type"):
+            raise DBOSNotImplementedError(
+                f"send({key}={value!r}) is part of DBOS Transact 2.x but not of dbos-fleet "
+                "(docs/decisions.md, 'Names, keywords and config keys')"
+            )
+        raise TypeError(f"send() got an unexpected keyword argument {key!r}")
 
 
 def send_bulk(rt: Runtime, messages: List[SendMessage]) -> None:
@@ -28,8 +46,16 @@ def send_bulk(rt: Runtime, messages: List[SendMessage]) -> None:
     for m in messages:
         if not isinstance(m, dict) or "destination_id" not in m or "message" not in m:
             raise DBOSException(f"each message needs destination_id and message, got {m!r}")
+        unknown = sorted(set(m) - set(SendMessage.__annotations__))
+        if unknown:
+            raise DBOSException(f"SendMessage has no key {unknown[0]!r}; known keys: "
+                                f"{', '.join(SendMessage.__annotations__)}")
+    keys: list[str] = [str(m["idempotency_key"]) for m in messages if m.get("idempotency_key") is not None]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise DBOSException(f"send_bulk received duplicate idempotency keys: {', '.join(repeated)}")
     for m in messages:
-        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"))
+        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"))
 
 
 class _RetentionMixin:

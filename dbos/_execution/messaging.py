@@ -20,12 +20,14 @@ import time
 from typing import Any, Optional
 
 from dbos._execution import checks, context
-from dbos._execution.context import WorkflowRun
+from dbos._execution.context import IdBox, WorkflowRun
 from dbos._execution.ids import new_id
+from dbos._execution.registry import REGISTRY, TEMP_PREFIX, WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
 from dbos._storage import messages
+from dbos._storage.messages import workflow_exists
 from dbos._wakeups import local as keys
 from dbos._wakeups.hub import hint_data
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
@@ -81,12 +83,31 @@ def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> b
 # -- send ---------------------------------------------------------------------
 
 
-def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -> None:
+def send(
+    rt: Runtime, destination_id: str, message: Any, topic: Optional[str], idempotency_key: Optional[str] = None
+) -> None:
     checks.identifier("destination_id", destination_id)
     topic_key = _topic(topic)
+    if idempotency_key is not None:
+        checks.identifier("idempotency_key", idempotency_key)
+    run = durable_run(context.current())
+    # In a workflow a send is a recorded step, delivered once however often the workflow
+    # replays: the key adds nothing there.
+    if run is None and idempotency_key is not None:
+        # Outside a workflow a keyed send is the one-step workflow <temp>.DBOS.send under an
+        # ID made of its key and destination: sending again with that key finds it done.
+        from dbos._execution import workflow as wf
+
+        # Checked first: a destination not created yet must not leave the key's workflow
+        # failed for good (a retry once it exists delivers).
+        if not rt.sys_db.query(lambda c: workflow_exists(c, destination_id)):
+            raise DBOSNonExistentWorkflowError(destination_id)
+        call = wf.Call(SEND_WORKFLOW, None, (destination_id, message, topic, idempotency_key), {})
+        with context.updated(id_box=IdBox(keyed_send_id(destination_id, idempotency_key))):
+            wf.call_direct(rt, call)
+        return
     payload = serialize(message, "the message")
     checks.check_size(payload, rt.settings.max_value_bytes, "the message")
-    run = durable_run(context.current())
     if run is None:
         sender, message_id = None, new_id()
     else:
@@ -99,6 +120,21 @@ def send(rt: Runtime, destination_id: str, message: Any, topic: Optional[str]) -
         raise DBOSNonExistentWorkflowError(destination_id)
     data = _handoff_hint(sent.handed_to, payload) if sent.handed_to is not None else b""
     rt.wakeups.notify(keys.message(destination_id, topic_key), data=data)
+
+
+def keyed_send_id(destination_id: str, idempotency_key: str) -> str:
+    return f"dbos-send::{idempotency_key}::{destination_id}"
+
+
+def _keyed_send(destination_id: str, message: Any, topic: Optional[str], idempotency_key: str) -> None:
+    """The body of <temp>.DBOS.send: the send, its one step."""
+    run = context.current().run
+    assert run is not None, "<temp>.DBOS.send runs as a workflow"
+    send(run.runtime, destination_id, message, topic, idempotency_key)
+
+
+SEND_WORKFLOW = WorkflowInfo(TEMP_PREFIX + "DBOS.send", _keyed_send, False, 100, False, temp_kind="send")
+REGISTRY.add_workflow(SEND_WORKFLOW)
 
 
 # A message handed to a waiting recv travels with its wakeup, so the receiver
