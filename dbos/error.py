@@ -186,7 +186,34 @@ class DBOSNotAuthorizedError(DBOSException):
         super().__init__(msg, DBOSErrorCode.NotAuthorized.value)
 
 
-class DBOSWorkflowCancelledError(BaseException):
+class DBOSBaseException(BaseException):
+    """DBOS 2.x's base of the errors user code must not swallow with ``except Exception``
+    (here: the cancellation of a workflow)."""
+
+
+class DBOSRecoveryError(DBOSException):
+    """DBOS 2.x's error of a failed recovery. Recovery here logs what it cannot recover
+    and never raises this; the name exists so code catching it imports."""
+
+    def __init__(self, workflow_id: str, message: Optional[str] = None) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"Recovery error for workflow ID {workflow_id}: {message}")
+
+
+class DBOSPatchNondeterminismError(DBOSException):
+    """DBOS 2.x's error of a patch applied differently on replay. Workflow patching is not
+    implemented here (``DBOS.patch`` raises DBOSNotImplementedError), so this is never
+    raised; the name exists so code catching it imports."""
+
+    def __init__(self, workflow_id: str, patch_name: str, details: str = "") -> None:
+        self.workflow_id, self.patch_name = workflow_id, patch_name
+        super().__init__(
+            f"Cannot deterministically apply patch {patch_name} in workflow {workflow_id}: {details}. "
+            "Check that your workflow is deterministic."
+        )
+
+
+class DBOSWorkflowCancelledError(DBOSBaseException):
     """Raised inside a workflow that was cancelled (or timed out, or handed to another
     executor), at the start of its next step. A ``BaseException``, as in DBOS 2.x, so a
     workflow that wraps its steps in ``try/except Exception`` still stops."""
@@ -276,6 +303,9 @@ __all__ = [
     "MaxRecoveryAttemptsExceededError",
     "DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded",
     "DBOSConflictingRegistrationError",
+    "DBOSBaseException",
+    "DBOSRecoveryError",
+    "DBOSPatchNondeterminismError",
     "DBOSMaxStepRetriesExceeded",
     "DBOSStepTimeoutError",
     "DBOSNotAuthorizedError",

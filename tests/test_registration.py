@@ -148,3 +148,17 @@ def test_awaiting_a_workflow_past_its_recovery_attempts(dbos: Harness, backend: 
     with pytest.raises(DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded):
         handle.get_result()
     assert handle.get_status().status == "RETRIES_EXCEEDED"
+
+
+def test_dbos_2x_error_classes_that_are_never_raised_here_still_import() -> None:
+    from dbos.error import (
+        DBOSBaseException,
+        DBOSPatchNondeterminismError,
+        DBOSRecoveryError,
+        DBOSWorkflowCancelledError,
+    )
+
+    assert issubclass(DBOSWorkflowCancelledError, DBOSBaseException)
+    assert not issubclass(DBOSBaseException, Exception)
+    assert "Cannot deterministically apply patch p" in str(DBOSPatchNondeterminismError("w", "p", "d"))
+    assert isinstance(DBOSRecoveryError("w", "m"), DBOSException)

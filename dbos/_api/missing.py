@@ -90,11 +90,8 @@ MODULE_NAMES: dict[str, str] = {
 }
 
 ERROR_NAMES: dict[str, str] = {
-    "DBOSBaseException": "DBOSBaseException (every error here is a DBOSException, an Exception)",
-    "DBOSRecoveryError": "DBOSRecoveryError (recovery logs what it cannot recover)",
     "DBOSStreamTimeoutError": _STREAMS,
     "DBOSStreamNondeterminismError": _STREAMS,
-    "DBOSPatchNondeterminismError": _PATCH,
 }
 
 
