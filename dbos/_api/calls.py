@@ -15,13 +15,14 @@ import inspect
 from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar, Union, cast
 
 from dbos._api.decorators import _check_step_options, check_step_extras
-from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, get_status
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, as_step_wait, get_status
 from dbos._api.instance import maybe_runtime, runtime
 from dbos._execution import checks, context, management, messaging, queues, results
 from dbos._execution import step as steps
 from dbos._execution.registry import StepOptions as _StepConfig
 from dbos._execution.runtime import now_ms
 from dbos._execution.status import WorkflowStatus
+from dbos._execution.waits import run_async
 from dbos._storage.database import Database
 from dbos._storage.migrations import reset_application, reset_system
 
@@ -112,9 +113,8 @@ class _CallsMixin:
     @classmethod
     async def get_result_async(cls, workflow_id: str) -> Any:
         rt = runtime()
-        return await rt.to_thread(functools.partial(
-            _as_step, rt, "DBOS.getResult", workflow_id,
-            lambda: results.wait_result(rt, workflow_id, await_creation=True),
+        return await run_async(rt, as_step_wait(
+            rt, "DBOS.getResult", workflow_id, lambda: results.result_wait(rt, workflow_id, await_creation=True)
         ))
 
     @classmethod
@@ -144,9 +144,7 @@ class _CallsMixin:
     async def wait_first_async(cls, handles: List[WorkflowHandleAsync[Any]]) -> WorkflowHandleAsync[Any]:
         ids = _distinct_ids(handles)
         rt = runtime()
-        first = await rt.to_thread(functools.partial(
-            _as_step, rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids)
-        ))
+        first = await run_async(rt, as_step_wait(rt, "DBOS.waitFirst", None, lambda: results.first_wait(rt, ids)))
         return handles[ids.index(first)]
 
     @classmethod

@@ -34,6 +34,7 @@ from dbos._execution import context, management, messaging, results, versions
 from dbos._execution.registry import Registry
 from dbos._execution.runtime import Runtime
 from dbos._execution.status import StepInfo, WorkflowStatus
+from dbos._execution.waits import run_async
 from dbos._services.pool import WorkflowPool
 from dbos._storage.database import Database
 from dbos._storage.migrations import migrate_system
@@ -183,7 +184,8 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         from dbos._api.calls import _distinct_ids
 
         ids = _distinct_ids(handles)
-        first = await self._rt.to_thread(results.wait_first, self._rt, ids)
+        with context.updated(run=None):
+            first = await run_async(self._rt, results.first_wait(self._rt, ids))
         return handles[ids.index(first)]
 
     def send(self, /, destination_id: str, message: Any, topic: Optional[str] = None,
@@ -196,8 +198,12 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         with context.updated(run=None):
             return messaging.get_event(self._rt, workflow_id, key, timeout_seconds)
 
+    async def get_event_async(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """``get_event``, waiting on the event loop (no thread waits)."""
+        with context.updated(run=None):
+            return await run_async(self._rt, messaging.get_event_wait(self._rt, workflow_id, key, timeout_seconds))
+
     send_async = _in_thread(send)
-    get_event_async = _in_thread(get_event)
 
     # -- management ------------------------------------------------------------------
     # The same options and rules as DBOS.list_workflows etc.; each ``_async`` variant

@@ -41,6 +41,7 @@ from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus
+from dbos._execution.waits import run_async
 from dbos._services.base import Service
 from dbos._services.canceller import Canceller
 from dbos._services.heartbeat import Heartbeat
@@ -489,7 +490,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
     @classmethod
     async def recv_async(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
         rt = runtime()
-        return await rt.to_thread(messaging.recv, rt, topic, timeout_seconds)
+        return await run_async(rt, messaging.recv_wait(rt, topic, timeout_seconds))
 
     @classmethod
     def set_event(cls, key: str, value: Any) -> None:
@@ -509,7 +510,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
     @classmethod
     async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         rt = runtime()
-        return await rt.to_thread(messaging.get_event, rt, workflow_id, key, timeout_seconds)
+        return await run_async(rt, messaging.get_event_wait(rt, workflow_id, key, timeout_seconds))
 
     @classmethod
     def sleep(cls, seconds: float) -> None:
@@ -522,7 +523,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
         if rt is None:
             messaging.sleep(None, seconds)  # raises: only a workflow sleeps durably
             return
-        await rt.to_thread(messaging.sleep, rt, seconds)
+        await run_async(rt, messaging.sleep_wait(rt, seconds))
 
     # -- workflow management ----------------------------------------------------
     @classmethod

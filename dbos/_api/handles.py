@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from dbos._execution import checks, context
-from dbos._execution.results import wait_result
+from dbos._execution.results import result_wait
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import WorkflowStatus
 from dbos._execution.step import durable_run, lookup, record, replay
+from dbos._execution.waits import Wait, no_wait, run_async, run_sync
 from dbos._storage import workflows
 from dbos.error import DBOSNonExistentWorkflowError, DBOSWorkflowCancelledError
 
@@ -23,15 +24,21 @@ def get_status(rt: Runtime, workflow_id: str) -> Optional[WorkflowStatus]:
 
 def _as_step(rt: Runtime, name: str, workflow_id: Optional[str], fn: Callable[[], Any]) -> Any:
     """Inside a workflow, record what ``fn`` returns so replay sees the same value."""
+    return run_sync(as_step_wait(rt, name, workflow_id, lambda: no_wait(fn)))
+
+
+def as_step_wait(rt: Runtime, name: str, workflow_id: Optional[str], wait: Callable[[], Wait[Any]]) -> Wait[Any]:
+    """``_as_step`` of a wait (``dbos/_execution/waits.py``): inside a workflow, record
+    what the wait ``wait()`` returns (or raises) so replay sees the same."""
     run = durable_run(context.current())
     if run is None:
-        return fn()
+        return (yield from wait())
     fid, recorded = lookup(run, name)
     if recorded is not None:
         return replay(recorded)
     started = now_ms()
     try:
-        value = fn()
+        value = yield from wait()
     except DBOSWorkflowCancelledError:
         raise  # the caller was preempted: nothing to record, the wait replays after a resume
     except Exception as e:
@@ -66,10 +73,12 @@ class WorkflowHandle(Generic[R]):
         A finish anywhere in the fleet wakes the wait; ``polling_interval_sec`` bounds how
         long it goes without reading the database when no wakeup comes (default: the
         configured ``polling_interval_sec``)."""
-        poll = _poll_interval(polling_interval_sec)
-        return _as_step(  # type: ignore[no-any-return]
+        return run_sync(self._result_wait(_poll_interval(polling_interval_sec)))  # type: ignore[no-any-return]
+
+    def _result_wait(self, poll: Optional[float]) -> Wait[Any]:
+        return as_step_wait(
             self._rt, "DBOS.getResult", self._workflow_id,
-            lambda: wait_result(self._rt, self._workflow_id, await_creation=self._await_creation, poll_interval=poll),
+            lambda: result_wait(self._rt, self._workflow_id, await_creation=self._await_creation, poll_interval=poll),
         )
 
     def get_status(self) -> WorkflowStatus:
@@ -97,8 +106,9 @@ class WorkflowHandleAsync(Generic[R]):
         return self._sync.workflow_id
 
     async def get_result(self, *, polling_interval_sec: Optional[float] = None) -> R:
-        poll = _poll_interval(polling_interval_sec)
-        return await self._sync._rt.to_thread(lambda: self._sync.get_result(polling_interval_sec=poll))
+        """Wait for the workflow to finish, on the event loop (no thread waits)."""
+        wait = self._sync._result_wait(_poll_interval(polling_interval_sec))
+        return await run_async(self._sync._rt, wait)
 
     async def get_status(self) -> WorkflowStatus:
         return await self._sync._rt.to_thread(self._sync.get_status)

@@ -26,10 +26,12 @@ from dbos._execution.registry import REGISTRY, TEMP_PREFIX, WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
+from dbos._execution.waits import Wait, run_sync
 from dbos._storage import messages
 from dbos._storage.messages import workflow_exists
 from dbos._wakeups import local as keys
 from dbos._wakeups.hub import hint_data
+from dbos._wakeups.local import Waiter
 from dbos.error import DBOSException, DBOSNonExistentWorkflowError
 
 _TOPIC_NONE = ""
@@ -64,7 +66,7 @@ def _durable_deadline(rt: Runtime, run: WorkflowRun, seconds: float) -> float:
     return end
 
 
-def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> bool:
+def _wait(rt: Runtime, waiter: Waiter, run: Optional[WorkflowRun], end: float) -> Wait[bool]:
     """Wait until woken, the poll interval, or ``end``; False once ``end`` has passed."""
     now = time.time()
     remaining = end - now
@@ -73,7 +75,7 @@ def _wait(rt: Runtime, waiter: Any, run: Optional[WorkflowRun], end: float) -> b
     wait = min(remaining, rt.settings.polling_interval_sec)
     if run is not None and run.deadline_ms is not None:
         wait = min(wait, max(0.0, run.deadline_ms / 1000 - now))
-    waiter.wait(wait)
+    yield waiter, wait
     waiter.clear()
     if run is not None:
         run.check_cancelled()
@@ -147,7 +149,7 @@ def _handoff_hint(function_id: int, payload: bytes) -> bytes:
     return hint_data(function_id.to_bytes(8, "big"), payload)
 
 
-def _handed_off(waiter: Any, key: str, function_id: int) -> Optional[bytes]:
+def _handed_off(waiter: Waiter, key: str, function_id: int) -> Optional[bytes]:
     """The message a sender recorded as recv step ``function_id``, if a wakeup carried it."""
     data = waiter.take(key)
     if data is None or len(data) < 8 or int.from_bytes(data[:8], "big") != function_id:
@@ -159,6 +161,11 @@ def _handed_off(waiter: Any, key: str, function_id: int) -> Optional[bytes]:
 
 
 def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
+    return run_sync(recv_wait(rt, topic, timeout_seconds))
+
+
+def recv_wait(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Wait[Any]:
+    """``recv`` as a wait (``dbos/_execution/waits.py``): ``DBOS.recv_async`` holds no thread."""
     run = _require_workflow("DBOS.recv")
     topic_key = _topic(topic)
     seconds = _timeout(timeout_seconds)
@@ -188,7 +195,7 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
                 return replay(recorded_elsewhere(rt, wid, fid))
             if payload is not None:
                 return deserialize(payload, "the received message")
-            if not _wait(rt, waiter, run, end):
+            if not (yield from _wait(rt, waiter, run, end)):
                 return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
 
 
@@ -240,6 +247,11 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
 
 
 def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Any:
+    return run_sync(get_event_wait(rt, workflow_id, key, timeout_seconds))
+
+
+def get_event_wait(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Wait[Any]:
+    """``get_event`` as a wait: ``get_event_async`` holds no thread."""
     checks.identifier("workflow_id", workflow_id)
     checks.identifier("event key", key, allow_empty=True)
     seconds = _timeout(timeout_seconds)
@@ -257,7 +269,7 @@ def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -
     watch = [event_key] + ([keys.cancelled(run.workflow_id)] if run is not None else [])
     with rt.wakeups.subscribe(*watch) as waiter:
         payload = rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
-        while payload is None and _wait(rt, waiter, run, end):
+        while payload is None and (yield from _wait(rt, waiter, run, end)):
             # A set_event committed after we subscribed carries its value (if small).
             payload = waiter.take(event_key) or rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
     value = deserialize(payload, f"the value of event {key!r}") if payload is not None else None
@@ -276,6 +288,11 @@ def get_all_events(rt: Runtime, workflow_id: str) -> dict[str, Any]:
 
 
 def sleep(rt: Optional[Runtime], seconds: float) -> None:
+    run_sync(sleep_wait(rt, seconds))
+
+
+def sleep_wait(rt: Optional[Runtime], seconds: float) -> Wait[None]:
+    """``sleep`` as a wait: ``sleep_async`` holds no thread."""
     seconds = _timeout(seconds, "seconds")
     # Outside a workflow there is nothing to make durable, and a step cannot record a
     # wake-up time of its own: both are mistakes DBOS Transact 2.x reports too.
@@ -285,5 +302,5 @@ def sleep(rt: Optional[Runtime], seconds: float) -> None:
     end = _durable_deadline(rt, run, seconds)
     with rt.wakeups.subscribe(keys.cancelled(run.workflow_id)) as waiter:
         run.check_cancelled()
-        while _wait(rt, waiter, run, end):
+        while (yield from _wait(rt, waiter, run, end)):
             pass

@@ -15,10 +15,11 @@ from dbos._execution import context
 from dbos._execution.context import WorkflowRun
 from dbos._execution.runtime import Runtime
 from dbos._execution.serialization import deserialize, deserialize_error
+from dbos._execution.waits import Wait, run_sync
 from dbos._storage import workflows
 from dbos._storage.schema import TERMINAL
 from dbos._wakeups.hub import hint_data
-from dbos._wakeups.local import cancelled, workflow_created, workflow_done
+from dbos._wakeups.local import Waiter, cancelled, workflow_created, workflow_done
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSAwaitedWorkflowMaxRecoveryAttemptsExceeded,
@@ -66,7 +67,15 @@ def wait_result(
     rt: Runtime, workflow_id: str, timeout: Optional[float] = None, *, await_creation: bool = False,
     poll_interval: Optional[float] = None,
 ) -> Any:
-    """Block until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
+    """``result_wait`` in this thread."""
+    return run_sync(result_wait(rt, workflow_id, timeout, await_creation=await_creation, poll_interval=poll_interval))
+
+
+def result_wait(
+    rt: Runtime, workflow_id: str, timeout: Optional[float] = None, *, await_creation: bool = False,
+    poll_interval: Optional[float] = None,
+) -> Wait[Any]:
+    """Wait until the workflow finishes (here or anywhere in the fleet); return or raise its outcome.
     ``await_creation``: a workflow that does not exist yet is waited for (woken by its
     creation anywhere in the fleet), not reported missing. ``poll_interval``: the longest
     wait between two reads of the database when no wakeup comes (else the configured
@@ -90,7 +99,7 @@ def wait_result(
             local = rt.local(workflow_id)
             if local is not None:
                 # Running here: its finish wakes us, so no database read until then.
-                if not local.outcome.done() and not _pause(rt, waiter, caller, end, poll_interval):
+                if not local.outcome.done() and not (yield from _pause(rt, waiter, caller, end, poll_interval)):
                     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
                 if local.outcome.done():
                     try:
@@ -104,20 +113,27 @@ def wait_result(
             if found is None:
                 if not await_creation:
                     raise DBOSNonExistentWorkflowError(workflow_id)
-                if not _pause(rt, waiter, caller, end, poll_interval):
+                if not (yield from _pause(rt, waiter, caller, end, poll_interval)):
                     raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
                 continue
             status, output, error = found
             if status in TERMINAL:
                 return outcome_value(workflow_id, status, output, error)
-            if not _pause(rt, waiter, caller, end, poll_interval):
+            if not (yield from _pause(rt, waiter, caller, end, poll_interval)):
                 raise TimeoutError(f"workflow {workflow_id} did not finish in {timeout} s")
 
 
 def wait_first(
     rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = None, poll_interval: Optional[float] = None
 ) -> str:
-    """Block until one of these workflows has finished (here or anywhere in the fleet);
+    """``first_wait`` in this thread."""
+    return run_sync(first_wait(rt, workflow_ids, timeout, poll_interval))
+
+
+def first_wait(
+    rt: Runtime, workflow_ids: list[str], timeout: Optional[float] = None, poll_interval: Optional[float] = None
+) -> Wait[str]:
+    """Wait until one of these workflows has finished (here or anywhere in the fleet);
     return its ID (the first of the list among those already finished). Woken by the
     finish of any of them; polls one statement for all of them as the fallback."""
     caller = context.current().run
@@ -133,13 +149,13 @@ def wait_first(
                 row = found.get(wid)
                 if row is not None and row[0] in TERMINAL:
                     return wid
-            if not _pause(rt, waiter, caller, end, poll_interval):
+            if not (yield from _pause(rt, waiter, caller, end, poll_interval)):
                 raise TimeoutError(f"none of workflows {workflow_ids} finished in {timeout} s")
 
 
 def _pause(
-    rt: Runtime, waiter: Any, caller: Optional[WorkflowRun], end: Optional[float], poll: Optional[float] = None
-) -> bool:
+    rt: Runtime, waiter: Waiter, caller: Optional[WorkflowRun], end: Optional[float], poll: Optional[float] = None
+) -> Wait[bool]:
     """One bounded wait of ``wait_result``: until a wakeup, the poll interval, the calling
     workflow's deadline or ``end``, whichever is first; False once ``end`` has passed.
     A cancelled (or timed-out) caller is preempted here."""
@@ -150,7 +166,7 @@ def _pause(
             return False
     if caller is not None and caller.deadline_ms is not None:
         wait = min(wait, max(0.0, caller.deadline_ms / 1000 - time.time()))
-    waiter.wait(wait)
+    yield waiter, wait
     waiter.clear()
     if caller is not None:
         caller.check_cancelled()

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn, Optional
 
-from dbos._execution import checks, context, results
+from dbos._execution import checks, context, results, waits
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.ids import new_id
@@ -511,7 +511,7 @@ async def call_direct_async(rt: Runtime, call: Call) -> Any:
     created = await rt.to_thread(functools.partial(create, rt, call, direct=True))
     local = await rt.to_thread(claim_for_execution, rt, created)
     if local is None:
-        return await rt.to_thread(results.wait_result, rt, created.workflow_id)
+        return await waits.run_async(rt, results.result_wait(rt, created.workflow_id))
     return await execute_async(rt, created, call, local)
 
 
