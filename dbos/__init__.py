@@ -12,6 +12,7 @@ from dbos._api.client import DBOSClient
 from dbos._api.context_managers import (
     DBOSContextEnsure,
     DBOSContextSetAuth,
+    PropagateOtelContext,
     SetEnqueueOptions,
     SetWorkflowID,
     SetWorkflowTimeout,
@@ -25,6 +26,7 @@ from dbos._api.retention import SendMessage
 from dbos._config.settings import DBOSConfig
 from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
 from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
+from dbos._execution.versions import VersionInfo
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
@@ -49,6 +51,8 @@ __all__ = [
     "DBOSContextEnsure",
     "DBOSContextSetAuth",
     "Queue",
+    "PropagateOtelContext",
+    "VersionInfo",
     "ClientScheduleInput",
     "ScheduleInput",
     "SendMessage",

@@ -73,6 +73,16 @@ def _apply_class(cls: type) -> None:
                 info.class_name = class_name
 
 
+def register_instance(inst: object) -> None:
+    config_name = getattr(inst, "config_name", None)
+    if not isinstance(config_name, str) or not config_name:
+        raise DBOSException(f"register_instance needs an instance with a config_name, got {inst!r}")
+    class_name = getattr(type(inst), "__dbos_class_name__", None)
+    if class_name is None:
+        raise DBOSException(f"register_instance: class {type(inst).__qualname__} needs @DBOS.dbos_class()")
+    REGISTRY.add_instance(class_name, config_name, inst)
+
+
 class DBOSConfiguredInstance:
     """Base for instances whose methods are workflows; ``config_name`` names the instance,
     so a workflow recovered in another process finds its instance again."""

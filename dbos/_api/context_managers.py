@@ -125,6 +125,31 @@ def reject_enqueue_options() -> None:
         )
 
 
+class PropagateOtelContext:
+    """DBOS 2.x's block whose started and enqueued workflows join the caller's trace. Here
+    every workflow's span continues the OpenTelemetry context current where it was started
+    or enqueued (stored with a queued one), so without ``context`` this changes nothing;
+    with one, that context is current in the block."""
+
+    def __init__(self, context: Any = None) -> None:
+        self.context = context
+        self._token: Any = None
+
+    def __enter__(self) -> "PropagateOtelContext":
+        if self.context is not None:
+            from opentelemetry import context as otel_context
+
+            self._token = otel_context.attach(self.context)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._token is not None:
+            from opentelemetry import context as otel_context
+
+            otel_context.detach(self._token)
+            self._token = None
+
+
 class DBOSContextEnsure(_Block):
     """Make sure a DBOS context exists for the block (one always does here)."""
 

@@ -659,6 +659,12 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
             await rt.to_thread(_check_exists, rt, workflow_id)
         return WorkflowHandleAsync(rt, workflow_id, await_creation=not existing_workflow)
 
+    @classmethod
+    def register_instance(cls, inst: object) -> None:
+        """Register an instance whose methods are workflows under its ``config_name`` (a
+        DBOSConfiguredInstance does this itself when constructed), as DBOS 2.x."""
+        classes.register_instance(inst)
+
     # -- application versions (DBOS 2.x) ------------------------------------------
     @classmethod
     def list_application_versions(cls) -> List[versions.VersionInfo]:
@@ -674,6 +680,21 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
     def set_latest_application_version(cls, version_name: str) -> None:
         """Promote a registered version to latest (an older one: a rollback)."""
         versions.set_latest(runtime().sys_db, version_name)
+
+    @classmethod
+    async def list_application_versions_async(cls) -> List[versions.VersionInfo]:
+        rt = runtime()
+        return await rt.to_thread(versions.list_versions, rt.sys_db)
+
+    @classmethod
+    async def get_latest_application_version_async(cls) -> Optional[versions.VersionInfo]:
+        rt = runtime()
+        return await rt.to_thread(versions.latest, rt.sys_db)
+
+    @classmethod
+    async def set_latest_application_version_async(cls, version_name: str) -> None:
+        rt = runtime()
+        await rt.to_thread(versions.set_latest, rt.sys_db, version_name)
 
 
 def wakeup_namespace(s: Settings) -> str:

@@ -37,12 +37,8 @@ DBOS_METHODS: dict[str, str] = {
     "update_workflow_attributes": _ATTRIBUTES,
     "update_workflow_attributes_async": _ATTRIBUTES,
     "kafka_consumer": "Kafka consumers",
-    "register_instance": "register_instance (a DBOSConfiguredInstance registers itself when constructed)",
     "tracer": "DBOS.tracer (DBOS.span is the current OpenTelemetry span; use opentelemetry's API for more)",
     "alert_handler": "DBOS Conductor alerts",
-    "list_application_versions_async": "the async variants of the application-version methods",
-    "get_latest_application_version_async": "the async variants of the application-version methods",
-    "set_latest_application_version_async": "the async variants of the application-version methods",
 }
 
 CLIENT_METHODS: dict[str, str] = {
@@ -52,12 +48,6 @@ CLIENT_METHODS: dict[str, str] = {
     "send_bulk_in_transaction": _TX_CLIENT,
     "rename_application": "renaming an application",
     "rename_application_async": "renaming an application",
-    "list_application_versions": "application versions from DBOSClient",
-    "get_latest_application_version": "application versions from DBOSClient",
-    "set_latest_application_version": "application versions from DBOSClient",
-    "list_application_versions_async": "application versions from DBOSClient",
-    "get_latest_application_version_async": "application versions from DBOSClient",
-    "set_latest_application_version_async": "application versions from DBOSClient",
 }
 
 _QUEUE_SETTINGS = ("concurrency", "worker_concurrency", "limiter", "priority_enabled", "partition_queue",
@@ -80,9 +70,7 @@ MODULE_NAMES: dict[str, str] = {
     **{n: _DATASOURCES for n in ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")},
     "DuplicationPolicy": "a duplication policy for workflow IDs (a second call with an ID returns its recorded result)",
     "SetWorkflowAttributes": _ATTRIBUTES,
-    "PropagateOtelContext": "PropagateOtelContext (a workflow's span continues its caller's trace already)",
     "KafkaMessage": "Kafka consumers",
-    "VersionInfo": "the VersionInfo type of the application-version methods",
     "Debouncer": "debouncing workflows",
     "DebouncerClient": "debouncing workflows",
     "pydantic_args_validator": "validating workflow arguments with pydantic",

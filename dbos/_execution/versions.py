@@ -20,6 +20,13 @@ class VersionInfo:
     version_name: str
     version_timestamp: int  # epoch ms; the highest is the latest
     created_at: int  # epoch ms, when an executor of it first launched
+    application_name: Optional[str] = None  # DBOS 2.x's owner; one application per system database here
+
+    def __getitem__(self, key: str) -> object:
+        """DBOS 2.x's VersionInfo is a TypedDict: ``info["version_name"]`` works too."""
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
 
 
 def _info(row: versions.VersionRow) -> VersionInfo:
