@@ -338,3 +338,92 @@ def test_get_result_polling_interval_sec(dbos: Harness, backend: Backend) -> Non
         client.destroy()
     assert DBOS.retrieve_workflow("kw-poll").get_result(polling_interval_sec=1) == "slow"
     assert DBOS.retrieve_workflow("kw-poll", existing_workflow=False).get_result(polling_interval_sec=0.5) == "slow"
+
+
+def test_completed_and_dequeued_bounds_queues_only_and_queued_keywords(dbos: Harness, backend: Backend) -> None:
+    from mgmt_helpers import rfc3339
+
+    gate = threading.Event()
+
+    @DBOS.workflow()
+    def kw_wait() -> None:
+        assert gate.wait(30)
+
+    t0 = now_ms()
+    with SetWorkflowID("b-direct"):
+        kw_plain(1)
+    with SetWorkflowID("b-queued"):
+        assert KW_QUEUE.enqueue(kw_plain, 2).get_result() == 2
+    time.sleep(0.05)
+    t1 = now_ms()
+    with SetWorkflowID("b-later"):
+        assert KW_QUEUE.enqueue(kw_plain, 3).get_result() == 3
+    with SetWorkflowID("b-running"):
+        KW_SERIAL.enqueue(kw_wait)
+    eventually(lambda: backend.status("b-running") == "PENDING")
+    with SetWorkflowID("b-waiting-child"):
+        KW_SERIAL.enqueue(kw_plain, 4)
+    try:
+        assert _ids(DBOS.list_workflows(completed_after=rfc3339(t0))) == ["b-direct", "b-later", "b-queued"]
+        assert _ids(DBOS.list_workflows(completed_after=rfc3339(t1))) == ["b-later"]
+        assert _ids(DBOS.list_workflows(completed_before=rfc3339(t1))) == ["b-direct", "b-queued"]
+        # dequeued: only what went through a queue (and was claimed).
+        assert _ids(DBOS.list_workflows(dequeued_after=rfc3339(t0))) == ["b-later", "b-queued", "b-running"]
+        assert _ids(DBOS.list_workflows(dequeued_after=rfc3339(t1))) == ["b-later", "b-running"]
+        assert _ids(DBOS.list_workflows(dequeued_before=rfc3339(t1))) == ["b-queued"]
+        with pytest.raises(DBOSException, match="completed_after"):
+            DBOS.list_workflows(completed_after="soon")
+        # queues_only: on a queue and not finished, as list_queued_workflows.
+        assert _ids(DBOS.list_workflows(queues_only=True)) == ["b-running", "b-waiting-child"]
+        assert _ids(DBOS.list_queued_workflows(workflow_id_prefix=["b-w"], has_parent=False)) == ["b-waiting-child"]
+        assert _ids(DBOS.list_queued_workflows(workflow_ids=["b-running", "b-direct"])) == ["b-running"]
+        assert _ids(DBOS.list_queued_workflows(dequeued_after=rfc3339(t1), executor_id="local")) == ["b-running"]
+        assert _ids(DBOS.list_queued_workflows(queue_name=["kw_serial", "kw_queue"], app_version=["nope"])) == []
+        client = DBOSClient(backend.url, polling_interval_sec=0.1)
+        try:
+            assert _ids(client.list_workflows(completed_after=rfc3339(t1))) == ["b-later"]
+            assert _ids(client.list_queued_workflows(workflow_id_prefix="b-r", load_output=False)) == ["b-running"]
+            assert _ids(client.list_workflows(queues_only=True, name=kw_plain.__qualname__)) == ["b-waiting-child"]
+        finally:
+            client.destroy()
+    finally:
+        gate.set()
+
+
+def test_fork_onto_a_queue_and_wait_first_polling_interval(dbos: Harness, backend: Backend) -> None:
+    gate = threading.Event()
+
+    @DBOS.workflow()
+    def kw_gate() -> None:
+        assert gate.wait(30)
+
+    with SetWorkflowID("fq-src"):
+        kw_plain(8)
+    with SetWorkflowID("fq-block"):
+        KW_SERIAL.enqueue(kw_gate)
+    eventually(lambda: backend.status("fq-block") == "PENDING")
+    fork = DBOS.fork_workflow("fq-src", 1, queue_name="kw_serial")
+    status = fork.get_status()
+    assert (status.queue_name, status.status) == ("kw_serial", "ENQUEUED")  # behind fq-block
+    time.sleep(0.3)
+    assert backend.status(fork.workflow_id) == "ENQUEUED"
+    gate.set()
+    assert fork.get_result() == 8
+    with pytest.raises(DBOSException, match="queue_name"):
+        DBOS.fork_workflow("fq-src", 1, queue_name="")
+
+    client = DBOSClient(backend.url, polling_interval_sec=30)
+    try:
+        via_client = client.fork_workflow("fq-src", 1, queue_name="kw_queue", queue_partition_key=None)
+        started = time.monotonic()
+        first = client.wait_first([client.retrieve_workflow("fq-src", existing_workflow=False), via_client],
+                                  polling_interval_sec=0.05)
+        assert first.workflow_id == "fq-src"
+        assert client.wait_first([via_client], polling_interval_sec=0.05) is via_client
+        assert time.monotonic() - started < 5  # the client's own interval is 30 s
+        assert via_client.get_status().queue_name == "kw_queue"
+        with pytest.raises(DBOSException, match="polling_interval_sec"):
+            client.wait_first([via_client], polling_interval_sec=-1)
+    finally:
+        client.destroy()
+    assert DBOS.wait_first([DBOS.retrieve_workflow("fq-src")], polling_interval_sec=0.5).workflow_id == "fq-src"

@@ -15,7 +15,14 @@ import inspect
 from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar, Union, cast
 
 from dbos._api.decorators import _check_step_options, check_step_extras
-from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, as_step_wait, get_status
+from dbos._api.handles import (
+    WorkflowHandle,
+    WorkflowHandleAsync,
+    _as_step,
+    _poll_interval,
+    as_step_wait,
+    get_status,
+)
 from dbos._api.instance import maybe_runtime, runtime
 from dbos._execution import checks, context, management, messaging, queues, results
 from dbos._execution import step as steps
@@ -132,19 +139,28 @@ class _CallsMixin:
         ))
 
     @classmethod
-    def wait_first(cls, handles: List[WorkflowHandle[Any]]) -> WorkflowHandle[Any]:
-        """Wait until one of these workflows has finished; return its handle."""
+    def wait_first(
+        cls, handles: List[WorkflowHandle[Any]], *, polling_interval_sec: Optional[float] = None
+    ) -> WorkflowHandle[Any]:
+        """Wait until one of these workflows has finished; return its handle.
+        ``polling_interval_sec``: as in ``WorkflowHandle.get_result``."""
         check_not_async("wait_first")
         ids = _distinct_ids(handles)
+        poll = _poll_interval(polling_interval_sec)
         rt = runtime()
-        first = _as_step(rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids))
+        first = _as_step(rt, "DBOS.waitFirst", None, lambda: results.wait_first(rt, ids, None, poll))
         return handles[ids.index(first)]
 
     @classmethod
-    async def wait_first_async(cls, handles: List[WorkflowHandleAsync[Any]]) -> WorkflowHandleAsync[Any]:
+    async def wait_first_async(
+        cls, handles: List[WorkflowHandleAsync[Any]], *, polling_interval_sec: Optional[float] = None
+    ) -> WorkflowHandleAsync[Any]:
         ids = _distinct_ids(handles)
+        poll = _poll_interval(polling_interval_sec)
         rt = runtime()
-        first = await run_async(rt, as_step_wait(rt, "DBOS.waitFirst", None, lambda: results.first_wait(rt, ids)))
+        first = await run_async(
+            rt, as_step_wait(rt, "DBOS.waitFirst", None, lambda: results.first_wait(rt, ids, None, poll))
+        )
         return handles[ids.index(first)]
 
     @classmethod

@@ -26,7 +26,7 @@ from typing import (
 )
 
 from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
-from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _poll_interval
 from dbos._api.retention import ClientRetentionMixin, check_send_options
 from dbos._api.schedules import ClientSchedulesMixin
 from dbos._config.settings import load_settings
@@ -172,20 +172,26 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         await self._rt.to_thread(self.retrieve_workflow, workflow_id, existing_workflow)
         return WorkflowHandleAsync(self._rt, workflow_id, await_creation=not existing_workflow)
 
-    def wait_first(self, handles: List[WorkflowHandle[Any]]) -> WorkflowHandle[Any]:
+    def wait_first(
+        self, handles: List[WorkflowHandle[Any]], *, polling_interval_sec: Optional[float] = None
+    ) -> WorkflowHandle[Any]:
         """Wait until one of these workflows has finished; return its handle."""
         from dbos._api.calls import _distinct_ids
 
         ids = _distinct_ids(handles)
+        poll = _poll_interval(polling_interval_sec)
         with context.updated(run=None):
-            return handles[ids.index(results.wait_first(self._rt, ids))]
+            return handles[ids.index(results.wait_first(self._rt, ids, None, poll))]
 
-    async def wait_first_async(self, handles: List[WorkflowHandleAsync[Any]]) -> WorkflowHandleAsync[Any]:
+    async def wait_first_async(
+        self, handles: List[WorkflowHandleAsync[Any]], *, polling_interval_sec: Optional[float] = None
+    ) -> WorkflowHandleAsync[Any]:
         from dbos._api.calls import _distinct_ids
 
         ids = _distinct_ids(handles)
+        poll = _poll_interval(polling_interval_sec)
         with context.updated(run=None):
-            first = await run_async(self._rt, results.first_wait(self._rt, ids))
+            first = await run_async(self._rt, results.first_wait(self._rt, ids, None, poll))
         return handles[ids.index(first)]
 
     def send(self, /, destination_id: str, message: Any, topic: Optional[str] = None,
@@ -215,6 +221,10 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
+        completed_after: Optional[str] = None,
+        completed_before: Optional[str] = None,
+        dequeued_after: Optional[str] = None,
+        dequeued_before: Optional[str] = None,
         name: Optional[Union[str, List[str]]] = None,
         app_version: Optional[Union[str, List[str]]] = None,
         forked_from: Optional[Union[str, List[str]]] = None,
@@ -228,35 +238,55 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
         load_input: bool = True,
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
+        queues_only: bool = False,
         has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
-        """Workflows matching every filter given; a list filter matches any of its values."""
+        """Workflows matching every filter given; a list filter matches any of its values.
+        ``queues_only``: as ``list_queued_workflows``."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
             workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
+            dequeued_before=dequeued_before, queued_only=bool(queues_only),
         )
         return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
     def list_queued_workflows(
         self,
         *,
-        queue_name: Optional[str] = None,
+        workflow_ids: Optional[List[str]] = None,
+        queue_name: Optional[Union[str, List[str]]] = None,
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
-        name: Optional[str] = None,
+        dequeued_after: Optional[str] = None,
+        dequeued_before: Optional[str] = None,
+        name: Optional[Union[str, List[str]]] = None,
+        app_version: Optional[Union[str, List[str]]] = None,
+        forked_from: Optional[Union[str, List[str]]] = None,
+        parent_workflow_id: Optional[Union[str, List[str]]] = None,
+        user: Optional[Union[str, List[str]]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
         sort_desc: bool = False,
+        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
         load_input: bool = True,
+        load_output: bool = True,
+        executor_id: Optional[Union[str, List[str]]] = None,
+        has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
+        """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
+        filters of ``list_workflows``."""
         f = management.workflow_filter(
-            queue_name=queue_name, status=status, start_time=start_time, end_time=end_time, name=name,
-            limit=limit, offset=offset, sort_desc=sort_desc, queued_only=True,
+            workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
+            end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
+            sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
         )
-        return management.list_workflows(self._rt, f, load_input=load_input)
+        return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
     def list_workflow_steps(
         self, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
@@ -300,17 +330,21 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
 
     def fork_workflow(
         self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
-        new_id = management.fork(self._rt, workflow_id, start_step, application_version, timeout_seconds)
+        new_id = management.fork(self._rt, workflow_id, start_step, application_version, timeout_seconds,
+                                 queue_name, queue_partition_key)
         return WorkflowHandle(self._rt, new_id)
 
     async def fork_workflow_async(
         self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         new_id = await self._rt.to_thread(
-            management.fork, self._rt, workflow_id, start_step, application_version, timeout_seconds
+            management.fork, self._rt, workflow_id, start_step, application_version, timeout_seconds, queue_name,
+            queue_partition_key,
         )
         return WorkflowHandleAsync(self._rt, new_id)
 

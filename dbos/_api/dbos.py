@@ -534,6 +534,10 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
+        completed_after: Optional[str] = None,
+        completed_before: Optional[str] = None,
+        dequeued_after: Optional[str] = None,
+        dequeued_before: Optional[str] = None,
         name: Optional[Union[str, List[str]]] = None,
         app_version: Optional[Union[str, List[str]]] = None,
         forked_from: Optional[Union[str, List[str]]] = None,
@@ -547,14 +551,18 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
         load_input: bool = True,
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
+        queues_only: bool = False,
         has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
-        """Workflows matching every filter given; a list filter matches any of its values."""
+        """Workflows matching every filter given; a list filter matches any of its values.
+        ``queues_only``: as ``list_queued_workflows``."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
             workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
+            dequeued_before=dequeued_before, queued_only=bool(queues_only),
         )
         return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
 
@@ -566,21 +574,37 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
     def list_queued_workflows(
         cls,
         *,
-        queue_name: Optional[str] = None,
+        workflow_ids: Optional[List[str]] = None,
+        queue_name: Optional[Union[str, List[str]]] = None,
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
-        name: Optional[str] = None,
+        dequeued_after: Optional[str] = None,
+        dequeued_before: Optional[str] = None,
+        name: Optional[Union[str, List[str]]] = None,
+        app_version: Optional[Union[str, List[str]]] = None,
+        forked_from: Optional[Union[str, List[str]]] = None,
+        parent_workflow_id: Optional[Union[str, List[str]]] = None,
+        user: Optional[Union[str, List[str]]] = None,
         limit: Optional[int] = None,
         offset: Optional[int] = None,
         sort_desc: bool = False,
+        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
         load_input: bool = True,
+        load_output: bool = True,
+        executor_id: Optional[Union[str, List[str]]] = None,
+        has_parent: Optional[bool] = None,
     ) -> List[WorkflowStatus]:
+        """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
+        filters of ``list_workflows``."""
         f = management.workflow_filter(
-            queue_name=queue_name, status=status, start_time=start_time, end_time=end_time, name=name,
-            limit=limit, offset=offset, sort_desc=sort_desc, queued_only=True,
+            workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
+            end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
+            sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
         )
-        return management.list_workflows(runtime(), f, load_input=load_input)
+        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
 
     @classmethod
     async def list_queued_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
@@ -610,18 +634,22 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
     @classmethod
     def fork_workflow(
         cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
         rt = runtime()
-        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version, timeout_seconds))
+        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version, timeout_seconds,
+                                                  queue_name, queue_partition_key))
 
     @classmethod
     async def fork_workflow_async(
         cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
+        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version, timeout_seconds)
+        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version, timeout_seconds,
+                                    queue_name, queue_partition_key)
         return WorkflowHandleAsync(rt, new_id)
 
     @classmethod

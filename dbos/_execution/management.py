@@ -83,6 +83,10 @@ def workflow_filter(
     forked_from: Union[str, Sequence[str], None] = None,
     parent_workflow_id: Union[str, Sequence[str], None] = None,
     has_parent: Optional[bool] = None,
+    completed_after: Optional[str] = None,
+    completed_before: Optional[str] = None,
+    dequeued_after: Optional[str] = None,
+    dequeued_before: Optional[str] = None,
 ) -> listing.WorkflowFilter:
     if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
@@ -108,6 +112,10 @@ def workflow_filter(
         forked_from=_values("forked_from", forked_from),
         parent_workflow_id=_values("parent_workflow_id", parent_workflow_id),
         has_parent=has_parent,
+        completed_after_ms=parse_time(completed_after, "completed_after"),
+        completed_before_ms=parse_time(completed_before, "completed_before"),
+        dequeued_after_ms=parse_time(dequeued_after, "dequeued_after"),
+        dequeued_before_ms=parse_time(dequeued_before, "dequeued_before"),
     )
 
 
@@ -178,18 +186,23 @@ def resume(rt: Runtime, workflow_id: str, queue_name: Optional[str] = None) -> s
 
 def fork(
     rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str],
-    timeout_seconds: Optional[float] = None,
+    timeout_seconds: Optional[float] = None, queue_name: Optional[str] = None,
+    queue_partition_key: Optional[str] = None,
 ) -> str:
     """A new workflow with the same inputs whose steps before ``start_step`` are copied.
 
     As in DBOS 2.x, ``start_step`` <= 1 (or <= 0) re-runs every step, and one past the
     last recorded step copies them all (the fork replays to the same result).
-    ``timeout_seconds``: the fork's timeout, counted from its start (else the source's)."""
+    ``timeout_seconds``: the fork's timeout, counted from its start (else the source's).
+    ``queue_name`` (and ``queue_partition_key``): the fork waits its turn on that queue
+    rather than starting at once (the internal queue)."""
     if isinstance(start_step, bool) or not isinstance(start_step, int):
         raise DBOSException(f"start_step must be an integer, got {start_step!r}")
     start_step = max(1, start_step)
     checks.identifier("workflow_id", workflow_id)
     checks.optional_identifier("application_version", application_version)
+    queue = INTERNAL_QUEUE.name if queue_name is None else checks.identifier("queue_name", queue_name)
+    checks.optional_identifier("queue_partition_key", queue_partition_key)
     timeout_ms: Optional[int] = None
     if timeout_seconds is not None:
         timeout_ms = max(1, int(checks.duration("timeout_seconds", timeout_seconds, positive=True) * 1000))
@@ -213,10 +226,10 @@ def fork(
             updated_at=now,
             started_at=None,
             recovery_attempts=0,
-            queue_name=INTERNAL_QUEUE.name,
+            queue_name=queue,
             priority=0,
             deduplication_id=None,
-            queue_partition_key=None,
+            queue_partition_key=queue_partition_key,
             timeout_ms=source.timeout_ms if timeout_ms is None else timeout_ms,
             deadline_ms=None,
             parent_workflow_id=None,
@@ -227,5 +240,5 @@ def fork(
         operations.copy_prefix(conn, workflow_id, fork_id, start_step)
 
     rt.sys_db.run(in_tx, tx=True)
-    rt.wakeups.notify(keys.queue_ready(INTERNAL_QUEUE.name))
+    rt.wakeups.notify(keys.queue_ready(queue))
     return fork_id

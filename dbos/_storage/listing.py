@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
 
-from dbos._storage.schema import status_in
+from dbos._storage.schema import TERMINAL, status_in
 from dbos._storage.schema import workflow_status as ws
 from dbos._storage.workflows import _COLUMNS, WorkflowRow
 
@@ -37,6 +37,12 @@ class WorkflowFilter:
     forked_from: Optional[Sequence[str]] = None
     parent_workflow_id: Optional[Sequence[str]] = None
     has_parent: Optional[bool] = None  # True: only children; False: only top-level workflows
+    # WorkflowStatus.completed_at (updated_at of a finished row) and dequeued_at (started_at
+    # of a row that went through a queue) within these bounds, epoch ms.
+    completed_after_ms: Optional[int] = None
+    completed_before_ms: Optional[int] = None
+    dequeued_after_ms: Optional[int] = None
+    dequeued_before_ms: Optional[int] = None
 
 
 def _escape_like(text: str) -> str:
@@ -90,6 +96,18 @@ def list_rows(
             stmt = stmt.where(_any_of(column, values) if values else sa.false())
     if f.workflow_id_prefix is not None:
         stmt = stmt.where(_prefixed(f.workflow_id_prefix))
+    if f.completed_after_ms is not None or f.completed_before_ms is not None:
+        stmt = stmt.where(status_in(*TERMINAL))
+        if f.completed_after_ms is not None:
+            stmt = stmt.where(ws.c.updated_at >= f.completed_after_ms)
+        if f.completed_before_ms is not None:
+            stmt = stmt.where(ws.c.updated_at <= f.completed_before_ms)
+    if f.dequeued_after_ms is not None or f.dequeued_before_ms is not None:
+        stmt = stmt.where(ws.c.queue_name.is_not(None))
+        if f.dequeued_after_ms is not None:
+            stmt = stmt.where(ws.c.started_at >= f.dequeued_after_ms)
+        if f.dequeued_before_ms is not None:
+            stmt = stmt.where(ws.c.started_at <= f.dequeued_before_ms)
     if f.has_parent is not None:
         parent = ws.c.parent_workflow_id
         stmt = stmt.where(parent.is_not(None) if f.has_parent else parent.is_(None))
