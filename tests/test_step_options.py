@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Backend, Harness
+from conftest import Backend, Harness, eventually
 
-from dbos import DBOS, DBOSException, SetWorkflowID, StepOptions
+from dbos import DBOS, DBOSException, SetWorkflowID, SetWorkflowTimeout, StepOptions
 from dbos.error import DBOSAwaitedWorkflowCancelledError, DBOSMaxStepRetriesExceeded, DBOSStepTimeoutError
 
 
@@ -280,6 +280,42 @@ def test_preemptible_step_stops_when_its_workflow_is_cancelled(dbos: Harness, ba
     block["seconds"] = 0.01
     assert DBOS.resume_workflow("pre-1").get_result() == "finished"
     assert [s["output"] for s in DBOS.list_workflow_steps("pre-1")] == ["finished"]
+
+
+def test_preemptible_step_stops_at_its_workflows_deadline(dbos: Harness, backend: Backend) -> None:
+    interrupted = threading.Event()
+
+    @DBOS.step(preemptible=True)
+    async def very_long() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    @DBOS.workflow()
+    async def wf() -> None:
+        await very_long()
+
+    async def main() -> Any:
+        with SetWorkflowID("pre-deadline"), SetWorkflowTimeout(0.3):
+            handle = await DBOS.start_workflow_async(wf)
+        try:
+            await handle.get_result()
+        except DBOSAwaitedWorkflowCancelledError:
+            # The workflow runs on this loop: keep it open, or its end would cancel the step.
+            for _ in range(100):
+                if interrupted.is_set():
+                    return "cancelled and interrupted"
+                await asyncio.sleep(0.05)
+            return "cancelled, the step still running"
+        return "finished"
+
+    started = time.monotonic()
+    assert asyncio.run(main()) == "cancelled and interrupted"  # not left running for 30 s
+    assert time.monotonic() - started < 5
+    eventually(lambda: not DBOS.list_workflows(workflow_ids=["pre-deadline"], status="PENDING"))
+    assert DBOS.list_workflow_steps("pre-deadline") == []
 
 
 # -- DBOS.run_step with the same options -------------------------------------------------------
