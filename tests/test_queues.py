@@ -94,7 +94,6 @@ def hold_slot(queue: Queue) -> tuple[str, WorkflowHandle[str]]:
         {"concurrency": 1.5},
         {"concurrency": "2"},
         {"concurrency": True},
-        {"worker_concurrency": 0},
         {"worker_concurrency": 2.0},
         {"concurrency": 2, "worker_concurrency": 3},
         {"limiter": {"limit": 0, "period": 1}},
@@ -511,8 +510,10 @@ def test_a_wakeup_that_arrives_during_a_claim_is_not_lost(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(queue_poller, "claim_and_start", claim)
     monkeypatch.setattr(queue_poller, "promote_delayed", lambda rt: [])
-    # The claim (and the promotion of delayed work) is replaced: no database.
-    rt = types.SimpleNamespace(take_orphan_sweep=lambda: False, settings=types.SimpleNamespace(polling_interval_sec=1.0))
+    monkeypatch.setattr(queue_poller.stored_queues, "list_all", lambda rt: [])
+    # The claim (and the promotion of delayed work, and the list of stored queues) is replaced: no database.
+    rt = types.SimpleNamespace(take_orphan_sweep=lambda: False, settings=types.SimpleNamespace(polling_interval_sec=1.0),
+                               stored_queues={}, registry=types.SimpleNamespace(queues={spec.name: spec}))
     poller = queue_poller.QueuePoller(rt, lambda: [spec], 16, logging.getLogger("test"))  # type: ignore[arg-type]
     poller.run_once()
     assert poller.next_delay() == 0.0, "the wakeup during the claim was dropped"

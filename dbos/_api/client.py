@@ -29,6 +29,7 @@ from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _poll_interval
 from dbos._api.retention import ClientRetentionMixin, check_send_options
 from dbos._api.schedules import ClientSchedulesMixin
+from dbos._api.stored_queues import ClientQueuesMixin
 from dbos._config.settings import load_settings
 from dbos._execution import context, management, messaging, results, versions
 from dbos._execution.registry import Registry
@@ -66,7 +67,7 @@ def _in_thread(
     return variant
 
 
-class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin):
+class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
     def __init__(
         self,
         system_database_url: Optional[str] = None,

@@ -33,6 +33,7 @@ from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._api.retention import _RetentionMixin, check_send_options
 from dbos._api.schedules import _SchedulesMixin
+from dbos._api.stored_queues import _QueuesMixin
 from dbos._config.settings import DBOSConfig, Settings, load_settings
 from dbos._execution import context, fleet, management, messaging, schedules, versions
 from dbos._execution import workflow as wf
@@ -135,7 +136,7 @@ def _auth() -> context.Auth:
     return own
 
 
-class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _QueuesMixin, metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None
@@ -269,6 +270,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, metacla
             lambda: [q for q in (INTERNAL_QUEUE, *REGISTRY.queues.values()) if served is None or q.name in served],
             s.default_worker_concurrency,
             self.logger,
+            listens=lambda name: served is None or name in served,
         )
         self._poller = poller
         hub.add_listener("queue:", lambda key: poller.wake_queue(key[len("queue:"):]))

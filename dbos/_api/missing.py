@@ -15,11 +15,8 @@ from typing import NoReturn
 from dbos.error import DBOSException
 
 _STREAMS = "workflow streams"
-_DB_QUEUES = "queues stored in the database (declare Queue(...) in code; every executor declares the same)"
 _ATTRIBUTES = "workflow attributes"
 _TX_CLIENT = "client writes inside the caller's own database transaction"
-_QUEUE_AT_RUNTIME = "changing a queue's settings at runtime (a Queue's settings are fixed where it is declared)"
-_PARTITION_LIMITS = "per-partition limits other than serializing each partition (concurrency=1)"
 _SERIALIZERS = "pluggable and portable (JSON) serialization: every value is pickled"
 _DATASOURCES = "transactions on extra data sources (@DBOS.transaction runs on application_database_url)"
 _PATCH = "workflow patching (run old workflows on their own app version, or fork_workflow them onto a new one)"
@@ -28,10 +25,6 @@ DBOS_METHODS: dict[str, str] = {
     **{n: _STREAMS for n in (
         "write_stream", "close_stream", "read_stream", "read_stream_offset", "write_stream_async",
         "close_stream_async", "read_stream_async", "read_stream_offset_async",
-    )},
-    **{n: _DB_QUEUES for n in (
-        "register_queue", "register_queue_async", "retrieve_queue", "retrieve_queue_async", "delete_queue",
-        "delete_queue_async", "list_queues", "list_queues_async",
     )},
     **{n: _PATCH for n in ("patch", "patch_async", "deprecate_patch", "deprecate_patch_async")},
     "update_workflow_attributes": _ATTRIBUTES,
@@ -42,7 +35,7 @@ DBOS_METHODS: dict[str, str] = {
 }
 
 CLIENT_METHODS: dict[str, str] = {
-    **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS, _DB_QUEUES, _ATTRIBUTES)},
+    **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS, _ATTRIBUTES)},
     "enqueue_in_transaction": _TX_CLIENT,
     "send_in_transaction": _TX_CLIENT,
     "send_bulk_in_transaction": _TX_CLIENT,
@@ -50,18 +43,8 @@ CLIENT_METHODS: dict[str, str] = {
     "rename_application_async": "renaming an application",
 }
 
-_QUEUE_SETTINGS = ("concurrency", "worker_concurrency", "limiter", "priority_enabled", "partition_queue",
-                   "polling_interval_sec", "global_concurrency", "partition_concurrency",
-                   "partition_worker_concurrency", "partition_limiter")
-QUEUE_METHODS: dict[str, str] = {
-    **{f"set_{n}": _QUEUE_AT_RUNTIME for n in _QUEUE_SETTINGS},
-    **{f"set_{n}_async": _QUEUE_AT_RUNTIME for n in _QUEUE_SETTINGS},
-    **{f"get_{n}_async": "reading a queue's settings asynchronously (they are plain attributes here)"
-       for n in _QUEUE_SETTINGS},
-    "partition_concurrency": _PARTITION_LIMITS,
-    "partition_worker_concurrency": _PARTITION_LIMITS,
-    "partition_limiter": _PARTITION_LIMITS,
-}
+# Every DBOS 2.31 Queue method is implemented; the hook stays for the next release's names.
+QUEUE_METHODS: dict[str, str] = {}
 
 MODULE_NAMES: dict[str, str] = {
     **{n: _SERIALIZERS for n in (

@@ -15,6 +15,8 @@ from dbos._storage.queues import ClaimResult, QueueLimits
 from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException, DBOSQueueDeduplicatedError
 
+_UNBOUNDED = 2_147_483_647  # "no per-executor limit" where the claim wants a number
+
 
 @dataclass(frozen=True)
 class QueueSpec:
@@ -26,21 +28,48 @@ class QueueSpec:
     priority_enabled: bool
     partition_queue: bool
     polling_interval_sec: float
+    # Limits on each partition (a queue with any of them is partitioned), beside the
+    # queue-wide ones above, which then apply across all partitions.
+    partition_concurrency: Optional[int] = None
+    partition_worker_concurrency: Optional[int] = None
+    partition_limit: Optional[int] = None
+    partition_period_sec: Optional[float] = None
+    stored: bool = False  # a queue of the ``queues`` table: its limits are read at every claim
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partition_queue or self.partition_concurrency is not None \
+            or self.partition_worker_concurrency is not None or self.partition_limit is not None
 
     @property
     def shares_slots_fleet_wide(self) -> bool:
         """A slot freed here is one every executor competes for (global concurrency, or
         a partition's); a rate limit's window frees nothing when a workflow ends."""
-        return self.concurrency is not None or self.partition_queue
+        return self.concurrency is not None or self.partitioned
 
     def limits(self, default_worker_concurrency: int) -> QueueLimits:
+        legacy = self.partition_queue and not (
+            self.partition_concurrency is not None or self.partition_worker_concurrency is not None
+            or self.partition_limit is not None
+        )
         worker = self.worker_concurrency
         if worker is None:
             worker = default_worker_concurrency
             if self.concurrency is not None:
                 worker = min(worker, self.concurrency)
+        if legacy:
+            # partition_queue=True alone (DBOS's first partitioned queues): the concurrency
+            # and the worker concurrency are each partition's, the rate limit the queue's.
+            return QueueLimits(
+                self.name, None, _UNBOUNDED, self.limit, self.period_sec, True,
+                partition_concurrency=self.concurrency, partition_worker_concurrency=worker, stored=self.stored,
+            )
         return QueueLimits(
-            self.name, self.concurrency, worker, self.limit, self.period_sec, self.partition_queue
+            self.name, self.concurrency, worker, self.limit, self.period_sec, self.partitioned,
+            partition_concurrency=self.partition_concurrency,
+            partition_worker_concurrency=self.partition_worker_concurrency,
+            partition_limit=self.partition_limit, partition_period_sec=self.partition_period_sec,
+            stored=self.stored,
         )
 
 
@@ -54,11 +83,12 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
     opts = options or EnqueueOptions()
     # A priority works on any queue (DBOS 2.x deprecated the priority_enabled opt-in):
     # every claim orders by priority, then enqueue time.
-    if opts.queue_partition_key is not None and not spec.partition_queue:
+    if opts.queue_partition_key is not None and not spec.partitioned:
         raise DBOSException(
-            f"queue {spec.name!r} is not partitioned (partition_queue=True); cannot enqueue with a partition key"
+            f"queue {spec.name!r} is not partitioned (partition_queue=True or a partition_* limit); "
+            "cannot enqueue with a partition key"
         )
-    if spec.partition_queue and opts.queue_partition_key is None:
+    if spec.partitioned and opts.queue_partition_key is None:
         raise DBOSException(
             f"queue {spec.name!r} is partitioned: enqueue needs SetEnqueueOptions(queue_partition_key=...)"
         )
@@ -77,7 +107,7 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
 
 def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
     """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID."""
-    if rt.registry.cleared:
+    if rt.registry.cleared and not spec.stored:
         rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
@@ -96,11 +126,11 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
     """One claim for one queue; start every claimed workflow here."""
     dialect = rt.sys_db.dialect
     local_running = rt.local_count(limits.name)
-    if not limits.partitioned and local_running >= limits.worker_concurrency:
+    if local_running >= limits.worker_concurrency:
         return ClaimResult([])  # no free capacity here: no query at all
     # On PostgreSQL a queue without partitions or a rate limit is claimed in one
     # pipelined transaction (one round trip); the others in a transaction of a few.
-    pipelined = not dialect.is_sqlite and limits.limit is None and not limits.partitioned
+    pipelined = not dialect.is_sqlite and limits.limit is None and not limits.partitioned and not limits.stored
     try:
         if pipelined:
             free = limits.worker_concurrency - local_running
@@ -114,13 +144,18 @@ def claim_and_start(rt: Runtime, limits: QueueLimits) -> ClaimResult:
         if not queues.lock_timed_out(e):
             raise
         return ClaimResult([], locked_out=True)
+    start_claimed(rt, limits.name, result)
+    return result
+
+
+def start_claimed(rt: Runtime, queue_name: str, result: ClaimResult) -> None:
+    """Start here every workflow a claim of this queue returned."""
     if result.rows:
-        rt.stats.claimed(limits.name, len(result.rows))
+        rt.stats.claimed(queue_name, len(result.rows))
     for row in result.rows:
-        local, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
+        local, is_new = rt.claim_local(row.workflow_uuid, queue_name=queue_name)
         if is_new:
             wf.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
-    return result
 
 
 def promote_delayed(rt: Runtime) -> list[str]:

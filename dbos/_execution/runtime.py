@@ -238,6 +238,14 @@ class Runtime:
         self.claims_open = False
         self.claim_gate = ClaimGate()
         self._sweep_requested = False
+        # Queues stored in the database, as this process last read them (name -> QueueSpec;
+        # the poller keeps it current). The claim itself reads their limits afresh.
+        self.stored_queues: dict[str, Any] = {}
+
+    def queue_spec(self, name: str) -> Any:
+        """The QueueSpec of a queue declared in code here, else of a stored queue; or None."""
+        spec = self.registry.queues.get(name)
+        return spec if spec is not None else self.stored_queues.get(name)
 
     def request_orphan_sweep(self) -> None:
         self._sweep_requested = True

@@ -346,7 +346,7 @@ def _slot_handover(rt: Runtime, queue_name: Optional[str]) -> Optional[QueueLimi
     if queue_name is None or not rt.claims_open or rt.sys_db.dialect.is_sqlite:
         return None
     spec = rt.registry.queues.get(queue_name)
-    if spec is None or spec.concurrency is None or spec.partition_queue or spec.limit is not None:
+    if spec is None or spec.concurrency is None or spec.partitioned or spec.limit is not None:
         return None
     limits: QueueLimits = spec.limits(rt.settings.default_worker_concurrency)
     return limits
@@ -407,7 +407,7 @@ def _settle(
         if queue_name is not None and not slot_handed_on:
             # Capacity freed: this executor's poller may claim more; other executors
             # only where the slot freed is one they share.
-            spec = rt.registry.queues.get(queue_name)
+            spec = rt.queue_spec(queue_name)
             shared = spec is not None and spec.shares_slots_fleet_wide
             rt.wakeups.notify(queue_ready(queue_name), remote=shared)
 

@@ -203,11 +203,17 @@ def _v8_system(conn: sa.Connection, dialect: Dialect) -> None:
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN attempts INTEGER"))
 
 
+def _v9_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """Queues stored in the database, whose limits change at run time (issue 18)."""
+    s.queues.create(conn, checkfirst=True)
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
-SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system]
+SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system,
+                                     _v9_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

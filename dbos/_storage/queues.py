@@ -42,10 +42,16 @@ class QueueLimits:
     limit: Optional[int]  # rate limit: at most `limit` starts per `period` seconds
     period_sec: Optional[float]
     partitioned: bool
+    # Each partition's limits (a partitioned queue): fleet-wide, on this executor, rate.
+    partition_concurrency: Optional[int] = None
+    partition_worker_concurrency: Optional[int] = None
+    partition_limit: Optional[int] = None
+    partition_period_sec: Optional[float] = None
+    stored: bool = False  # the caller read these limits under the queue's claim lock
 
     @property
     def fleet_wide(self) -> bool:
-        return self.concurrency is not None or self.limit is not None or self.partitioned
+        return self.concurrency is not None or self.limit is not None or self.partitioned or self.stored
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,13 @@ def _lock_key(queue_name: str) -> int:
     return zlib.crc32(b"dbos-queue:" + queue_name.encode()) - 2**31
 
 
+def lock_queue(conn: sa.Connection, dialect: Dialect, queue_name: str) -> None:
+    """Take the queue's claim lock for this transaction (PostgreSQL; on SQLite BEGIN
+    IMMEDIATE already serializes writers). Raises after a bounded wait (``lock_timed_out``)."""
+    if not dialect.is_sqlite:
+        conn.execute(_LOCK, {"k": _lock_key(queue_name), "wait": _LOCK_WAIT})
+
+
 def claim(
     conn: sa.Connection,
     dialect: Dialect,
@@ -86,12 +99,15 @@ def claim(
     app_version: str,
     now: int,
     local_running: int,
+    *,
+    locked: bool = False,
 ) -> ClaimResult:
     """Claim what this executor may start now. ``local_running``: how many of this
-    queue's workflows run here (the caller knows; no query needed)."""
+    queue's workflows run here (the caller knows; no query needed). ``locked``: the
+    caller took the queue's claim lock in this transaction already."""
     if not dialect.is_sqlite:
         conn.execute(sa.text(_ORDERED_PLAN))
-        if q.fleet_wide:
+        if q.fleet_wide and not locked:
             # Executors claiming the same queue take turns: each waits for the lock
             # (a claim holds it for a few milliseconds) instead of retrying later.
             # The bounded wait keeps a stuck holder from stalling this poller.
@@ -120,12 +136,20 @@ def claim(
                 .distinct()
             ).scalars()
         )
+        # Queue-wide room (across partitions), then each partition's own.
+        room = q.worker_concurrency - local_running
+        if q.concurrency is not None and keys:
+            room = min(room, q.concurrency - _running(conn, q, None, None))
+        if budget is not None:
+            room = min(room, budget)
         for key in keys:
-            free = q.worker_concurrency - _running(conn, q, key, executor_id)
-            if q.concurrency is not None and free > 0:
-                free = min(free, q.concurrency - _running(conn, q, key, None))
-            if budget is not None:
-                free = min(free, budget - len(claimed))
+            free = room - len(claimed)
+            if free > 0 and q.partition_worker_concurrency is not None:
+                free = min(free, q.partition_worker_concurrency - _running(conn, q, key, executor_id))
+            if free > 0 and q.partition_concurrency is not None:
+                free = min(free, q.partition_concurrency - _running(conn, q, key, None))
+            if free > 0 and q.partition_limit is not None and q.partition_period_sec is not None:
+                free = min(free, q.partition_limit - _started_since(conn, q, key, now - int(q.partition_period_sec * 1000)))
             if free > 0:
                 claimed.extend(_take(conn, dialect, q, key, executor_id, app_version, free, now, fresh))
     else:
@@ -144,6 +168,14 @@ def claim(
     if budget is not None and len(claimed) >= budget:
         retry_at = now + int((q.period_sec or 0) * 1000)
     return ClaimResult(claimed, frozenset(fresh), rate_limited_until_ms=retry_at)
+
+
+def _started_since(conn: sa.Connection, q: QueueLimits, key: str, since: int) -> int:
+    """Starts in a partition's rate window (``ws_queue_started``, then the partition key)."""
+    stmt = sa.select(sa.func.count()).select_from(ws).where(
+        ws.c.queue_name == q.name, ws.c.started_at > since, ws.c.queue_partition_key == key
+    )
+    return int(conn.execute(stmt).scalar() or 0)
 
 
 def _running(conn: sa.Connection, q: QueueLimits, key: Optional[str], executor_id: Optional[str]) -> int:

@@ -207,6 +207,29 @@ schedules = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
 )
 
+# Queues stored in the database (``DBOS.register_queue``): one row a queue, its limits
+# for the whole fleet. Every executor claims from every stored queue (unless it
+# listens to others only) and the claim reads its limits here, under the queue's
+# claim lock, so a change applies to the next claim anywhere. NULL: no such limit.
+queues = sa.Table(
+    "queues",
+    system,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("concurrency", sa.Integer),  # fleet-wide, across partitions
+    sa.Column("worker_concurrency", sa.Integer),  # per executor, across partitions (0: paused)
+    sa.Column("rate_limit_max", sa.Integer),
+    sa.Column("rate_limit_period_sec", sa.Float),
+    sa.Column("priority_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("partition_queue", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("partition_concurrency", sa.Integer),  # fleet-wide, per partition
+    sa.Column("partition_worker_concurrency", sa.Integer),  # per executor, per partition
+    sa.Column("partition_rate_limit_max", sa.Integer),
+    sa.Column("partition_rate_limit_period_sec", sa.Float),
+    sa.Column("polling_interval_sec", sa.Float, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
 migrations = sa.Table(
     "dbos_migrations",
     system,
