@@ -172,7 +172,7 @@ def _queue_spec(rt: Runtime, queue_name: str) -> q.QueueSpec:
     """The queue declared under this name here; else one this process does not run (its
     executors declare it), taking what any queue takes, as a client enqueue does."""
     checks.identifier("queue_name", queue_name)
-    spec = rt.registry.queues.get(queue_name)
+    spec = rt.queue_spec(queue_name)  # declared in code here, or stored (as last read)
     if spec is not None:
         return spec  # type: ignore[no-any-return]
     partitioned = (context.current().enqueue or _NO_OPTIONS).queue_partition_key is not None
