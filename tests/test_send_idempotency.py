@@ -95,3 +95,14 @@ def test_a_keyed_send_to_a_workflow_not_created_yet_can_be_retried(dbos: Harness
         inbox = DBOS.start_workflow(idem_inbox, 1, 5.0)
     DBOS.send("idem-later", "m", "t", idempotency_key="early")  # now it exists: delivered
     assert inbox.get_result() == ["m"]
+
+
+def test_a_keyed_send_interrupted_before_its_step_is_recovered_once(dbos: Harness, backend: Backend) -> None:
+    with SetWorkflowID("idem-inbox-6"):
+        DBOS.start_workflow(idem_inbox, 2, 3.0)
+    DBOS.send("idem-inbox-6", "once", "t", idempotency_key="r1")
+    (send,) = DBOS.list_workflows(name="<temp>.DBOS.send")
+    backend.force_pending(send.workflow_id)  # as if its process died after the send's step
+    dbos.restart()  # recovery finds <temp>.DBOS.send (the library's own) and replays the step
+    assert DBOS.retrieve_workflow(send.workflow_id).get_result() is None
+    assert DBOS.retrieve_workflow("idem-inbox-6").get_result() == ["once", None]

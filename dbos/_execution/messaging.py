@@ -22,7 +22,7 @@ from typing import Any, Optional
 from dbos._execution import checks, context
 from dbos._execution.context import IdBox, WorkflowRun
 from dbos._execution.ids import new_id
-from dbos._execution.registry import REGISTRY, TEMP_PREFIX, WorkflowInfo
+from dbos._execution.registry import INTERNAL_WORKFLOWS, TEMP_PREFIX, WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
 from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
@@ -136,7 +136,7 @@ def _keyed_send(destination_id: str, message: Any, topic: Optional[str], idempot
 
 
 SEND_WORKFLOW = WorkflowInfo(TEMP_PREFIX + "DBOS.send", _keyed_send, False, 100, False, temp_kind="send")
-REGISTRY.add_workflow(SEND_WORKFLOW)
+INTERNAL_WORKFLOWS[SEND_WORKFLOW.name] = SEND_WORKFLOW
 
 
 # A message handed to a waiting recv travels with its wakeup, so the receiver

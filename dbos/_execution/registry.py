@@ -102,7 +102,8 @@ class Registry:
             self.workflows[info.name] = info
 
     def workflow(self, name: str) -> Optional[WorkflowInfo]:
-        return self.workflows.get(name)
+        found = self.workflows.get(name)
+        return found if found is not None else INTERNAL_WORKFLOWS.get(name)
 
     def add_queue(self, spec: Any) -> None:
         with self.lock:
@@ -171,7 +172,7 @@ class Registry:
         module-level workflow, class or configured instance called after
         ``destroy(destroy_registry=True)``), so a queue or recovery finds it again by name.
         A name declared anew since the clear keeps its new meaning."""
-        if info.name not in self.workflows:
+        if info.name not in self.workflows and info.name not in INTERNAL_WORKFLOWS:
             with self.lock:
                 self.workflows.setdefault(info.name, info)
         if class_name is not None and class_name not in self.classes:
@@ -204,6 +205,10 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+# The library's own workflows (``<temp>.DBOS.send``): found by every registry's lookup, in
+# none of their tables, never cleared; the app registers none of them.
+INTERNAL_WORKFLOWS: dict[str, WorkflowInfo] = {}
 
 
 def takes_self(func: Callable[..., Any]) -> bool:
