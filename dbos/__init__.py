@@ -14,6 +14,7 @@ from dbos._api.context_managers import (
     DBOSContextSetAuth,
     PropagateOtelContext,
     SetEnqueueOptions,
+    SetWorkflowAttributes,
     SetWorkflowID,
     SetWorkflowTimeout,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "DBOSContextSetAuth",
     "Queue",
     "PropagateOtelContext",
+    "SetWorkflowAttributes",
     "VersionInfo",
     "ClientScheduleInput",
     "ScheduleInput",

@@ -18,6 +18,7 @@ from typing import (
     Callable,
     Concatenate,
     Coroutine,
+    Dict,
     List,
     Optional,
     ParamSpec,
@@ -25,6 +26,7 @@ from typing import (
     Union,
 )
 
+from dbos._api.attributes import ClientAttributesMixin
 from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _poll_interval
 from dbos._api.retention import ClientRetentionMixin, check_send_options
@@ -67,7 +69,7 @@ def _in_thread(
     return variant
 
 
-class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
+class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, ClientAttributesMixin):
     def __init__(
         self,
         system_database_url: Optional[str] = None,
@@ -241,6 +243,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
         executor_id: Optional[Union[str, List[str]]] = None,
         queues_only: bool = False,
         has_parent: Optional[bool] = None,
+        attributes: Optional[Dict[str, Any]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows matching every filter given; a list filter matches any of its values.
         ``queues_only``: as ``list_queued_workflows``."""
@@ -248,7 +251,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
             workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
             dequeued_before=dequeued_before, queued_only=bool(queues_only),
         )
@@ -277,6 +280,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
         has_parent: Optional[bool] = None,
+        attributes: Optional[Dict[str, Any]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
         filters of ``list_workflows``."""
@@ -284,7 +288,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin):
             workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
             end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
             sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
         )
         return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)

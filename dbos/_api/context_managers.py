@@ -125,6 +125,18 @@ def reject_enqueue_options() -> None:
         )
 
 
+class SetWorkflowAttributes(_Block):
+    """DBOS 2.x: key-value attributes recorded with every workflow started or enqueued in
+    the block (not with their children); ``DBOS.update_workflow_attributes`` replaces them."""
+
+    def __init__(self, attributes: Optional[dict[str, Any]]) -> None:
+        super().__init__()
+        self.attributes = checks.workflow_attributes(attributes)
+
+    def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
+        return {"attributes": self.attributes}
+
+
 class PropagateOtelContext:
     """DBOS 2.x's block whose started and enqueued workflows join the caller's trace. Here
     every workflow's span continues the OpenTelemetry context current where it was started

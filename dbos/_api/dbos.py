@@ -16,6 +16,7 @@ from typing import (
     Callable,
     ClassVar,
     Coroutine,
+    Dict,
     List,
     Optional,
     ParamSpec,
@@ -26,6 +27,7 @@ from typing import (
 import sqlalchemy as sa
 
 from dbos._api import classes, decorators, missing, web
+from dbos._api.attributes import _AttributesMixin
 from dbos._api.calls import _CallsMixin, check_not_async
 from dbos._api.context_managers import reject_enqueue_options
 from dbos._api.enqueue import _EnqueueMixin
@@ -136,7 +138,8 @@ def _auth() -> context.Auth:
     return own
 
 
-class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _QueuesMixin, metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _RetentionMixin, _QueuesMixin,
+           metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None
@@ -555,6 +558,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _Queues
         executor_id: Optional[Union[str, List[str]]] = None,
         queues_only: bool = False,
         has_parent: Optional[bool] = None,
+        attributes: Optional[Dict[str, Any]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows matching every filter given; a list filter matches any of its values.
         ``queues_only``: as ``list_queued_workflows``."""
@@ -562,7 +566,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _Queues
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
             workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
             dequeued_before=dequeued_before, queued_only=bool(queues_only),
         )
@@ -596,6 +600,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _Queues
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
         has_parent: Optional[bool] = None,
+        attributes: Optional[Dict[str, Any]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
         filters of ``list_workflows``."""
@@ -603,7 +608,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _SchedulesMixin, _RetentionMixin, _Queues
             workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
             end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
             sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent,
+            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
         )
         return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)

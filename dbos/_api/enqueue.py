@@ -9,7 +9,7 @@ one; DBOS 2.x keys that need a feature left out here raise ``DBOSNotImplementedE
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Coroutine, List, Optional, ParamSpec, TypedDict, TypeVar
+from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar
 
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.decorators import info_of
@@ -50,11 +50,11 @@ class EnqueueOptions(TypedDict, total=False):
     serialization_type: Any  # DBOS's default (pickle) only
     application_name: Optional[str]  # accepted; no effect (one application per system database here)
     otel_context: Any  # an OpenTelemetry Context the workflow's trace continues
-    attributes: Any  # not implemented (workflow attributes)
+    attributes: Dict[str, Any]  # DBOS 2.x's workflow attributes (see SetWorkflowAttributes)
 
 
 # DBOS 2.x keys accepted only with the value that means "as before" here.
-_ONLY_DEFAULT = {"duplication_policy": (None, "reject"), "attributes": (None,)}
+_ONLY_DEFAULT = {"duplication_policy": (None, "reject")}
 _KEYS = frozenset(EnqueueOptions.__annotations__)
 
 
@@ -122,6 +122,8 @@ def enqueue_with_options(
     info = WorkflowInfo(workflow_name, _noop, False, 100 if attempts is None else attempts, False, class_name)
     call = wf.Call(info, None, tuple(args), dict(kwargs))
     changes: dict[str, Any] = {} if as_child else {"run": None, "in_step": False}
+    if "attributes" in options:
+        changes["attributes"] = checks.workflow_attributes(options["attributes"])
     if options.get("workflow_id"):
         changes["id_box"] = IdBox(str(options["workflow_id"]))
     if "workflow_timeout" in options:

@@ -15,7 +15,6 @@ from typing import NoReturn
 from dbos.error import DBOSException
 
 _STREAMS = "workflow streams"
-_ATTRIBUTES = "workflow attributes"
 _TX_CLIENT = "client writes inside the caller's own database transaction"
 _SERIALIZERS = "pluggable and portable (JSON) serialization: every value is pickled"
 _DATASOURCES = "transactions on extra data sources (@DBOS.transaction runs on application_database_url)"
@@ -27,15 +26,13 @@ DBOS_METHODS: dict[str, str] = {
         "close_stream_async", "read_stream_async", "read_stream_offset_async",
     )},
     **{n: _PATCH for n in ("patch", "patch_async", "deprecate_patch", "deprecate_patch_async")},
-    "update_workflow_attributes": _ATTRIBUTES,
-    "update_workflow_attributes_async": _ATTRIBUTES,
     "kafka_consumer": "Kafka consumers",
     "tracer": "DBOS.tracer (DBOS.span is the current OpenTelemetry span; use opentelemetry's API for more)",
     "alert_handler": "DBOS Conductor alerts",
 }
 
 CLIENT_METHODS: dict[str, str] = {
-    **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS, _ATTRIBUTES)},
+    **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS,)},
     "enqueue_in_transaction": _TX_CLIENT,
     "send_in_transaction": _TX_CLIENT,
     "send_bulk_in_transaction": _TX_CLIENT,
@@ -52,7 +49,6 @@ MODULE_NAMES: dict[str, str] = {
     )},
     **{n: _DATASOURCES for n in ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")},
     "DuplicationPolicy": "a duplication policy for workflow IDs (a second call with an ID returns its recorded result)",
-    "SetWorkflowAttributes": _ATTRIBUTES,
     "KafkaMessage": "Kafka consumers",
     "Debouncer": "debouncing workflows",
     "DebouncerClient": "debouncing workflows",

@@ -18,6 +18,7 @@ before anything is written. The limits (docs/decisions.md, "Bad input"):
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Optional
 
@@ -59,6 +60,22 @@ def workflow_id(field: str, value: Any) -> str:
     if not value.strip():
         raise DBOSException(f"{field} must not be blank, got {value!r}")
     return str(value)
+
+
+def workflow_attributes(value: Any) -> Optional[str]:
+    """DBOS 2.x's workflow attributes: a dict of string keys that JSON can hold, or None;
+    returned as the JSON text stored with the workflow."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise DBOSException(f"Invalid workflow attributes {short(value)}: attributes must be a dict with string keys")
+    try:
+        text = json.dumps(value, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise DBOSException(f"Invalid workflow attributes {short(value)}: attributes must be JSON-serializable ({e})") from None
+    if len(text) > 64 * 1024:
+        raise DBOSException(f"workflow attributes are {len(text)} bytes of JSON; the limit is 65536")
+    return text
 
 
 def optional_identifier(field: str, value: Any) -> Optional[str]:

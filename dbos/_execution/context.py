@@ -116,6 +116,7 @@ class Ctx:
     auth: Auth = field(default_factory=Auth)
     ensured: bool = False
     request: Optional[RequestScope] = None
+    attributes: Optional[str] = None  # SetWorkflowAttributes: JSON for the workflows created in the block
 
     def in_step_with(self, status: Optional["StepStatus"], sql_session: Optional["Session"] = None) -> "Ctx":
         """This context, inside a step. Built on every step call: a copy of the

@@ -87,6 +87,7 @@ def workflow_filter(
     completed_before: Optional[str] = None,
     dequeued_after: Optional[str] = None,
     dequeued_before: Optional[str] = None,
+    attributes: Optional[dict[str, Any]] = None,
 ) -> listing.WorkflowFilter:
     if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
@@ -116,7 +117,16 @@ def workflow_filter(
         completed_before_ms=parse_time(completed_before, "completed_before"),
         dequeued_after_ms=parse_time(dequeued_after, "dequeued_after"),
         dequeued_before_ms=parse_time(dequeued_before, "dequeued_before"),
+        attributes=_attributes_filter(attributes),
     )
+
+
+def _attributes_filter(attributes: Any) -> Optional[dict[str, Any]]:
+    """``attributes=``: workflows whose attributes hold every one of these pairs."""
+    if attributes is None:
+        return None
+    checks.workflow_attributes(attributes)  # the same rules as what is stored
+    return dict(attributes)
 
 
 def list_workflows(
@@ -152,6 +162,14 @@ def list_steps(
             )
         )
     return result
+
+
+def set_attributes(rt: Runtime, workflow_id: str, attributes: Any) -> None:
+    """Replace a workflow's attributes (None clears them)."""
+    checks.identifier("workflow_id", workflow_id)
+    text = checks.workflow_attributes(attributes)
+    if not rt.sys_db.run(lambda c: workflows.set_attributes(c, workflow_id, text, now_ms())):
+        raise DBOSNonExistentWorkflowError(workflow_id)
 
 
 # -- cancel, resume, fork --------------------------------------------------------

@@ -63,6 +63,7 @@ class WorkflowStatus:
     # finished (SUCCESS, ERROR, CANCELLED, RETRIES_EXCEEDED; None until then).
     dequeued_at: Optional[int] = None
     completed_at: Optional[int] = None
+    attributes: Optional[dict[str, Any]] = None  # DBOS 2.x: SetWorkflowAttributes / update_workflow_attributes
 
     @classmethod
     def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
@@ -106,6 +107,7 @@ class WorkflowStatus:
             parent_workflow_id=row.parent_workflow_id,
             forked_from=row.forked_from,
             delay_until_epoch_ms=row.delay_until_epoch_ms,
+            attributes=json.loads(row.attributes) if row.attributes else None,
             # A queued row's started_at is set by the claim (the dequeue); a finished
             # row's updated_at by the statement that finished it, and nothing writes
             # a finished row after that (docs/decisions.md, issue 18).

@@ -205,6 +205,7 @@ def create(
         deadline_ms=deadline_ms,
         parent_workflow_id=parent.workflow_id if parent is not None else None,
         trace_context=tracing.inject() if queue_name is not None else None,
+        attributes=ctx.attributes,
     )
     if enqueue_fields:
         row = replace(row, **enqueue_fields)

@@ -7,10 +7,12 @@ live rows, so a large history does not slow them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from dbos._storage.schema import TERMINAL, status_in
 from dbos._storage.schema import workflow_status as ws
@@ -43,6 +45,7 @@ class WorkflowFilter:
     completed_before_ms: Optional[int] = None
     dequeued_after_ms: Optional[int] = None
     dequeued_before_ms: Optional[int] = None
+    attributes: Optional[dict[str, Any]] = None  # rows whose attributes hold all these pairs
 
 
 def _escape_like(text: str) -> str:
@@ -58,6 +61,27 @@ def _prefixed(prefixes: Sequence[str]) -> Any:
     return sa.or_(
         sa.false(), *[ws.c.workflow_uuid.like(_escape_like(p) + "%", escape="\\") for p in prefixes]
     )
+
+
+def _holds(conn: sa.Connection, attributes: dict[str, Any]) -> Any:
+    """Attributes (JSON text) holding every given key with an equal value: PostgreSQL's
+    jsonb containment; on SQLite one json_extract per key (the stored JSON and the value
+    are both written with sorted keys, so equal objects compare equal as text)."""
+    if conn.dialect.name == "postgresql":
+        return sa.cast(ws.c.attributes, JSONB).contains(attributes)
+    clauses = []
+    for key, value in attributes.items():
+        path = "$." + json.dumps(key)
+        if value is None:
+            clauses.append(sa.func.json_type(ws.c.attributes, path) == "null")
+        elif isinstance(value, (dict, list)):
+            clauses.append(sa.func.json_extract(ws.c.attributes, path)
+                           == json.dumps(value, sort_keys=True, separators=(",", ":")))
+        elif isinstance(value, bool):
+            clauses.append(sa.func.json_type(ws.c.attributes, path) == ("true" if value else "false"))
+        else:
+            clauses.append(sa.func.json_extract(ws.c.attributes, path) == value)
+    return sa.and_(ws.c.attributes.is_not(None), *clauses)
 
 
 def _columns(inputs: bool, outputs: bool) -> list[Any]:
@@ -108,6 +132,8 @@ def list_rows(
             stmt = stmt.where(ws.c.started_at >= f.dequeued_after_ms)
         if f.dequeued_before_ms is not None:
             stmt = stmt.where(ws.c.started_at <= f.dequeued_before_ms)
+    if f.attributes:
+        stmt = stmt.where(_holds(conn, f.attributes))
     if f.has_parent is not None:
         parent = ws.c.parent_workflow_id
         stmt = stmt.where(parent.is_not(None) if f.has_parent else parent.is_(None))

@@ -208,12 +208,21 @@ def _v9_system(conn: sa.Connection, dialect: Dialect) -> None:
     s.queues.create(conn, checkfirst=True)
 
 
+def _v10_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """DBOS 2.x's workflow attributes: a JSON object per workflow (NULL when it has none)."""
+    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
+    table = f'"{schema}".workflow_status' if schema else "workflow_status"
+    if "attributes" not in have:
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN attributes TEXT"))
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
 SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system,
-                                     _v9_system]
+                                     _v9_system, _v10_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

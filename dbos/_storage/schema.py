@@ -74,6 +74,7 @@ workflow_status = sa.Table(
     sa.Column("forked_from", sa.Text),
     sa.Column("trace_context", sa.Text),
     sa.Column("delay_until_epoch_ms", sa.BigInteger),  # DELAYED until then (migration v6)
+    sa.Column("attributes", sa.Text),  # a JSON object: DBOS 2.x's workflow attributes (migration v10)
 )
 
 operation_outputs = sa.Table(

@@ -45,6 +45,7 @@ class WorkflowRow:
     forked_from: Optional[str] = None
     trace_context: Optional[str] = None
     delay_until_epoch_ms: Optional[int] = None  # DELAYED until then
+    attributes: Optional[str] = None  # JSON object
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> "WorkflowRow":
@@ -148,6 +149,12 @@ def begin_attempt(
     )
     row = conn.execute(stmt).first()
     return int(row[0]) if row is not None else None
+
+
+def set_attributes(conn: sa.Connection, workflow_id: str, attributes: Optional[str], now: int) -> bool:
+    """Replace a workflow's attributes (JSON text, or NULL); False if it does not exist."""
+    stmt = sa.update(ws).where(ws.c.workflow_uuid == workflow_id).values(attributes=attributes, updated_at=now)
+    return conn.execute(stmt).rowcount == 1
 
 
 def set_status(
