@@ -227,3 +227,27 @@ def test_async_variants(dbos: Harness, backend: Backend) -> None:
 @DBOS.workflow()
 async def sq_add_async(a: int, b: int) -> int:
     return a + b
+
+
+def test_partition_rate_and_worker_limits(dbos: Harness) -> None:
+    """partition_limiter and partition_worker_concurrency bind each partition on its own."""
+    name = _name("sq_prate")
+    queue = DBOS.register_queue(name, partition_limiter={"limit": 1, "period": 30.0}, polling_interval_sec=0.05)
+    for key in ("a", "b"):
+        for i in range(3):
+            with SetEnqueueOptions(queue_partition_key=key):
+                queue.enqueue(sq_hold, f"{name}-{key}", f"{name}-{key}{i}")
+    eventually(lambda: _running(f"{name}-a") == 1 and _running(f"{name}-b") == 1)
+    GATES.release(f"{name}-a0")
+    GATES.release(f"{name}-b0")
+    eventually(lambda: _running(f"{name}-a") == 0 and _running(f"{name}-b") == 0)
+    with pytest.raises(AssertionError):  # one start per partition per 30 s
+        eventually(lambda: _running(f"{name}-a") + _running(f"{name}-b") > 0, timeout=0.5)
+    # The rate limit off, one per partition and executor at a time: the second of each starts.
+    queue.set_partition_worker_concurrency(1)
+    queue.set_partition_limiter(None)
+    eventually(lambda: _running(f"{name}-a") == 1 and _running(f"{name}-b") == 1, timeout=2)
+    with pytest.raises(AssertionError):
+        eventually(lambda: _running(f"{name}-a") + _running(f"{name}-b") > 2, timeout=0.5)
+    assert queue.partition_worker_concurrency == 1 and queue.partition_limiter is None
+    assert max(PEAK.values()) == 1
