@@ -251,3 +251,26 @@ def test_partition_rate_and_worker_limits(dbos: Harness) -> None:
         eventually(lambda: _running(f"{name}-a") + _running(f"{name}-b") > 2, timeout=0.5)
     assert queue.partition_worker_concurrency == 1 and queue.partition_limiter is None
     assert max(PEAK.values()) == 1
+
+
+def test_console_and_autoscaling_see_a_stored_queue(dbos: Harness) -> None:
+    """No executor publishes a stored queue's limits: the console's queue view and the
+    autoscaling signal read them from the table."""
+    from conftest import APP_VERSION
+
+    from dbos._api.instance import runtime
+    from dbos._execution import fleet, overview
+
+    name = _name("sq_view")
+    queue = DBOS.register_queue(name, concurrency=3, worker_concurrency=1, polling_interval_sec=0.05)
+    queue.set_worker_concurrency(0)  # paused: all of it waits
+    for _ in range(10):
+        queue.enqueue(sq_hold, name, f"{name}-gate")  # released at teardown
+    rt = runtime()
+    view = {e["queue_name"]: e for e in overview.queues_view(rt.sys_db, 60)}
+    assert view[name]["concurrency"] == 3 and view[name]["worker_concurrency"] == 0
+    assert view[name]["enqueued"] == 10 and view[name]["live_executors"] == 1
+    queue.set_worker_concurrency(1)
+    eventually(lambda: _running(name) == 1)
+    # Ten waiting or running, one per executor, at most three at once fleet-wide: three executors.
+    assert fleet.desired_executors(rt.sys_db)[APP_VERSION] == 3

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import sqlalchemy as sa
 
+from dbos._execution import stored_queues as stored_rules
 from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
-from dbos._storage import executors, queues, versions, workflows
+from dbos._storage import executors, queues, stored_queues, versions, workflows
 from dbos._storage.database import Database
 from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException, DBOSInitializationError
@@ -218,16 +219,19 @@ def desired_executors(db: Database, default_worker_concurrency: int = 16) -> dic
     default worker concurrency, so waiting work always asks for at least one."""
 
     def read(c: sa.Connection) -> tuple[Any, ...]:
-        return executors.list_all(c), queues.active_by_version_queue(c)
+        return executors.list_all(c), queues.active_by_version_queue(c), stored_queues.list_all(c)
 
-    rows, active = db.query(read)
+    rows, active, stored_rows = db.query(read)
     specs: dict[str, dict[str, dict[str, Any]]] = {}
     for row in sorted(rows, key=lambda r: r.heartbeat_at):  # the newest executor's specs win
         if row.queue_specs:
             specs[row.app_version] = {q["name"]: q for q in json.loads(row.queue_specs)}
+    # A queue stored in the database has the same limits for every version (unless declared in code).
+    stored = {r.name: stored_rules.published(r) for r in stored_rows}
     desired: dict[str, int] = {}
     for (version, queue), n in active.items():
-        spec = specs.get(version, {}).get(queue or INTERNAL_QUEUE.name, {})
+        name = queue or INTERNAL_QUEUE.name
+        spec = specs.get(version, {}).get(name) or stored.get(name, {})
         per_worker = int(spec.get("worker_concurrency") or default_worker_concurrency)
         need = -(-n // per_worker)
         if spec.get("concurrency"):

@@ -11,10 +11,11 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
+from dbos._execution import stored_queues as stored_rules
 from dbos._execution.fleet import derived_state
 from dbos._execution.runtime import now_ms
 from dbos._execution.serialization import deserialize, deserialize_error
-from dbos._storage import executors, leases, messages, operations, stats, versions
+from dbos._storage import executors, leases, messages, operations, stats, stored_queues, versions
 from dbos._storage.database import Database
 
 LEASE_NAME = "coordinator"  # dbos._services.coordinator.LEASE_NAME (a service; not imported from here)
@@ -28,10 +29,10 @@ def queues_view(db: Database, dead_after_sec: float, minutes: int = 15) -> list[
     now = now_ms()
     since = (now // BUCKET_MS - minutes + 1) * BUCKET_MS
 
-    def read(c: sa.Connection) -> tuple[list[stats.QueueCount], list[executors.ExecutorRow]]:
-        return stats.queue_counts(c), executors.list_all(c, now - 24 * 3600 * 1000)
+    def read(c: sa.Connection) -> tuple[Any, ...]:
+        return stats.queue_counts(c), executors.list_all(c, now - 24 * 3600 * 1000), stored_queues.list_all(c)
 
-    counts, rows = db.query(read)
+    counts, rows, stored_rows = db.query(read)
     specs: dict[str, dict[str, Any]] = {}
     serving: dict[str, int] = {}
     for row in sorted(rows, key=lambda r: r.heartbeat_at):  # the newest executor's specs win
@@ -40,6 +41,16 @@ def queues_view(db: Database, dead_after_sec: float, minutes: int = 15) -> list[
             specs[spec["name"]] = spec
             if live:
                 serving[spec["name"]] = serving.get(spec["name"], 0) + 1
+    # Queues stored in the database: their limits are the table's (a declaration in code
+    # wins, as in the claim); served by every live executor that listens to all queues or to it.
+    for stored in stored_rows:
+        if stored.name in specs:
+            continue
+        specs[stored.name] = stored_rules.published(stored)
+        serving[stored.name] = sum(
+            1 for row in rows if derived_state(row, now, dead_after_sec) == "RUNNING"
+            and (row.queues is None or stored.name in json.loads(row.queues))
+        )
     out: dict[str, dict[str, Any]] = {}
 
     def entry(name: str) -> dict[str, Any]:

@@ -51,6 +51,16 @@ def settings_of(spec: QueueSpec) -> dict[str, Any]:
     )
 
 
+def published(row: QueueRow) -> dict[str, Any]:
+    """A stored queue's limits in the shape executors publish theirs (``executors.queue_specs``),
+    for the console and the autoscaling signal; worker_concurrency None: the default."""
+    return {
+        "name": row.name, "concurrency": row.concurrency, "worker_concurrency": row.worker_concurrency,
+        "limit": row.rate_limit_max, "period_sec": row.rate_limit_period_sec,
+        "partitioned": spec_of(row).partitioned, "stored": True,
+    }
+
+
 # -- validation ---------------------------------------------------------------------------
 class QueueArgumentError(DBOSException, ValueError):
     """An invalid queue setting: a ValueError, as DBOS Transact 2.x raises."""
