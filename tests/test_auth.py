@@ -55,9 +55,9 @@ def who_wf() -> dict[str, Any]:
 
 @DBOS.workflow(name="auth_tests.family_wf")
 def family_wf() -> dict[str, Any]:
-    direct = who_wf()  # step 1: child <id>-1
-    started = DBOS.start_workflow(who_wf)  # step 2: child <id>-2
-    queued = auth_queue.enqueue(who_wf)  # step 4 (3 is the get_result below)
+    direct = who_wf()  # step 1: child <id>-1 (2: its DBOS.getResult)
+    started = DBOS.start_workflow(who_wf)  # step 3: child <id>-3
+    queued = auth_queue.enqueue(who_wf)  # step 4: child <id>-4
     return {
         "self": who(),
         "step": who_step(),
@@ -453,9 +453,9 @@ def test_auth_survives_sigkill_and_restart_in_another_process(backend: Backend, 
     workflow_id = wid("killed")
     app = AuthApp(backend, tmp_path, "auth_start", workflow_id, "auth-vm").start()
     first_pid = app.proc.pid if app.proc else None
-    app.kill_when(lambda events: any(e["event"] == "waiting" for e in events), "(the workflow waiting in step 3)")
+    app.kill_when(lambda events: any(e["event"] == "waiting" for e in events), "(the workflow waiting in step 4)")
     assert backend.status(workflow_id) == "PENDING"
-    assert [fid for fid, _ in backend.steps(workflow_id)] == [1, 2]
+    assert [fid for fid, _ in backend.steps(workflow_id)] == [1, 2, 3]
 
     (tmp_path / "release").touch()
     result = AuthApp(backend, tmp_path, "recover", workflow_id, "auth-vm").start().result()
@@ -470,11 +470,11 @@ def test_auth_survives_sigkill_and_restart_in_another_process(backend: Backend, 
     assert result["after"]["pid"] == result["final_pid"]
     for key in ("before", "after", "child_before", "child_after"):
         assert auth_of(result[key]) == alice, key
-    assert result["child_after"]["workflow_id"] == f"{workflow_id}-5"
+    assert result["child_after"]["workflow_id"] == f"{workflow_id}-6"
 
     with DBOSClient(backend.url) as client:
         statuses = {s.workflow_id: s for s in client.list_workflows(user="alice")}
-        assert set(statuses) == {workflow_id, f"{workflow_id}-2", f"{workflow_id}-5"}
+        assert set(statuses) == {workflow_id, f"{workflow_id}-2", f"{workflow_id}-6"}
         for st in statuses.values():
             assert st.status == "SUCCESS"
             assert (st.authenticated_user, st.authenticated_roles, st.assumed_role) == (

@@ -517,16 +517,16 @@ def test_child_workflows_get_deterministic_ids(dbos: Harness, backend: Backend) 
     def parent() -> list[str]:
         counter.hit("parent")
         s()  # function_id 1
-        direct = child(1)  # function_id 2
-        handle = DBOS.start_workflow(child, 2)  # function_id 3
+        direct = child(1)  # function_id 2, and 3 its DBOS.getResult (as in DBOS 2.x)
+        handle = DBOS.start_workflow(child, 2)  # function_id 4
         with SetWorkflowID("explicit-child"):
-            named = child(3)  # function_id 4
-        return [direct, handle.get_result(), named]  # get_result: function_id 5
+            named = child(3)  # function_id 5, and 6 its DBOS.getResult
+        return [direct, handle.get_result(), named]  # get_result: function_id 7
 
     with SetWorkflowID("parent-1"):
         out = parent()
     assert out[0] == "child1:parent-1-2"
-    assert out[1] == "child2:parent-1-3"
+    assert out[1] == "child2:parent-1-4"
     assert out[2] == "child3:explicit-child"
     child_ids: dict[int, str] = dict(
         backend.rows(
@@ -534,11 +534,10 @@ def test_child_workflows_get_deterministic_ids(dbos: Harness, backend: Backend) 
             "WHERE workflow_uuid = 'parent-1' AND child_workflow_id IS NOT NULL ORDER BY function_id"
         )
     )
-    assert child_ids[2] == "parent-1-2"
-    assert child_ids[3] == "parent-1-3"
-    assert child_ids[4] == "explicit-child"
-    assert child_ids[5] == "parent-1-3"  # the recorded get_result names the child it waited for
-    for wid in ("parent-1-2", "parent-1-3", "explicit-child"):
+    # Each get_result (implicit for a direct call) names the child it waited for.
+    assert child_ids == {2: "parent-1-2", 3: "parent-1-2", 4: "parent-1-4", 5: "explicit-child",
+                         6: "explicit-child", 7: "parent-1-4"}
+    for wid in ("parent-1-2", "parent-1-4", "explicit-child"):
         status = DBOS.retrieve_workflow(wid).get_status()
         assert status.status == "SUCCESS"
         assert status.parent_workflow_id == "parent-1"

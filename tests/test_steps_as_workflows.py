@@ -243,3 +243,130 @@ def test_denied_start_and_enqueue_are_recorded_as_error(dbos: Harness, backend: 
         assert isinstance(status.error, DBOSNotAuthorizedError)
     with DBOSContextSetAuth("ada", ["user", "admin"]), SetWorkflowID("allowed-queued"):
         assert queue.enqueue(admin_only).get_result() == "ran as admin"
+
+
+# -- item 8: step numbering ------------------------------------------------------------
+
+numbering = Counter()
+
+
+@DBOS.step(name="temp_tests.count")
+def count(label: str) -> str:
+    numbering.hit(label)
+    return label
+
+
+@DBOS.workflow(name="temp_tests.child")
+def child(x: int) -> int:
+    numbering.hit("child")
+    return x * 10
+
+
+@DBOS.workflow(name="temp_tests.child_async")
+async def child_async(x: int) -> int:
+    numbering.hit("child_async")
+    return x * 100
+
+
+@DBOS.workflow(name="temp_tests.family")
+def family() -> list[Any]:
+    a = count("a")  # 1
+    b = child(1)  # 2 (child <id>-2), 3 its DBOS.getResult
+    c = count("c")  # 4
+    d = child(2)  # 5 (child <id>-5), 6 its DBOS.getResult
+    return [a, b, c, d, count("e")]  # 7
+
+
+def test_a_direct_child_call_records_its_get_result(dbos: Harness, backend: Backend) -> None:
+    numbering.counts.clear()
+    with SetWorkflowID("fam"):
+        assert family() == ["a", 10, "c", 20, "e"]
+    assert backend.steps("fam") == [(1, "temp_tests.count"), (2, "temp_tests.child"), (3, "DBOS.getResult"),
+                                    (4, "temp_tests.count"), (5, "temp_tests.child"), (6, "DBOS.getResult"),
+                                    (7, "temp_tests.count")]
+    steps = DBOS.list_workflow_steps("fam")
+    assert [(s["child_workflow_id"], s["output"]) for s in steps[1:3]] == [("fam-2", None), ("fam-2", 10)]
+    assert backend.status("fam-5") == "SUCCESS"
+    # fork_workflow(start_step) counts as DBOS does: from step 4, the first child is not re-run.
+    forked = DBOS.fork_workflow("fam", 4)
+    assert forked.get_result() == ["a", 10, "c", 20, "e"]
+    assert numbering["a"] == 1 and numbering["c"] == 2 and numbering["child"] == 3
+    # A replay answers from the recorded getResult, without the child.
+    backend.force_pending("fam")
+    with SetWorkflowID("fam"):
+        assert family() == ["a", 10, "c", 20, "e"]
+    assert numbering["child"] == 3 and numbering["a"] == 1
+
+
+def test_a_direct_async_child_records_its_get_result(dbos: Harness, backend: Backend) -> None:
+    import asyncio
+
+    @DBOS.workflow()
+    async def parent() -> list[int]:
+        return list(await asyncio.gather(child_async(1), child_async(2)))
+
+    with SetWorkflowID("afam"):
+        assert asyncio.run(parent()) == [100, 200]
+    # Each child's getResult ID is taken with the child's, before either ends.
+    names = [(fid, name) for fid, name in backend.steps("afam")]
+    assert names == [(1, "temp_tests.child_async"), (2, "DBOS.getResult"), (3, "temp_tests.child_async"),
+                     (4, "DBOS.getResult")]
+    assert [s["child_workflow_id"] for s in DBOS.list_workflow_steps("afam")] == ["afam-1", "afam-1", "afam-3",
+                                                                                 "afam-3"]
+
+
+def test_a_history_recorded_before_get_result_steps_replays(dbos: Harness, backend: Backend) -> None:
+    """A workflow in flight across the upgrade: its history numbers a direct child as one
+    step. Its replay keeps that numbering (no DBOSUnexpectedStepError, no getResult)."""
+    numbering.counts.clear()
+    with SetWorkflowID("old"):
+        family()
+    oo = backend.table("operation_outputs")
+    # Rewrite it to the old numbering (1 a, 2 child, 3 c, 4 child, 5 e), crashed before e.
+    backend.execute(f"DELETE FROM {oo} WHERE workflow_uuid = 'old' AND function_name = 'DBOS.getResult'")
+    for new, old in ((4, 3), (5, 4), (7, 5)):
+        backend.execute(f"UPDATE {oo} SET function_id = :o WHERE workflow_uuid = 'old' AND function_id = :n",
+                        o=old, n=new)
+    backend.delete_steps_from("old", 5)
+    backend.force_pending("old")
+    dbos.restart()
+    assert DBOS.retrieve_workflow("old").get_result() == ["a", 10, "c", 20, "e"]
+    assert backend.steps("old") == [(1, "temp_tests.count"), (2, "temp_tests.child"), (3, "temp_tests.count"),
+                                    (4, "temp_tests.child"), (5, "temp_tests.count")]
+    assert numbering["child"] == 2 and numbering["e"] == 2
+
+
+dedup_queue = Queue("temp_tests_dedup")
+
+
+@DBOS.workflow(name="temp_tests.dedup_parent")
+def dedup_parent() -> list[str]:
+    from dbos import DBOSQueueDeduplicatedError, SetEnqueueOptions
+
+    out = [count("before")]  # 1
+    with SetEnqueueOptions(deduplication_id="held"):
+        try:
+            dedup_queue.enqueue(child, 7)  # 2: refused, recorded with the error
+            out.append("enqueued")
+        except DBOSQueueDeduplicatedError:
+            out.append("refused")
+    out.append(count("after"))  # 3
+    return out
+
+
+def test_an_enqueue_refused_by_deduplication_is_a_recorded_step(dbos: Harness, backend: Backend) -> None:
+    from dbos import SetEnqueueOptions
+
+    with SetEnqueueOptions(deduplication_id="held", delay_seconds=3600):
+        holder = dedup_queue.enqueue(child, 1)  # holds the ID
+    with SetWorkflowID("dedup-parent"):
+        assert dedup_parent() == ["before", "refused", "after"]
+    assert backend.steps("dedup-parent") == [(1, "temp_tests.count"), (2, "temp_tests.child"),
+                                             (3, "temp_tests.count")]
+    DBOS.cancel_workflow(holder.workflow_id)  # the ID is free now
+    # The replay is refused as the first execution was: deterministic, nothing enqueued.
+    backend.force_pending("dedup-parent")
+    backend.delete_steps_from("dedup-parent", 3)
+    with SetWorkflowID("dedup-parent"):
+        assert dedup_parent() == ["before", "refused", "after"]
+    assert backend.workflow_count() == 2

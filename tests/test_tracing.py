@@ -79,11 +79,11 @@ def t_parent() -> dict[str, Any]:
     DBOS.span.set_attribute("user.workflow_attr", "on-the-workflow-span")
     a = t_step(1)  # step 1
     b = t_tx(2)  # step 2
-    c = t_child(3)  # step 3: child <id>-3
-    started = DBOS.start_workflow(t_child, 4)  # step 4: child <id>-4
-    d = started.get_result()  # step 5
-    queued = trace_queue.enqueue(t_child, 5)  # step 6: child <id>-6
-    e = queued.get_result()  # step 7
+    c = t_child(3)  # step 3: child <id>-3 (4: its DBOS.getResult)
+    started = DBOS.start_workflow(t_child, 4)  # step 5: child <id>-5
+    d = started.get_result()  # step 6
+    queued = trace_queue.enqueue(t_child, 5)  # step 7: child <id>-7
+    e = queued.get_result()  # step 8
     return {"values": [a, b, c, d, e], "started": started.workflow_id, "queued": queued.workflow_id}
 
 
@@ -162,7 +162,7 @@ def test_span_per_workflow_step_transaction_nested(spans: SpanCapture, dbos: Har
         out = t_parent()
     assert out["values"] == [2, 4, 4, 5, 6]
     children = [f"{workflow_id}-3", out["started"], out["queued"]]
-    assert out["started"] == f"{workflow_id}-4" and out["queued"] == f"{workflow_id}-6"
+    assert out["started"] == f"{workflow_id}-5" and out["queued"] == f"{workflow_id}-7"
 
     # Children run on other threads; their spans end just after their results are set.
     found = spans.wait_for(lambda f: len(by_name(f, "tracing_tests.child")) == 3 and len(f) == 9, workflow_id)

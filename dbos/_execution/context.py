@@ -86,6 +86,9 @@ class WorkflowRun:
     queue_name: Optional[str] = None
     replaying: bool = False  # the row existed: steps may be recorded, here or in the app db
     next_fid: int = 0
+    # A history recorded before direct child calls took a ``DBOS.getResult`` step ID:
+    # replay it with its own numbering (``workflow.reserve_result_step``).
+    legacy_child_results: bool = False
 
     def next_function_id(self) -> int:
         self.next_fid += 1

@@ -10,10 +10,9 @@ from dbos._execution import workflow as wf
 from dbos._execution.context import EnqueueOptions
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._storage import queues
-from dbos._storage.dialect import Dialect
 from dbos._storage.queues import ClaimResult, QueueLimits
 from dbos._wakeups.local import queue_ready
-from dbos.error import DBOSException, DBOSQueueDeduplicatedError
+from dbos.error import DBOSException
 
 _UNBOUNDED = 2_147_483_647  # "no per-executor limit" where the claim wants a number
 
@@ -111,12 +110,8 @@ def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
         rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
-    try:
-        created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields)
-    except Exception as e:
-        if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
-            raise DBOSQueueDeduplicatedError("(not created)", spec.name, fields["deduplication_id"]) from None
-        raise
+    # A deduplication ID already queued raises DBOSQueueDeduplicatedError (recorded, in a workflow).
+    created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields)
     if created.fresh:
         rt.wakeups.notify(queue_ready(spec.name))
     return created.workflow_id

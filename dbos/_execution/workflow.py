@@ -33,10 +33,14 @@ from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Deferred, LocalExecution, Runtime, creation_ms, now_ms
 from dbos._execution.serialization import (
     deserialize,
+    deserialize_error,
     serialize,
     serialize_error,
 )
+from dbos._execution.step import record as record_step
+from dbos._execution.step import replay
 from dbos._storage import operations, queues, workflows
+from dbos._storage.dialect import Dialect
 from dbos._storage.operations import StepRow
 from dbos._storage.queues import QueueLimits
 from dbos._storage.workflows import WorkflowRow
@@ -50,6 +54,7 @@ from dbos.error import (
     DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSNotAuthorizedError,
+    DBOSQueueDeduplicatedError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
     DBOSWorkflowFunctionNotFoundError,
@@ -130,6 +135,11 @@ class Created:
     deadline_ms: Optional[int]
     queue_name: Optional[str] = None
     trace_parent: Any = None  # OpenTelemetry context the workflow's span continues
+    # A direct call from a workflow: the parent's step ID for its DBOS.getResult, and
+    # that step's recorded row (replayed instead of waiting for the child).
+    result_fid: Optional[int] = None
+    result_recorded: Optional[StepRow] = None
+    result_parent: Optional[WorkflowRun] = None
 
 
 def new_workflow_id(ctx: Ctx, parent: Optional[WorkflowRun], fid: Optional[int]) -> str:
@@ -148,28 +158,33 @@ def create(
     queue_name: Optional[str] = None,
     enqueue_fields: Optional[dict[str, Any]] = None,
     direct: bool = False,
+    slot: Optional["ChildSlot"] = None,
 ) -> Created:
     """Write (or find) the status row of a workflow about to start or be enqueued.
 
     ``direct``: the workflow is called as a function, so a caller lacking its required
     roles is refused here, before anything is written. Started or enqueued, the
     workflow is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
+    ``slot``: the parent's step IDs, taken already (``take_slot``).
     """
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
-    parent = ctx.run if ctx.run is not None and not ctx.in_step else None
-    fid: Optional[int] = None
-    if parent is not None:
-        parent.check_cancelled()
-        fid = parent.next_function_id()
-        recorded = parent.recorded.get(fid)
-        if recorded is not None:
-            _check_name(parent, fid, call.info.name, recorded)
-            if ctx.id_box is not None:
-                ctx.id_box.take()
-            assert recorded.child_workflow_id is not None
-            return _existing(rt, recorded.child_workflow_id, call, parent.auth, parent.deadline_ms)
+    if slot is None:
+        slot = take_slot(call, direct=direct)
+    parent = slot.parent if slot is not None else None
+    fid: Optional[int] = slot.fid if slot is not None else None
+    if slot is not None and slot.recorded is not None:
+        recorded = slot.recorded
+        if ctx.id_box is not None:
+            ctx.id_box.take()
+        if recorded.error is not None:  # an enqueue refused by deduplication: refused again
+            error = deserialize_error(recorded.error)
+            assert error is not None
+            raise error
+        assert recorded.child_workflow_id is not None
+        found = _existing(rt, recorded.child_workflow_id, call, slot.parent.auth, slot.parent.deadline_ms)
+        return _with_result_step(found, slot)
     own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
     auth = parent.auth if parent is not None and own.user is None else own
     if call.info.roles is not None and call.info.roles.roles:
@@ -210,14 +225,27 @@ def create(
     if enqueue_fields:
         row = replace(row, **enqueue_fields)
     dialect = rt.sys_db.dialect
-    inserted = workflows.create(rt.sys_db, row)
+    try:
+        inserted = workflows.create(rt.sys_db, row)
+    except Exception as e:
+        if row.deduplication_id is None or not Dialect.is_unique_violation(e):
+            raise
+        refused = DBOSQueueDeduplicatedError("(not created)", queue_name or "", row.deduplication_id)
+        if parent is not None and fid is not None:
+            # Recorded as the step, carrying the error: a replay is refused the same way,
+            # whatever the queue holds by then (as in DBOS).
+            data = serialize_error(refused, rt.settings.max_value_bytes)
+            refusal = StepRow(fid, call.info.name, None, data, None, now, now_ms())
+            rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, refusal))
+        raise refused from None
     if parent is not None and fid is not None:
         step = StepRow(fid, call.info.name, None, None, workflow_id, now, now)
         rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, step))
     if inserted:
         rt.wakeups.notify(workflow_created(workflow_id))
         trace_parent = tracing.current_context() if tracing.enabled() else None
-        return Created(workflow_id, True, None, auth, deadline_ms, queue_name, trace_parent)
+        fresh = Created(workflow_id, True, None, auth, deadline_ms, queue_name, trace_parent)
+        return _with_result_step(fresh, slot)
     found = _existing(rt, workflow_id, call, auth, deadline_ms)
     if found.existing is not None and found.existing.inputs != inputs:
         # Idempotency, as in DBOS: the recorded workflow stands, whatever the new arguments.
@@ -225,7 +253,73 @@ def create(
             "workflow %s already exists with other arguments: returning its recorded outcome, the new "
             "arguments are ignored", workflow_id
         )
-    return replace(found, trace_parent=tracing.current_context())
+    return _with_result_step(replace(found, trace_parent=tracing.current_context()), slot)
+
+
+@dataclass
+class ChildSlot:
+    """The step IDs a workflow started from a workflow takes in its parent: its own, and
+    (a direct call) its DBOS.getResult's; with what the parent recorded at them."""
+
+    parent: WorkflowRun
+    fid: int
+    recorded: Optional[StepRow]
+    result_fid: Optional[int] = None
+    result_recorded: Optional[StepRow] = None
+
+
+def take_slot(call: Call, *, direct: bool) -> Optional[ChildSlot]:
+    """Take the parent's step IDs for a workflow about to be created (None outside a
+    workflow). In memory, on the caller's thread: an async caller takes them before its
+    first await, so concurrent children number in the order they were called.
+
+    A child called directly takes, after its own ID, the ID of the ``DBOS.getResult``
+    step that records its outcome in the parent, as in DBOS 2.x (so later step IDs,
+    child IDs and ``fork_workflow(start_step)`` match DBOS's). A replayed history
+    recorded before that step existed shows another step at that ID: the execution then
+    keeps that history's numbering (``WorkflowRun.legacy_child_results``)."""
+    ctx = context.current()
+    parent = ctx.run if ctx.run is not None and not ctx.in_step else None
+    if parent is None:
+        return None
+    parent.check_cancelled()
+    fid = parent.next_function_id()
+    recorded = parent.recorded.get(fid)
+    if recorded is not None:
+        _check_name(parent, fid, call.info.name, recorded)
+    slot = ChildSlot(parent, fid, recorded)
+    if not direct or parent.legacy_child_results or (recorded is not None and recorded.error is not None):
+        return slot
+    result_fid = fid + 1
+    result = parent.recorded.get(result_fid)
+    if result is not None:
+        if recorded is not None:
+            child_id = recorded.child_workflow_id
+        elif ctx.id_box is not None and not ctx.id_box.used:
+            child_id = ctx.id_box.value
+        else:
+            child_id = f"{parent.workflow_id}-{fid}"
+        if result.function_name != RESULT_STEP or result.child_workflow_id != child_id:
+            parent.legacy_child_results = True
+            parent.runtime.logger.info(
+                "workflow %s was recorded before direct child calls took a %s step; it replays with "
+                "its recorded step numbering", parent.workflow_id, RESULT_STEP,
+            )
+            return slot
+    parent.next_function_id()
+    slot.result_fid, slot.result_recorded = result_fid, result
+    return slot
+
+
+RESULT_STEP = "DBOS.getResult"
+
+
+def _with_result_step(created: Created, slot: Optional[ChildSlot]) -> Created:
+    if slot is not None and slot.result_fid is not None:
+        created.result_fid, created.result_recorded, created.result_parent = (
+            slot.result_fid, slot.result_recorded, slot.parent
+        )
+    return created
 
 
 def _existing(rt: Runtime, workflow_id: str, call: Call, auth: Auth, deadline: Optional[int]) -> Created:
@@ -500,20 +594,50 @@ def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecu
 
 def call_direct(rt: Runtime, call: Call) -> Any:
     """A workflow called as a function: create (or find) it, run it here unless it is
-    finished or running already (then wait for its outcome), return its result."""
+    finished or running already (then wait for its outcome), return its result. Called
+    from a workflow, the outcome is recorded as the parent's DBOS.getResult step."""
     created = create(rt, call, direct=True)
-    local = claim_for_execution(rt, created)
-    if local is None:
-        return results.wait_result(rt, created.workflow_id)
-    return execute(rt, created, call, local)
+    if created.result_recorded is not None:
+        return replay(created.result_recorded)
+    started = now_ms()
+    try:
+        local = claim_for_execution(rt, created)
+        if local is None:
+            result = results.wait_result(rt, created.workflow_id)
+        else:
+            result = execute(rt, created, call, local)
+    except Exception as e:
+        return _record_result(rt, created, started, None, e)
+    return _record_result(rt, created, started, result, None)
 
 
 async def call_direct_async(rt: Runtime, call: Call) -> Any:
-    created = await rt.to_thread(functools.partial(create, rt, call, direct=True))
-    local = await rt.to_thread(claim_for_execution, rt, created)
-    if local is None:
-        return await waits.run_async(rt, results.result_wait(rt, created.workflow_id))
-    return await execute_async(rt, created, call, local)
+    slot = take_slot(call, direct=True)  # before the first await (see take_slot)
+    created = await rt.to_thread(functools.partial(create, rt, call, direct=True, slot=slot))
+    if created.result_recorded is not None:
+        return replay(created.result_recorded)
+    started = now_ms()
+    try:
+        local = await rt.to_thread(claim_for_execution, rt, created)
+        if local is None:
+            result = await waits.run_async(rt, results.result_wait(rt, created.workflow_id))
+        else:
+            result = await execute_async(rt, created, call, local)
+    except Exception as e:
+        return await rt.to_thread(_record_result, rt, created, started, None, e)
+    return await rt.to_thread(_record_result, rt, created, started, result, None)
+
+
+def _record_result(rt: Runtime, created: Created, started: int, result: Any, error: Optional[Exception]) -> Any:
+    """Record a direct child's outcome as its parent's DBOS.getResult step (if it took
+    one), then return it or raise it. A preempted parent or an unreachable database is
+    no outcome: nothing is recorded and the wait runs again on replay."""
+    parent, fid = created.result_parent, created.result_fid
+    if fid is None or parent is None or isinstance(error, (DBOSWorkflowCancelledError, DBOSDatabaseUnavailableError)):
+        if error is not None:
+            raise error
+        return result
+    return record_step(rt, parent, fid, RESULT_STEP, result, error, started, child_workflow_id=created.workflow_id)
 
 
 def _denial(call: Call, run: WorkflowRun) -> None:

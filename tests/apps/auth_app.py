@@ -78,10 +78,10 @@ class Vault(DBOSConfiguredInstance):
     @DBOS.workflow()
     def guarded(self, doc: str) -> dict[str, Any]:
         before = observe("before")  # step 1
-        child_before = audit_child("child-before")  # step 2 (child workflow <id>-2)
-        released = wait_for_release("waiting")  # step 3: killed here
-        after = observe("after")  # step 4
-        child_after = audit_child("child-after")  # step 5 (child workflow <id>-5)
+        child_before = audit_child("child-before")  # step 2 (child workflow <id>-2), 3 its getResult
+        released = wait_for_release("waiting")  # step 4: killed here
+        after = observe("after")  # step 5
+        child_after = audit_child("child-after")  # step 6 (child workflow <id>-6), 7 its getResult
         return {"doc": doc, "before": before, "child_before": child_before, "released": released,
                 "after": after, "child_after": child_after, "final_pid": os.getpid()}
 
