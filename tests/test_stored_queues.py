@@ -274,3 +274,19 @@ def test_console_and_autoscaling_see_a_stored_queue(dbos: Harness) -> None:
     eventually(lambda: _running(name) == 1)
     # Ten waiting or running, one per executor, at most three at once fleet-wide: three executors.
     assert fleet.desired_executors(rt.sys_db)[APP_VERSION] == 3
+
+
+def test_an_executor_with_work_waiting_on_a_stored_queue_is_not_idle(dbos: Harness) -> None:
+    """The worker's idle check, its queue-depth metric and the admin server's queue list
+    cover the stored queues it claims from."""
+    from dbos._api import admin
+    from dbos._api import fleet as executor
+
+    name = _name("sq_idle")
+    queue = DBOS.register_queue(name, worker_concurrency=0, polling_interval_sec=0.05)  # paused
+    eventually(lambda: name in executor.served_queues())
+    assert executor.idle()
+    queue.enqueue(sq_add, 1, 1)
+    assert executor.queue_depths()[name] == 1 and not executor.idle()
+    assert {"name": name, "workerConcurrency": 0, "priorityEnabled": False, "partitionQueue": False} \
+        in admin._queues_metadata()

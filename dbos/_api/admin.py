@@ -31,6 +31,7 @@ from starlette.routing import Route
 
 from dbos._api import fleet
 from dbos._api.http_thread import HTTPServerThread
+from dbos._api.instance import maybe_runtime
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._storage import executors
@@ -110,9 +111,12 @@ class _Collector:
 
 
 def _queues_metadata() -> list[dict[str, Any]]:
-    """The registered queues as DBOS's ``/dbos-workflow-queues-metadata`` lists them."""
+    """The registered queues as DBOS's ``/dbos-workflow-queues-metadata`` lists them (those
+    declared in code, then the stored ones as this executor's poller last read them)."""
     out = []
-    for spec in REGISTRY.queues.values():
+    rt = maybe_runtime()
+    stored = [s for n, s in (rt.stored_queues if rt is not None else {}).items() if n not in REGISTRY.queues]
+    for spec in (*REGISTRY.queues.values(), *stored):
         if spec.name == INTERNAL_QUEUE.name:
             continue
         entry: dict[str, Any] = {"name": spec.name}
@@ -123,7 +127,7 @@ def _queues_metadata() -> list[dict[str, Any]]:
         if spec.limit is not None:
             entry["rateLimit"] = {"limit": spec.limit, "period": spec.period_sec}
         entry["priorityEnabled"] = spec.priority_enabled
-        entry["partitionQueue"] = spec.partition_queue
+        entry["partitionQueue"] = spec.partitioned
         out.append(entry)
     return out
 

@@ -48,7 +48,8 @@ def runtime() -> Runtime:
 def served_queues() -> list[str]:
     """The queues this executor claims from (with the internal one)."""
     inst = _launched()
-    names = [INTERNAL_QUEUE.name, *REGISTRY.queues]
+    stored = inst._runtime.stored_queues if inst._runtime is not None else {}  # as the poller last read them
+    names = [INTERNAL_QUEUE.name, *REGISTRY.queues, *(n for n in stored if n not in REGISTRY.queues)]
     if inst._listen_queues is not None:
         names = [n for n in names if n == INTERNAL_QUEUE.name or n in inst._listen_queues]
     return names
