@@ -120,6 +120,21 @@ def _v1_system(conn: sa.Connection, dialect: Dialect) -> None:
         index.table.indexes.discard(index)  # type: ignore[union-attr]
 
 
+def _schema(conn: sa.Connection) -> Any:
+    return (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
+
+
+def _add_columns(conn: sa.Connection, table: str, columns: list[tuple[str, str]]) -> None:
+    """ALTER TABLE ... ADD COLUMN for each (name, DDL type) the table lacks (a database
+    created from today's table definitions has them already)."""
+    schema = _schema(conn)
+    have = {c["name"] for c in sa.inspect(conn).get_columns(table, schema=schema)}
+    qualified = f'"{schema}".{table}' if schema else table
+    for name, ddl in columns:
+        if name not in have:
+            conn.execute(sa.text(f"ALTER TABLE {qualified} ADD COLUMN {name} {ddl}"))
+
+
 def _v2_system(conn: sa.Connection, dialect: Dialect) -> None:
     """Messages handed straight to a waiting recv (``recv_waits``)."""
     s.recv_waits.create(conn, checkfirst=True)
@@ -127,14 +142,9 @@ def _v2_system(conn: sa.Connection, dialect: Dialect) -> None:
 
 def _v3_system(conn: sa.Connection, dialect: Dialect) -> None:
     """The fleet: executor incarnations, served queues and load; the leader lease."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    have = {c["name"] for c in sa.inspect(conn).get_columns("executors", schema=schema)}
-    table = f'"{schema}".executors' if schema else "executors"
-    for name, ddl in (
+    _add_columns(conn, "executors", [
         ("incarnation", "BIGINT NOT NULL DEFAULT 0"), ("queues", "TEXT"), ("running", "INTEGER NOT NULL DEFAULT 0"),
-    ):
-        if name not in have:  # a database created at v1 from today's table definitions has them
-            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+    ])
     s.leader_lease.create(conn, checkfirst=True)
 
 
@@ -146,11 +156,7 @@ def _v4_system(conn: sa.Connection, dialect: Dialect) -> None:
 
 def _v5_system(conn: sa.Connection, dialect: Dialect) -> None:
     """Executors publish their queues' limits (the autoscaling signal)."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    have = {c["name"] for c in sa.inspect(conn).get_columns("executors", schema=schema)}
-    table = f'"{schema}".executors' if schema else "executors"
-    if "queue_specs" not in have:
-        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN queue_specs TEXT"))
+    _add_columns(conn, "executors", [("queue_specs", "TEXT")])
 
 
 _QUEUED = "status IN ('DELAYED', 'ENQUEUED', 'PENDING')"
@@ -159,11 +165,8 @@ _QUEUED = "status IN ('DELAYED', 'ENQUEUED', 'PENDING')"
 def _v6_system(conn: sa.Connection, dialect: Dialect) -> None:
     """Delayed enqueues: ``delay_until_epoch_ms`` and the DELAYED status, which the
     deduplication and queued-listing indexes now cover as well."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
-    table = f'"{schema}".workflow_status' if schema else "workflow_status"
-    if "delay_until_epoch_ms" not in have:
-        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN delay_until_epoch_ms BIGINT"))
+    _add_columns(conn, "workflow_status", [("delay_until_epoch_ms", "BIGINT")])
+    schema = _schema(conn)
     ws = s.workflow_status
     prefix = f'"{schema}".' if schema else ""
     for name in ("ws_queue_dedup", "ws_queued_created", "ws_queue_created"):
@@ -196,11 +199,7 @@ def _v7_system(conn: sa.Connection, dialect: Dialect) -> None:
 
 def _v8_system(conn: sa.Connection, dialect: Dialect) -> None:
     """Steps record how many attempts their outcome took (the console's step timeline)."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    have = {c["name"] for c in sa.inspect(conn).get_columns("operation_outputs", schema=schema)}
-    table = f'"{schema}".operation_outputs' if schema else "operation_outputs"
-    if "attempts" not in have:
-        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN attempts INTEGER"))
+    _add_columns(conn, "operation_outputs", [("attempts", "INTEGER")])
 
 
 def _v9_system(conn: sa.Connection, dialect: Dialect) -> None:
@@ -210,11 +209,7 @@ def _v9_system(conn: sa.Connection, dialect: Dialect) -> None:
 
 def _v10_system(conn: sa.Connection, dialect: Dialect) -> None:
     """DBOS 2.x's workflow attributes: a JSON object per workflow (NULL when it has none)."""
-    schema = (conn.get_execution_options().get("schema_translate_map") or {}).get(None)
-    have = {c["name"] for c in sa.inspect(conn).get_columns("workflow_status", schema=schema)}
-    table = f'"{schema}".workflow_status' if schema else "workflow_status"
-    if "attributes" not in have:
-        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN attributes TEXT"))
+    _add_columns(conn, "workflow_status", [("attributes", "TEXT")])
 
 
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
