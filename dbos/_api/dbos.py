@@ -228,6 +228,7 @@ class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _Reten
         self._pool = WorkflowPool(s.max_executor_threads)
         hub = Hub()
         rt = Runtime(s, sys_db, app_db, REGISTRY, app_version, self._pool, hub, self.logger)
+        rt.note_app_loop()  # launched from async code: recovered and queued async workflows run on its loop
         self._pool.running = rt.running_ids  # named when the interpreter exits with workflows running
         self._runtime = rt
         listened = self._listen_queues
@@ -459,13 +460,15 @@ class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _Reten
     ) -> WorkflowHandleAsync[R]:
         reject_enqueue_options()
         rt = runtime()
+        rt.note_app_loop()
         info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         created = await rt.to_thread(wf.create, rt, call)
         local = await rt.to_thread(wf.claim_for_execution, rt, created)
         if local is not None:
             if info.is_async:
-                asyncio.get_running_loop().create_task(_quiet(wf.execute_async(rt, created, call, local)))
+                coro = wf.execute_async(rt, created, call, local, movable=True)
+                asyncio.get_running_loop().create_task(_quiet(coro))
             else:
                 wf._submit(rt, created, call, local)
         return WorkflowHandleAsync(rt, created.workflow_id)

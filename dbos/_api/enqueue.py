@@ -192,6 +192,7 @@ class _EnqueueMixin:
         """Enqueue ``func`` on the queue named ``queue_name`` (declared here or not), with the
         options of any ``SetEnqueueOptions`` around the call."""
         rt = runtime()
+        rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         return WorkflowHandle(rt, q.enqueue(rt, _queue_spec(rt, queue_name), call))
@@ -201,6 +202,7 @@ class _EnqueueMixin:
         cls, queue_name: str, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
         rt = runtime()
+        rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         spec = _queue_spec(rt, queue_name)
@@ -212,6 +214,7 @@ class _EnqueueMixin:
         application: the workflow may be implemented by another executor; from a workflow
         the enqueue is its recorded child."""
         rt = runtime()
+        rt.note_app_loop()  # called from async code: the workflow runs on its loop
         workflow_id = enqueue_with_options(
             rt, options, args, kwargs, _latest_version(rt), "DBOS.enqueue_workflow_with_options", as_child=True
         )
@@ -222,6 +225,7 @@ class _EnqueueMixin:
         cls, options: EnqueueOptions, *args: Any, **kwargs: Any
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
+        rt.note_app_loop()  # called from async code: the workflow runs on its loop
 
         def run() -> str:
             return enqueue_with_options(

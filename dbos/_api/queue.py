@@ -217,6 +217,7 @@ class Queue:
 
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         rt = runtime()
+        rt.note_app_loop()  # called from async code: the workflow runs on its loop
         workflow_id = q.enqueue(rt, self._enqueue_spec(), self._call(func, args, kwargs))
         return WorkflowHandle(rt, workflow_id)
 
@@ -224,6 +225,7 @@ class Queue:
         self, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
         rt = runtime()
+        rt.note_app_loop()  # the workflow runs on this loop
         call = self._call(func, args, kwargs)
         workflow_id = await rt.to_thread(lambda: q.enqueue(rt, self._enqueue_spec(), call))
         return WorkflowHandleAsync(rt, workflow_id)

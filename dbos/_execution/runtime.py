@@ -36,7 +36,9 @@ class Pool(Protocol):
 
     def submit(self, fn: Callable[[], Any]) -> "concurrent.futures.Future[Any]": ...
 
-    def submit_coro(self, coro: Coroutine[Any, Any, Any]) -> "concurrent.futures.Future[Any]": ...
+    def submit_coro(
+        self, coro: Coroutine[Any, Any, Any], loop: Optional[asyncio.AbstractEventLoop] = None
+    ) -> "concurrent.futures.Future[Any]": ...
 
 
 class CancelFlag:
@@ -241,11 +243,30 @@ class Runtime:
         # Queues stored in the database, as this process last read them (name -> QueueSpec;
         # the poller keeps it current). The claim itself reads their limits afresh.
         self.stored_queues: dict[str, Any] = {}
+        # The application's event loop, where async workflows started here from a queue,
+        # recovery or sync code run (``note_app_loop``); None until one is seen.
+        self._app_loop: Optional[asyncio.AbstractEventLoop] = None
 
     def queue_spec(self, name: str) -> Any:
         """The QueueSpec of a queue declared in code here, else of a stored queue; or None."""
         spec = self.registry.queues.get(name)
         return spec if spec is not None else self.stored_queues.get(name)
+
+    # -- the application's event loop ------------------------------------------
+    def note_app_loop(self) -> None:
+        """The event loop running in this thread, if any, is the application's from now on:
+        called by ``launch()`` and by every call that starts or enqueues a workflow."""
+        try:
+            self._app_loop = asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+
+    def app_loop(self) -> Optional[asyncio.AbstractEventLoop]:
+        """The application's event loop, while it runs (else None: the pool's own loop)."""
+        loop = self._app_loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return None
+        return loop
 
     def request_orphan_sweep(self) -> None:
         self._sweep_requested = True

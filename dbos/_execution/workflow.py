@@ -19,6 +19,7 @@ wait (``_begin``/``_finish`` are the shared bodies).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import time
@@ -612,6 +613,7 @@ def call_direct(rt: Runtime, call: Call) -> Any:
 
 
 async def call_direct_async(rt: Runtime, call: Call) -> Any:
+    rt.note_app_loop()
     slot = take_slot(call, direct=True)  # before the first await (see take_slot)
     created = await rt.to_thread(functools.partial(create, rt, call, direct=True, slot=slot))
     if created.result_recorded is not None:
@@ -662,18 +664,49 @@ def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) ->
     return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
 
 
-async def execute_async(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
-    run = await rt.to_thread(_begin_or_defer, rt, created, call, local)
+async def execute_async(
+    rt: Runtime, created: Created, call: Call, local: LocalExecution, *, movable: bool = False
+) -> Any:
+    """Run an async workflow on the running loop. ``movable``: nobody awaits it here (it
+    was started on the application's loop): if that loop shuts down under it (cancelling
+    its tasks, as ``asyncio.run`` does on return), it goes on on the pool's own loop."""
+    try:
+        run = await rt.to_thread(_begin_or_defer, rt, created, call, local)
+    except asyncio.CancelledError:
+        if movable:
+            _move_to_pool_loop(rt, created, call, local)
+        raise
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
             _denial(call, run)
             result = await call.invoke()
         except BaseException as e:
+            if movable and isinstance(e, asyncio.CancelledError) and _move_to_pool_loop(rt, created, call, local):
+                raise
             await rt.to_thread(_finish, rt, run, local, None, e)
             _raise_as_awaited(run, e)
             raise
         await rt.to_thread(_finish, rt, run, local, result, None)
     return local.outcome.result()  # the recorded outcome (an unserializable result raises, as on replay)
+
+
+def _move_to_pool_loop(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> bool:
+    """The loop an async workflow ran on (the application's) is shutting down: run it again
+    on the pool's own loop, from its recorded steps, still registered here. False if this
+    is no such shutdown (a CancelledError the workflow raised itself), if it was preempted,
+    or if the pool is stopped (DBOS destroyed): it is then interrupted as before."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+: was this task cancelled?
+    if (cancelling is not None and not cancelling()) or local.cancel_event.is_set():
+        return False
+    coro = _swallow_async(execute_async(rt, replace(created, fresh=False), call, local))
+    try:
+        rt.pool.submit_coro(coro)
+    except RuntimeError:
+        coro.close()
+        return False
+    rt.logger.info("workflow %s: its event loop stopped; it goes on on DBOS's own loop", created.workflow_id)
+    return True
 
 
 def _raise_as_awaited(run: WorkflowRun, error: BaseException) -> None:
@@ -716,7 +749,11 @@ def start(rt: Runtime, created: Created, call: Call) -> None:
 
 def _submit(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> None:
     if call.info.is_async:
-        rt.pool.submit_coro(_swallow_async(execute_async(rt, created, call, local)))
+        # On the application's event loop if known (it enqueued the workflow, or launched
+        # DBOS), so loop-bound objects work in it; else on the pool's own loop.
+        loop = rt.app_loop()
+        coro = execute_async(rt, created, call, local, movable=loop is not None)
+        rt.pool.submit_coro(_swallow_async(coro), loop)
     else:
         rt.pool.submit(lambda: _swallow(execute, rt, created, call, local))
 

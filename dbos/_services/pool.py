@@ -1,4 +1,5 @@
-"""The threads that run workflows: a thread pool, and one event loop for async workflows."""
+"""The threads that run workflows: a thread pool, and one event loop for async workflows
+started when the application's loop is not known (``Runtime.app_loop``)."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class WorkflowPool:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
+        self._stopped = False
         # The IDs of the workflows running here (the runtime sets it), for the exit hook.
         self.running: Callable[[], list[str]] = lambda: []
         _register_exit_hook()
@@ -73,7 +75,18 @@ class WorkflowPool:
     def submit(self, fn: Callable[[], Any]) -> "concurrent.futures.Future[Any]":
         return self._executor.submit(fn)
 
-    def submit_coro(self, coro: Coroutine[Any, Any, Any]) -> "concurrent.futures.Future[Any]":
+    def submit_coro(
+        self, coro: Coroutine[Any, Any, Any], loop: Optional[asyncio.AbstractEventLoop] = None
+    ) -> "concurrent.futures.Future[Any]":
+        """Run ``coro`` on ``loop`` (the application's), or on this pool's own loop (a
+        thread started on first use) if none is given or it is closed."""
+        if loop is not None:
+            try:
+                return asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError:  # closed meanwhile
+                pass
+        if self._stopped:
+            raise RuntimeError("the workflow pool is stopped")
         return asyncio.run_coroutine_threadsafe(coro, self._event_loop())
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
@@ -88,6 +101,7 @@ class WorkflowPool:
             return self._loop
 
     def stop(self, wait: bool = False) -> None:
+        self._stopped = True
         _LIVE.discard(self)
         self._executor.shutdown(wait=wait, cancel_futures=True)
         self.blocking.shutdown(wait=False, cancel_futures=True)
