@@ -370,3 +370,66 @@ def test_an_enqueue_refused_by_deduplication_is_a_recorded_step(dbos: Harness, b
     with SetWorkflowID("dedup-parent"):
         assert dedup_parent() == ["before", "refused", "after"]
     assert backend.workflow_count() == 2
+
+
+@DBOS.workflow(name="temp_tests.calls_denied_child")
+def calls_denied_child() -> str:
+    from dbos import DBOSNotAuthorizedError
+
+    try:
+        admin_only()  # refused before it takes a step ID, as in DBOS
+    except DBOSNotAuthorizedError:
+        pass
+    return count("after-denied")  # step 1
+
+
+def test_a_denied_direct_child_takes_no_step_id(dbos: Harness, backend: Backend) -> None:
+    from dbos import DBOSContextSetAuth
+
+    with DBOSContextSetAuth("eve", ["user"]), SetWorkflowID("denied-parent"):
+        assert calls_denied_child() == "after-denied"
+    assert backend.steps("denied-parent") == [(1, "temp_tests.count")]
+    assert backend.workflow_count() == 1
+
+
+release_child = threading.Event()
+child_entered = threading.Event()
+
+
+@DBOS.step(name="temp_tests.block")
+def block() -> None:
+    child_entered.set()
+    release_child.wait(30)
+
+
+@DBOS.workflow(name="temp_tests.slow_child")
+def slow_child() -> str:
+    block()
+    return "slow done"
+
+
+@DBOS.workflow(name="temp_tests.slow_parent")
+def slow_parent() -> list[str]:
+    return [slow_child(), count("after-slow")]  # 1 the child, 2 its getResult, 3
+
+
+def test_a_cancelled_parent_records_no_get_result(dbos: Harness, backend: Backend) -> None:
+    from conftest import eventually
+
+    release_child.clear()
+    child_entered.clear()
+    with SetWorkflowID("slow-parent"):
+        handle = DBOS.start_workflow(slow_parent)
+    assert child_entered.wait(10)
+    DBOS.cancel_workflow("slow-parent")  # while its direct child runs
+    release_child.set()
+    from dbos._api.instance import runtime
+
+    eventually(lambda: backend.status("slow-parent-1") == "SUCCESS")
+    eventually(lambda: "slow-parent" not in runtime().running_ids())  # its execution has stopped
+    # Preempted: the child's outcome is not the parent's step; its resume waits again.
+    assert backend.steps("slow-parent") == [(1, "temp_tests.slow_child")]
+    DBOS.resume_workflow("slow-parent")
+    assert handle.get_result() == ["slow done", "after-slow"]
+    assert backend.steps("slow-parent") == [(1, "temp_tests.slow_child"), (2, "DBOS.getResult"),
+                                            (3, "temp_tests.count")]

@@ -163,9 +163,9 @@ def create(
 ) -> Created:
     """Write (or find) the status row of a workflow about to start or be enqueued.
 
-    ``direct``: the workflow is called as a function, so a caller lacking its required
-    roles is refused here, before anything is written. Started or enqueued, the
-    workflow is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
+    ``direct``: the workflow is called as a function (``call_direct``, which refuses a
+    caller lacking its roles first). Started or enqueued, a workflow whose caller lacks
+    them is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
     ``slot``: the parent's step IDs, taken already (``take_slot``).
     """
     if rt.registry.cleared:
@@ -186,14 +186,12 @@ def create(
         assert recorded.child_workflow_id is not None
         found = _existing(rt, recorded.child_workflow_id, call, slot.parent.auth, slot.parent.deadline_ms)
         return _with_result_step(found, slot)
-    own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
-    auth = parent.auth if parent is not None and own.user is None else own
+    auth = _caller_auth(ctx, parent)
     if call.info.roles is not None and call.info.roles.roles:
         try:
             auth = authorize(call.info.name, call.info.roles.roles, auth)
         except DBOSNotAuthorizedError:
-            if direct:
-                raise
+            pass  # recorded with the caller's auth; its execution ends it ERROR (_denial)
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
     checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
@@ -593,10 +591,25 @@ def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecu
         raise
 
 
+def _caller_auth(ctx: Ctx, parent: Optional[WorkflowRun]) -> Auth:
+    own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
+    return parent.auth if parent is not None and own.user is None else own
+
+
+def refuse_unauthorized(call: Call) -> None:
+    """A direct call by a caller lacking the workflow's required roles raises at once,
+    before it takes a step ID or writes anything (as in DBOS)."""
+    spec = call.info.roles
+    if spec is not None and spec.roles:
+        ctx = context.current()
+        authorize(call.info.name, spec.roles, _caller_auth(ctx, ctx.run if not ctx.in_step else None))
+
+
 def call_direct(rt: Runtime, call: Call) -> Any:
     """A workflow called as a function: create (or find) it, run it here unless it is
     finished or running already (then wait for its outcome), return its result. Called
     from a workflow, the outcome is recorded as the parent's DBOS.getResult step."""
+    refuse_unauthorized(call)
     created = create(rt, call, direct=True)
     if created.result_recorded is not None:
         return replay(created.result_recorded)
@@ -614,6 +627,7 @@ def call_direct(rt: Runtime, call: Call) -> Any:
 
 async def call_direct_async(rt: Runtime, call: Call) -> Any:
     rt.note_app_loop()
+    refuse_unauthorized(call)
     slot = take_slot(call, direct=True)  # before the first await (see take_slot)
     created = await rt.to_thread(functools.partial(create, rt, call, direct=True, slot=slot))
     if created.result_recorded is not None:
@@ -632,10 +646,14 @@ async def call_direct_async(rt: Runtime, call: Call) -> Any:
 
 def _record_result(rt: Runtime, created: Created, started: int, result: Any, error: Optional[Exception]) -> Any:
     """Record a direct child's outcome as its parent's DBOS.getResult step (if it took
-    one), then return it or raise it. A preempted parent or an unreachable database is
-    no outcome: nothing is recorded and the wait runs again on replay."""
+    one), then return it or raise it. A preempted parent (cancelled, or past its
+    deadline) or an unreachable database is no outcome: nothing is recorded and the
+    wait runs again when the parent resumes."""
     parent, fid = created.result_parent, created.result_fid
-    if fid is None or parent is None or isinstance(error, (DBOSWorkflowCancelledError, DBOSDatabaseUnavailableError)):
+    preempted = parent is not None and parent.cancel_event.is_set()
+    if fid is None or parent is None or preempted or isinstance(
+        error, (DBOSWorkflowCancelledError, DBOSDatabaseUnavailableError)
+    ):
         if error is not None:
             raise error
         return result
