@@ -21,9 +21,8 @@ from dbos._execution import workflow as wf
 from dbos._execution.context import Auth, IdBox
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Runtime
-from dbos._storage.dialect import Dialect
 from dbos._wakeups.local import queue_ready
-from dbos.error import DBOSException, DBOSQueueDeduplicatedError
+from dbos.error import DBOSException
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,12 +142,8 @@ def enqueue_with_options(
         token = otel_context.attach(otel)
     try:
         with context.updated(**changes):
-            try:
-                created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields)
-            except Exception as e:
-                if fields["deduplication_id"] is not None and Dialect.is_unique_violation(e):
-                    raise DBOSQueueDeduplicatedError("(not created)", queue_name, fields["deduplication_id"]) from None
-                raise
+            # A deduplication ID already queued: wf.create raises DBOSQueueDeduplicatedError.
+            created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields)
     finally:
         if token is not None:
             from opentelemetry import context as otel_context
