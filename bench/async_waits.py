@@ -247,6 +247,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="give a run up this many seconds (default 60)")
     p.add_argument("--samples", type=int, default=50, help="wake-latency rounds (default 50)")
     p.add_argument("--no-latency", action="store_true", help="skip the wake-latency figures")
+    p.add_argument("--latency-only", action="store_true", help="only the wake-latency figures")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
 
@@ -263,7 +264,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "runs": [],
     }
     try:
-        for kind in KINDS:
+        for kind in () if args.latency_only else KINDS:
             for threads in (CAPPED, None):
                 log(f"{kind}, max_executor_threads={threads or 'default'} ...")
                 r = spawn(url, kind, args.n, threads, args.timeout)
