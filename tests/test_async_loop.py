@@ -124,3 +124,38 @@ def test_a_queued_workflow_outlives_the_app_loop(harness: Harness) -> None:
         APP.clear()
     assert result == (1, False)  # finished elsewhere, its step not run again
     assert calls == [1]
+
+
+@DBOS.workflow()
+async def child_of_pool_workflow() -> bool:
+    return asyncio.get_running_loop() is APP.get("loop")
+
+
+def test_a_workflow_on_the_pools_loop_does_not_become_the_app_loop(harness: Harness) -> None:
+    """A workflow running on the pool's own loop that enqueues does not make that loop the
+    application's: its child runs on the app loop known meanwhile."""
+    started, go = threading.Event(), threading.Event()
+
+    @DBOS.workflow()
+    async def on_pool_loop() -> tuple[str, bool]:
+        started.set()
+        assert await asyncio.to_thread(go.wait, 10)
+        child = await (await queue.enqueue_async(child_of_pool_workflow)).get_result()
+        return threading.current_thread().name, child
+
+    harness.launch()
+    parent = queue.enqueue(on_pool_loop)  # from sync code, no loop known: the pool's loop
+    assert started.wait(10)
+
+    async def main() -> Any:
+        APP["loop"] = asyncio.get_running_loop()
+        APP["event"] = None
+        first = await queue.enqueue_async(on_app_loop)  # this loop is the app's now
+        assert (await first.get_result())[0]
+        go.set()
+        return await asyncio.to_thread(parent.get_result)
+
+    try:
+        assert asyncio.run(asyncio.wait_for(main(), 30)) == ("dbos-async-workflows", True)
+    finally:
+        APP.clear()

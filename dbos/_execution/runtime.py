@@ -40,6 +40,8 @@ class Pool(Protocol):
         self, coro: Coroutine[Any, Any, Any], loop: Optional[asyncio.AbstractEventLoop] = None
     ) -> "concurrent.futures.Future[Any]": ...
 
+    def is_own_loop(self, loop: asyncio.AbstractEventLoop) -> bool: ...
+
 
 class CancelFlag:
     """The part of ``threading.Event`` an execution's cancel flag needs, with the
@@ -257,9 +259,11 @@ class Runtime:
         """The event loop running in this thread, if any, is the application's from now on:
         called by ``launch()`` and by every call that starts or enqueues a workflow."""
         try:
-            self._app_loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
         except RuntimeError:
-            pass
+            return
+        if not self.pool.is_own_loop(loop):  # a workflow on the pool's loop is not the application
+            self._app_loop = loop
 
     def app_loop(self) -> Optional[asyncio.AbstractEventLoop]:
         """The application's event loop, while it runs (else None: the pool's own loop)."""

@@ -89,6 +89,10 @@ class WorkflowPool:
             raise RuntimeError("the workflow pool is stopped")
         return asyncio.run_coroutine_threadsafe(coro, self._event_loop())
 
+    def is_own_loop(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Is ``loop`` this pool's own loop (not the application's)?"""
+        return loop is self._loop
+
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._loop is None:
