@@ -8,8 +8,9 @@ drivers run one:
 - ``run_sync`` runs it in the calling thread, waiting on the waiter's
   ``threading.Event`` (the sync API: the caller's thread waits anyway);
 - ``run_async`` runs each stretch between two ``yield``s in the runtime's
-  blocking pool and waits on the event loop (``Waiter.wait_async``): a waiting
-  async workflow holds no thread, however many wait at once.
+  blocking pool and waits on the event loop: a wake (``Waiter.on_wake``, in the
+  notifying thread) or a loop timer starts the next stretch. A waiting async
+  workflow holds no thread, however many wait at once.
 
 A wait subscribes to its wakeups before it reads the database and polls as the
 fallback, whichever driver runs it (``dbos/_wakeups``).

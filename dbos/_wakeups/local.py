@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import threading
 from typing import Callable, Iterator, Optional
 
 
-def _resolve(future: "asyncio.Future[None]") -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class Waiter:
     """Woken by a notify of one of its keys, from any thread. A thread waits on it
-    with ``wait``; an event loop with ``wait_async`` or a callback (``on_wake``),
-    neither of which holds a thread."""
+    with ``wait``; an event loop through a callback (``on_wake``), holding no thread
+    (``dbos/_execution/waits.py``)."""
 
     __slots__ = ("_event", "_data", "_on_wake")
 
@@ -37,32 +31,6 @@ class Waiter:
         or cleared (None). A wake that came before it is set is not replayed: check
         ``is_set()`` after setting it."""
         self._on_wake = callback
-
-    async def wait_async(self, timeout: float) -> bool:
-        """``wait`` for a task of the running event loop: the loop waits, not a thread."""
-        if self._event.is_set():
-            return True
-        loop = asyncio.get_running_loop()
-        future: "asyncio.Future[None]" = loop.create_future()
-
-        def woken() -> None:
-            try:
-                loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                pass
-
-        self.on_wake(woken)
-        try:
-            if self._event.is_set():  # woken before the callback was there
-                return True
-            timer = loop.call_later(max(0.0, timeout), _resolve, future)
-            try:
-                await future
-            finally:
-                timer.cancel()
-            return self._event.is_set()
-        finally:
-            self.on_wake(None)
 
     def wake(self, key: Optional[str] = None, data: bytes = b"") -> None:
         if key is not None and data:
