@@ -24,7 +24,7 @@ from dbos._config import settings as settings_module
 from dbos._config.settings import load_settings
 from dbos.error import DBOSConfigError
 
-QUEUE = Queue("kw_queue")
+QUEUE = Queue("kw2x_queue")
 
 
 @DBOS.workflow(name="kw_echo")
@@ -214,24 +214,24 @@ def test_client_takes_dbos_2x_keywords(dbos: Harness, backend: Backend) -> None:
 
 def test_enqueue_options_dbos_keys(dbos: Harness, backend: Backend) -> None:
     with DBOSClient(backend.url) as client:
-        h = client.enqueue({"workflow_name": "kw_ledger.who", "queue_name": "kw_queue", "class_name": "kw_ledger",
+        h = client.enqueue({"workflow_name": "kw_ledger.who", "queue_name": "kw2x_queue", "class_name": "kw_ledger",
                             "instance_name": "kw-east"}, 7)
         assert h.get_result() == "kw-east:7"
-        h = client.enqueue({"workflow_name": "kw_whoami", "queue_name": "kw_queue", "authenticated_user": "ann",
+        h = client.enqueue({"workflow_name": "kw_whoami", "queue_name": "kw2x_queue", "authenticated_user": "ann",
                             "authenticated_roles": ["admin", "ops"]})
         assert h.get_result() == ("ann", ["admin", "ops"])
         st = h.get_status()
         assert (st.authenticated_user, st.authenticated_roles) == ("ann", ["admin", "ops"])
-        assert client.enqueue({"workflow_name": "kw_admin_only", "queue_name": "kw_queue",
+        assert client.enqueue({"workflow_name": "kw_admin_only", "queue_name": "kw2x_queue",
                                "authenticated_user": "ann", "authenticated_roles": ["admin"]}).get_result() == "ok"
         with pytest.raises(DBOSException, match="EnqueueOptions has no key 'class_nme' .did you mean 'class_name'"):
-            client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw_queue", "class_nme": "x"}, 1)  # type: ignore[typeddict-unknown-key]
+            client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue", "class_nme": "x"}, 1)  # type: ignore[typeddict-unknown-key]
         with pytest.raises(DBOSNotImplementedError, match="duplication_policy"):
-            client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw_queue", "deduplication_id": "d",
+            client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue", "deduplication_id": "d",
                             "duplication_policy": "return-existing"}, 1)
         for blank in ("", "   "):
             with pytest.raises(DBOSException, match="workflow_id'. must (not be blank|be a non-empty string)"):
-                client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw_queue", "workflow_id": blank}, 1)
+                client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue", "workflow_id": blank}, 1)
     assert backend.workflow_count() == 3  # nothing was written by the refused calls
 
 

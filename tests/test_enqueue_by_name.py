@@ -54,6 +54,18 @@ def test_enqueue_workflow_by_queue_name(dbos: Harness, backend: Backend) -> None
     with SetWorkflowID("byname-elsewhere"):
         DBOS.enqueue_workflow("byname_not_here", byname_double, 1)
     assert backend.status("byname-elsewhere") == "ENQUEUED"
+    # Also after an earlier destroy(destroy_registry=True) (which makes a Queue object used
+    # later register itself again): a queue named only by enqueue_workflow is not served here.
+    from dbos._execution.registry import REGISTRY
+
+    was, REGISTRY.cleared = REGISTRY.cleared, True
+    try:
+        with SetWorkflowID("byname-elsewhere-2"):
+            DBOS.enqueue_workflow("byname_not_here", byname_double, 1)
+    finally:
+        REGISTRY.cleared = was
+    assert "byname_not_here" not in REGISTRY.queues
+    assert backend.status("byname-elsewhere-2") == "ENQUEUED"
     assert DBOS.get_workflow_status("byname-elsewhere").queue_name == "byname_not_here"  # type: ignore[union-attr]
     with pytest.raises(DBOSException, match="queue_name must be a non-empty string"):
         DBOS.enqueue_workflow("", byname_double, 1)

@@ -335,6 +335,9 @@ class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _Reten
             cls._instance = None
         if self is not None:
             self._await_running(workflow_completion_timeout_sec)
+            if self._runtime is not None:  # preempted first: none of them records an outcome from here
+                for workflow_id in self._runtime.running_ids():
+                    self._runtime.preempt_local(workflow_id)
             HOLDER.runtime = None
             self._release(wait=False)
         if destroy_registry:

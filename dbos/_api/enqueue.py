@@ -9,6 +9,7 @@ one; DBOS 2.x keys that need a feature left out here raise ``DBOSNotImplementedE
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar
 
 from dbos._api.context_managers import SetEnqueueOptions
@@ -165,15 +166,15 @@ def _latest_version(rt: Runtime) -> Optional[str]:
     return found[1].get()
 
 
-def _queue_spec(rt: Runtime, queue_name: str) -> q.QueueSpec:
-    """The queue declared under this name here; else one this process does not run (its
-    executors declare it), taking what any queue takes, as a client enqueue does."""
+def _queue_spec(rt: Runtime, queue_name: str) -> tuple[q.QueueSpec, bool]:
+    """The queue declared under this name here (True); else one this process does not run
+    (False: its executors declare it), taking what any queue takes, as a client enqueue does."""
     checks.identifier("queue_name", queue_name)
     spec = rt.queue_spec(queue_name)  # declared in code here, or stored (as last read)
     if spec is not None:
-        return spec  # type: ignore[no-any-return]
+        return spec, True
     partitioned = (context.current().enqueue or _NO_OPTIONS).queue_partition_key is not None
-    return q.QueueSpec(queue_name, None, None, None, None, True, partitioned, 1.0)
+    return q.QueueSpec(queue_name, None, None, None, None, True, partitioned, 1.0), False
 
 
 _NO_OPTIONS = context.EnqueueOptions()
@@ -190,7 +191,8 @@ class _EnqueueMixin:
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        return WorkflowHandle(rt, q.enqueue(rt, _queue_spec(rt, queue_name), call))
+        spec, served_here = _queue_spec(rt, queue_name)
+        return WorkflowHandle(rt, q.enqueue(rt, spec, call, served_here=served_here))
 
     @classmethod
     async def enqueue_workflow_async(
@@ -200,8 +202,9 @@ class _EnqueueMixin:
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        spec = _queue_spec(rt, queue_name)
-        return WorkflowHandleAsync(rt, await rt.to_thread(q.enqueue, rt, spec, call))
+        spec, served_here = _queue_spec(rt, queue_name)
+        workflow_id = await rt.to_thread(functools.partial(q.enqueue, rt, spec, call, served_here=served_here))
+        return WorkflowHandleAsync(rt, workflow_id)
 
     @classmethod
     def enqueue_workflow_with_options(cls, options: EnqueueOptions, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Optional
 
+from dbos._execution import context
 from dbos._execution.runtime import Runtime
 from dbos.error import DBOSException
 
@@ -26,6 +27,11 @@ HOLDER = _Holder()
 def runtime() -> Runtime:
     rt = HOLDER.runtime
     if rt is None:
+        run = context.current().run
+        if run is not None:
+            # A workflow still running while DBOS is destroyed: its own runtime, whose
+            # next step preempts it (it stays PENDING), never an error it would record.
+            return run.runtime
         raise DBOSException(
             "DBOS is not launched: call DBOS(config=...) and DBOS.launch() before running workflows"
         )

@@ -104,9 +104,11 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
     return fields
 
 
-def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call) -> str:
-    """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID."""
-    if rt.registry.cleared and not spec.stored:
+def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call, *, served_here: bool = True) -> str:
+    """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID.
+    ``served_here`` False: a queue this process does not declare (enqueued by name for the
+    executors that do), never re-registered here."""
+    if rt.registry.cleared and served_here and not spec.stored:
         rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
