@@ -66,17 +66,24 @@ def main() -> None:
     else:
         handles = [WORK_Q.enqueue(lq_task, i) for i in range(int(SPEC["count"]))]
         results = [h.get_result() for h in handles]
-        (DIR / "results.json").write_text(json.dumps(results))
+        _write(DIR / "results.json", results)
         while not (DIR / "go-internal").exists() and not stop.is_set():
             time.sleep(0.05)
         forked = DBOS.fork_workflow(handles[0].workflow_id, 2)
         result = forked.get_result()
         status = DBOS.get_workflow_status(forked.workflow_id)
-        (DIR / "fork.json").write_text(json.dumps({
+        _write(DIR / "fork.json", {
             "result": result, "executor_id": status.executor_id if status else None,
             "queue_name": status.queue_name if status else None,
-        }))
+        })
     DBOS.destroy()
+
+
+def _write(path: Path, value: object) -> None:
+    """Whole or not at all: the test polls for the file and reads it at once."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
