@@ -165,7 +165,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
     # -- handles, messages, events ------------------------------------------------
     def retrieve_workflow(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
         """As ``DBOS.retrieve_workflow``: ``existing_workflow=False`` returns at once."""
-        from dbos._api.dbos import _check_exists
+        from dbos._api.management import _check_exists
 
         if existing_workflow:
             _check_exists(self._rt, workflow_id)

@@ -7,7 +7,6 @@ Every method here is a few lines that delegate to ``_execution`` (rules) or
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import (
@@ -16,12 +15,10 @@ from typing import (
     Callable,
     ClassVar,
     Coroutine,
-    Dict,
     List,
     Optional,
     ParamSpec,
     TypeVar,
-    Union,
 )
 
 import sqlalchemy as sa
@@ -33,18 +30,18 @@ from dbos._api.context_managers import reject_enqueue_options
 from dbos._api.enqueue import _EnqueueMixin
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
-from dbos._api.retention import _RetentionMixin, check_send_options
+from dbos._api.management import _ManagementMixin
+from dbos._api.messages import _MessagesMixin
+from dbos._api.retention import _RetentionMixin
 from dbos._api.schedules import _SchedulesMixin
 from dbos._api.stored_queues import _QueuesMixin
 from dbos._config.settings import DBOSConfig, Settings, load_settings
-from dbos._execution import context, fleet, management, messaging, schedules, versions
+from dbos._execution import context, fleet, schedules, versions
 from dbos._execution import workflow as wf
-from dbos._execution.checks import identifier
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._execution.runtime import Runtime, now_ms
-from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus
-from dbos._execution.waits import run_async
+from dbos._execution.status import StepStatus
 from dbos._services.base import Service
 from dbos._services.canceller import Canceller
 from dbos._services.heartbeat import Heartbeat
@@ -60,7 +57,7 @@ from dbos._telemetry.logs import LOGGER_NAME, configure
 from dbos._wakeups.hub import Hub
 from dbos._wakeups.local import queue_ready
 from dbos._wakeups.redis_bridge import namespace_for
-from dbos.error import DBOSException, DBOSInitializationError, DBOSNonExistentWorkflowError
+from dbos.error import DBOSException, DBOSInitializationError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -138,8 +135,8 @@ def _auth() -> context.Auth:
     return own
 
 
-class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _RetentionMixin, _QueuesMixin,
-           metaclass=_DBOSMeta):
+class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin,
+           _RetentionMixin, _QueuesMixin, metaclass=_DBOSMeta):
     """The durable-execution runtime of this process (one per process)."""
 
     _instance: ClassVar[Optional["DBOS"]] = None
@@ -476,268 +473,6 @@ class DBOS(_CallsMixin, _EnqueueMixin, _AttributesMixin, _SchedulesMixin, _Reten
                 wf._submit(rt, created, call, local)
         return WorkflowHandleAsync(rt, created.workflow_id)
 
-    # -- messages, events, sleep ----------------------------------------------
-    @classmethod
-    def send(cls, destination_id: str, message: Any, topic: Optional[str] = None, *,
-             idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
-        """Send ``message`` to a workflow. ``idempotency_key``: one delivery per key and
-        destination, however often the send is repeated (docs/decisions.md)."""
-        check_not_async("send")
-        check_send_options(dbos_only)
-        messaging.send(runtime(), destination_id, message, topic, idempotency_key)
-
-    @classmethod
-    async def send_async(cls, destination_id: str, message: Any, topic: Optional[str] = None, *,
-                         idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
-        check_send_options(dbos_only)
-        rt = runtime()
-        await rt.to_thread(messaging.send, rt, destination_id, message, topic, idempotency_key)
-
-    @classmethod
-    def recv(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
-        check_not_async("recv")
-        return messaging.recv(runtime(), topic, timeout_seconds)
-
-    @classmethod
-    async def recv_async(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
-        rt = runtime()
-        return await run_async(rt, messaging.recv_wait(rt, topic, timeout_seconds))
-
-    @classmethod
-    def set_event(cls, key: str, value: Any) -> None:
-        check_not_async("set_event")
-        messaging.set_event(runtime(), key, value)
-
-    @classmethod
-    async def set_event_async(cls, key: str, value: Any) -> None:
-        rt = runtime()
-        await rt.to_thread(messaging.set_event, rt, key, value)
-
-    @classmethod
-    def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
-        check_not_async("get_event")
-        return messaging.get_event(runtime(), workflow_id, key, timeout_seconds)
-
-    @classmethod
-    async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
-        rt = runtime()
-        return await run_async(rt, messaging.get_event_wait(rt, workflow_id, key, timeout_seconds))
-
-    @classmethod
-    def sleep(cls, seconds: float) -> None:
-        check_not_async("sleep")
-        messaging.sleep(maybe_runtime(), seconds)
-
-    @classmethod
-    async def sleep_async(cls, seconds: float) -> None:
-        rt = maybe_runtime()
-        if rt is None:
-            messaging.sleep(None, seconds)  # raises: only a workflow sleeps durably
-            return
-        await run_async(rt, messaging.sleep_wait(rt, seconds))
-
-    # -- workflow management ----------------------------------------------------
-    @classmethod
-    def list_workflows(
-        cls,
-        *,
-        workflow_ids: Optional[List[str]] = None,
-        status: Optional[Union[str, List[str]]] = None,
-        start_time: Optional[str] = None,
-        end_time: Optional[str] = None,
-        completed_after: Optional[str] = None,
-        completed_before: Optional[str] = None,
-        dequeued_after: Optional[str] = None,
-        dequeued_before: Optional[str] = None,
-        name: Optional[Union[str, List[str]]] = None,
-        app_version: Optional[Union[str, List[str]]] = None,
-        forked_from: Optional[Union[str, List[str]]] = None,
-        parent_workflow_id: Optional[Union[str, List[str]]] = None,
-        user: Optional[Union[str, List[str]]] = None,
-        queue_name: Optional[Union[str, List[str]]] = None,
-        limit: Optional[int] = None,
-        offset: Optional[int] = None,
-        sort_desc: bool = False,
-        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
-        load_input: bool = True,
-        load_output: bool = True,
-        executor_id: Optional[Union[str, List[str]]] = None,
-        queues_only: bool = False,
-        has_parent: Optional[bool] = None,
-        attributes: Optional[Dict[str, Any]] = None,
-    ) -> List[WorkflowStatus]:
-        """Workflows matching every filter given; a list filter matches any of its values.
-        ``queues_only``: as ``list_queued_workflows``."""
-        f = management.workflow_filter(
-            workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
-            app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
-            workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
-            completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
-            dequeued_before=dequeued_before, queued_only=bool(queues_only),
-        )
-        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
-
-    @classmethod
-    async def list_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
-        return await runtime().to_thread(lambda: cls.list_workflows(**kwargs))
-
-    @classmethod
-    def list_queued_workflows(
-        cls,
-        *,
-        workflow_ids: Optional[List[str]] = None,
-        queue_name: Optional[Union[str, List[str]]] = None,
-        status: Optional[Union[str, List[str]]] = None,
-        start_time: Optional[str] = None,
-        end_time: Optional[str] = None,
-        dequeued_after: Optional[str] = None,
-        dequeued_before: Optional[str] = None,
-        name: Optional[Union[str, List[str]]] = None,
-        app_version: Optional[Union[str, List[str]]] = None,
-        forked_from: Optional[Union[str, List[str]]] = None,
-        parent_workflow_id: Optional[Union[str, List[str]]] = None,
-        user: Optional[Union[str, List[str]]] = None,
-        limit: Optional[int] = None,
-        offset: Optional[int] = None,
-        sort_desc: bool = False,
-        workflow_id_prefix: Optional[Union[str, List[str]]] = None,
-        load_input: bool = True,
-        load_output: bool = True,
-        executor_id: Optional[Union[str, List[str]]] = None,
-        has_parent: Optional[bool] = None,
-        attributes: Optional[Dict[str, Any]] = None,
-    ) -> List[WorkflowStatus]:
-        """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
-        filters of ``list_workflows``."""
-        f = management.workflow_filter(
-            workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
-            end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
-            sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
-            forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
-            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
-        )
-        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
-
-    @classmethod
-    async def list_queued_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
-        return await runtime().to_thread(lambda: cls.list_queued_workflows(**kwargs))
-
-    @classmethod
-    def cancel_workflow(cls, workflow_id: str) -> None:
-        management.cancel(runtime(), workflow_id)
-
-    @classmethod
-    async def cancel_workflow_async(cls, workflow_id: str) -> None:
-        rt = runtime()
-        await rt.to_thread(management.cancel, rt, workflow_id)
-
-    @classmethod
-    def resume_workflow(cls, workflow_id: str, *, queue_name: Optional[str] = None) -> WorkflowHandle[Any]:
-        rt = runtime()
-        return WorkflowHandle(rt, management.resume(rt, workflow_id, queue_name))
-
-    @classmethod
-    async def resume_workflow_async(
-        cls, workflow_id: str, *, queue_name: Optional[str] = None
-    ) -> WorkflowHandleAsync[Any]:
-        rt = runtime()
-        return WorkflowHandleAsync(rt, await rt.to_thread(management.resume, rt, workflow_id, queue_name))
-
-    @classmethod
-    def fork_workflow(
-        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
-        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
-    ) -> WorkflowHandle[Any]:
-        rt = runtime()
-        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version, timeout_seconds,
-                                                  queue_name, queue_partition_key))
-
-    @classmethod
-    async def fork_workflow_async(
-        cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
-        queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
-    ) -> WorkflowHandleAsync[Any]:
-        rt = runtime()
-        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version, timeout_seconds,
-                                    queue_name, queue_partition_key)
-        return WorkflowHandleAsync(rt, new_id)
-
-    @classmethod
-    def list_workflow_steps(
-        cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
-    ) -> List[StepInfo]:
-        return management.list_steps(runtime(), workflow_id, load_output=load_output, limit=limit, offset=offset)
-
-    @classmethod
-    async def list_workflow_steps_async(
-        cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
-    ) -> List[StepInfo]:
-        rt = runtime()
-        return await rt.to_thread(
-            functools.partial(management.list_steps, rt, workflow_id, load_output=load_output, limit=limit,
-                              offset=offset)
-        )
-
-    @classmethod
-    def retrieve_workflow(cls, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
-        """A handle on the workflow; ``existing_workflow=False``: at once, even before the
-        workflow exists (its ``get_result`` then waits for it to be created)."""
-        check_not_async("retrieve_workflow")
-        rt = runtime()
-        if existing_workflow:
-            _check_exists(rt, workflow_id)
-        return WorkflowHandle(rt, workflow_id, await_creation=not existing_workflow)
-
-    @classmethod
-    async def retrieve_workflow_async(
-        cls, workflow_id: str, existing_workflow: bool = True
-    ) -> WorkflowHandleAsync[Any]:
-        rt = runtime()
-        if existing_workflow:
-            await rt.to_thread(_check_exists, rt, workflow_id)
-        return WorkflowHandleAsync(rt, workflow_id, await_creation=not existing_workflow)
-
-    @classmethod
-    def register_instance(cls, inst: object) -> None:
-        """Register an instance whose methods are workflows under its ``config_name`` (a
-        DBOSConfiguredInstance does this itself when constructed), as DBOS 2.x."""
-        classes.register_instance(inst)
-
-    # -- application versions (DBOS 2.x) ------------------------------------------
-    @classmethod
-    def list_application_versions(cls) -> List[versions.VersionInfo]:
-        """Every version an executor launched with, the latest first."""
-        return versions.list_versions(runtime().sys_db)
-
-    @classmethod
-    def get_latest_application_version(cls) -> Optional[versions.VersionInfo]:
-        """The version new work that names none goes to (from clients)."""
-        return versions.latest(runtime().sys_db)
-
-    @classmethod
-    def set_latest_application_version(cls, version_name: str) -> None:
-        """Promote a registered version to latest (an older one: a rollback)."""
-        versions.set_latest(runtime().sys_db, version_name)
-
-    @classmethod
-    async def list_application_versions_async(cls) -> List[versions.VersionInfo]:
-        rt = runtime()
-        return await rt.to_thread(versions.list_versions, rt.sys_db)
-
-    @classmethod
-    async def get_latest_application_version_async(cls) -> Optional[versions.VersionInfo]:
-        rt = runtime()
-        return await rt.to_thread(versions.latest, rt.sys_db)
-
-    @classmethod
-    async def set_latest_application_version_async(cls, version_name: str) -> None:
-        rt = runtime()
-        await rt.to_thread(versions.set_latest, rt.sys_db, version_name)
-
-
 def wakeup_namespace(s: Settings) -> str:
     """Redis channel prefix: one namespace per system database and schema."""
     return namespace_for(s.system_database_url, s.schema)
@@ -748,12 +483,6 @@ async def _quiet(coro: Coroutine[Any, Any, Any]) -> None:
         await coro
     except BaseException:
         pass
-
-
-def _check_exists(rt: Runtime, workflow_id: str) -> None:
-    identifier("workflow_id", workflow_id)  # NUL or an over-long ID: a clear error, not the driver's
-    if rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id)) is None:
-        raise DBOSNonExistentWorkflowError(workflow_id)
 
 
 __all__ = ["DBOS", "now_ms"]
