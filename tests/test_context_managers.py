@@ -174,7 +174,9 @@ def test_set_workflow_id_is_taken_by_the_parent_only(dbos: Harness) -> None:
     parent_id = wid("parent")
     with SetWorkflowID(parent_id):
         children = two_children()
-    assert children == [f"{parent_id}-1", f"{parent_id}-2"]
+    # Each direct child call takes two step IDs (its start and its DBOS.getResult), as in
+    # DBOS 2.x, so the second child is step 3.
+    assert children == [f"{parent_id}-1", f"{parent_id}-3"]
 
 
 def test_context_restored_after_an_exception(dbos: Harness) -> None:
