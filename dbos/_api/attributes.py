@@ -5,10 +5,9 @@ recorded step (``DBOS.updateWorkflowAttributes``), so a replay does not repeat i
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Dict, Optional
 
-from dbos._api.handles import _as_step
+from dbos._api.handles import _as_step, as_step_async
 from dbos._api.instance import runtime
 from dbos._execution import context, management
 from dbos._execution.runtime import Runtime
@@ -26,9 +25,7 @@ class _AttributesMixin:
     @classmethod
     async def update_workflow_attributes_async(cls, workflow_id: str, attributes: Optional[Dict[str, Any]]) -> None:
         rt = runtime()
-        await rt.to_thread(functools.partial(
-            _as_step, rt, _STEP, None, lambda: management.set_attributes(rt, workflow_id, attributes)
-        ))
+        await as_step_async(rt, _STEP, None, lambda: management.set_attributes(rt, workflow_id, attributes))
 
 
 class ClientAttributesMixin:

@@ -20,6 +20,7 @@ from dbos._api.handles import (
     WorkflowHandleAsync,
     _as_step,
     _poll_interval,
+    as_step_async,
     as_step_wait,
     get_status,
 )
@@ -105,8 +106,7 @@ class _CallsMixin:
     @classmethod
     async def get_workflow_status_async(cls, workflow_id: str) -> Optional[WorkflowStatus]:
         rt = runtime()
-        return await rt.to_thread(functools.partial(_as_step, rt, "DBOS.getStatus", workflow_id,
-                                                    lambda: get_status(rt, workflow_id)))
+        return await as_step_async(rt, "DBOS.getStatus", workflow_id, lambda: get_status(rt, workflow_id))  # type: ignore[no-any-return]
 
     @classmethod
     def get_result(cls, workflow_id: str) -> Any:
@@ -121,7 +121,8 @@ class _CallsMixin:
     async def get_result_async(cls, workflow_id: str) -> Any:
         rt = runtime()
         return await run_async(rt, as_step_wait(
-            rt, "DBOS.getResult", workflow_id, lambda: results.result_wait(rt, workflow_id, await_creation=True)
+            rt, "DBOS.getResult", workflow_id, lambda: results.result_wait(rt, workflow_id, await_creation=True),
+            steps.reserve(),
         ))
 
     @classmethod
@@ -134,9 +135,7 @@ class _CallsMixin:
     @classmethod
     async def get_all_events_async(cls, workflow_id: str) -> Dict[str, Any]:
         rt = runtime()
-        return await rt.to_thread(functools.partial(
-            _as_step, rt, "DBOS.get_events", None, lambda: messaging.get_all_events(rt, workflow_id)
-        ))
+        return await as_step_async(rt, "DBOS.get_events", None, lambda: messaging.get_all_events(rt, workflow_id))  # type: ignore[no-any-return]
 
     @classmethod
     def wait_first(
@@ -158,9 +157,9 @@ class _CallsMixin:
         ids = _distinct_ids(handles)
         poll = _poll_interval(polling_interval_sec)
         rt = runtime()
-        first = await run_async(
-            rt, as_step_wait(rt, "DBOS.waitFirst", None, lambda: results.first_wait(rt, ids, None, poll))
-        )
+        first = await run_async(rt, as_step_wait(
+            rt, "DBOS.waitFirst", None, lambda: results.first_wait(rt, ids, None, poll), steps.reserve()
+        ))
         return handles[ids.index(first)]
 
     @classmethod

@@ -7,6 +7,7 @@ Every method here is a few lines that delegate to ``_execution`` (rules) or
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import (
@@ -42,6 +43,7 @@ from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import StepStatus
+from dbos._execution.step import reserve
 from dbos._services.base import Service
 from dbos._services.canceller import Canceller
 from dbos._services.heartbeat import Heartbeat
@@ -463,7 +465,8 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
         rt.note_app_loop()
         info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        created = await rt.to_thread(wf.create, rt, call)
+        # Its step ID in the calling workflow taken here, before the first await (step.reserve).
+        created = await rt.to_thread(functools.partial(wf.create, rt, call, reserved=reserve()))
         local = await rt.to_thread(wf.claim_for_execution, rt, created)
         if local is not None:
             if info.is_async:

@@ -22,6 +22,7 @@ from dbos._execution import workflow as wf
 from dbos._execution.context import Auth, IdBox
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Runtime
+from dbos._execution.step import Reserved, reserve
 from dbos._wakeups.local import queue_ready
 from dbos.error import DBOSException
 
@@ -85,11 +86,11 @@ def _noop() -> None:
 
 def enqueue_with_options(
     rt: Runtime, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any],
-    latest_version: Optional[str], caller: str, *, as_child: bool = False,
+    latest_version: Optional[str], caller: str, *, as_child: bool = False, reserved: Optional[Reserved] = None,
 ) -> str:
     """Write the ENQUEUED row ``options`` describe; return its workflow ID. ``as_child``:
     called from a workflow, the enqueue is that workflow's recorded child (a replay finds
-    it); a client's never is."""
+    it; ``reserved``: its step ID, taken by an async caller on its task); a client's never is."""
     _check_keys(options, caller)
     workflow_name, queue_name = options.get("workflow_name"), options.get("queue_name")
     if not isinstance(workflow_name, str) or not workflow_name.strip():
@@ -144,7 +145,7 @@ def enqueue_with_options(
     try:
         with context.updated(**changes):
             # A deduplication ID already queued: wf.create raises DBOSQueueDeduplicatedError.
-            created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields)
+            created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields, reserved=reserved)
     finally:
         if token is not None:
             from opentelemetry import context as otel_context
@@ -203,7 +204,10 @@ class _EnqueueMixin:
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         spec, served_here = _queue_spec(rt, queue_name)
-        workflow_id = await rt.to_thread(functools.partial(q.enqueue, rt, spec, call, served_here=served_here))
+        reserved = reserve()  # its step ID in the calling workflow: taken before the first await
+        workflow_id = await rt.to_thread(
+            functools.partial(q.enqueue, rt, spec, call, served_here=served_here, reserved=reserved)
+        )
         return WorkflowHandleAsync(rt, workflow_id)
 
     @classmethod
@@ -224,10 +228,12 @@ class _EnqueueMixin:
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
+        reserved = reserve()  # its step ID in the calling workflow: taken before the first await
 
         def run() -> str:
             return enqueue_with_options(
-                rt, options, args, kwargs, _latest_version(rt), "DBOS.enqueue_workflow_with_options", as_child=True
+                rt, options, args, kwargs, _latest_version(rt), "DBOS.enqueue_workflow_with_options", as_child=True,
+                reserved=reserved,
             )
 
         return WorkflowHandleAsync(rt, await rt.to_thread(run))

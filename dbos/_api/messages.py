@@ -1,7 +1,8 @@
 """DBOS's messages, events and durable sleep: ``send``, ``recv``, ``set_event``,
 ``get_event``, ``sleep`` and their ``_async`` forms (``DBOS`` inherits them). Each is a
 few lines over ``_execution/messaging.py``; the async waits hold no thread
-(``_execution/waits.py``)."""
+(``_execution/waits.py``). Each ``_async`` form takes its step IDs on the calling task,
+before its first await (``step.reserve``): concurrent calls number in call order."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dbos._api.calls import check_not_async
 from dbos._api.instance import maybe_runtime, runtime
 from dbos._api.retention import check_send_options
 from dbos._execution import messaging
+from dbos._execution.step import reserve
 from dbos._execution.waits import run_async
 
 
@@ -29,7 +31,7 @@ class _MessagesMixin:
                          idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
         check_send_options(dbos_only)
         rt = runtime()
-        await rt.to_thread(messaging.send, rt, destination_id, message, topic, idempotency_key)
+        await rt.to_thread(messaging.send, rt, destination_id, message, topic, idempotency_key, reserve())
 
     @classmethod
     def recv(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
@@ -39,7 +41,7 @@ class _MessagesMixin:
     @classmethod
     async def recv_async(cls, topic: Optional[str] = None, timeout_seconds: float = 60) -> Any:
         rt = runtime()
-        return await run_async(rt, messaging.recv_wait(rt, topic, timeout_seconds))
+        return await run_async(rt, messaging.recv_wait(rt, topic, timeout_seconds, reserve(2)))
 
     @classmethod
     def set_event(cls, key: str, value: Any) -> None:
@@ -49,7 +51,7 @@ class _MessagesMixin:
     @classmethod
     async def set_event_async(cls, key: str, value: Any) -> None:
         rt = runtime()
-        await rt.to_thread(messaging.set_event, rt, key, value)
+        await rt.to_thread(messaging.set_event, rt, key, value, reserve())
 
     @classmethod
     def get_event(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
@@ -59,7 +61,7 @@ class _MessagesMixin:
     @classmethod
     async def get_event_async(cls, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         rt = runtime()
-        return await run_async(rt, messaging.get_event_wait(rt, workflow_id, key, timeout_seconds))
+        return await run_async(rt, messaging.get_event_wait(rt, workflow_id, key, timeout_seconds, reserve(2)))
 
     @classmethod
     def sleep(cls, seconds: float) -> None:
@@ -72,4 +74,4 @@ class _MessagesMixin:
         if rt is None:
             messaging.sleep(None, seconds)  # raises: only a workflow sleeps durably
             return
-        await run_async(rt, messaging.sleep_wait(rt, seconds))
+        await run_async(rt, messaging.sleep_wait(rt, seconds, reserve()))

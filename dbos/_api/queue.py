@@ -21,6 +21,7 @@ from dbos._execution import stored_queues as sq
 from dbos._execution import workflow as wf
 from dbos._execution.registry import REGISTRY
 from dbos._execution.runtime import Runtime
+from dbos._execution.step import reserve
 from dbos._execution.stored_queues import QueueArgumentError
 from dbos.error import DBOSException
 
@@ -227,7 +228,8 @@ class Queue:
         rt = runtime()
         rt.note_app_loop()  # the workflow runs on this loop
         call = self._call(func, args, kwargs)
-        workflow_id = await rt.to_thread(lambda: q.enqueue(rt, self._enqueue_spec(), call))
+        reserved = reserve()  # its step ID in the calling workflow: taken before the first await
+        workflow_id = await rt.to_thread(lambda: q.enqueue(rt, self._enqueue_spec(), call, reserved=reserved))
         return WorkflowHandleAsync(rt, workflow_id)
 
     def __repr__(self) -> str:

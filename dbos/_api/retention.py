@@ -9,6 +9,7 @@ from dbos._api.calls import check_not_async
 from dbos._api.instance import runtime
 from dbos._execution import messaging, retention
 from dbos._execution.runtime import Runtime
+from dbos._execution.step import Reserved, reserve
 from dbos.error import DBOSException
 
 
@@ -38,9 +39,10 @@ def check_send_options(options: dict[str, Any]) -> None:
         raise TypeError(f"send() got an unexpected keyword argument {key!r}")
 
 
-def send_bulk(rt: Runtime, messages: List[SendMessage]) -> None:
+def send_bulk(rt: Runtime, messages: List[SendMessage], reserved: Optional[Reserved] = None) -> None:
     """Every message, in order, as ``send`` would (inside a workflow each is a recorded
-    step, so a replay sends none twice). All are checked before any is sent."""
+    step, so a replay sends none twice). All are checked before any is sent.
+    ``reserved``: their step IDs, taken by ``send_bulk_async`` on the calling task."""
     if isinstance(messages, dict) or not isinstance(messages, (list, tuple)):
         raise DBOSException(f"send_bulk takes a list of messages, got {messages!r}")
     for m in messages:
@@ -55,7 +57,7 @@ def send_bulk(rt: Runtime, messages: List[SendMessage]) -> None:
     if repeated:
         raise DBOSException(f"send_bulk received duplicate idempotency keys: {', '.join(repeated)}")
     for m in messages:
-        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"))
+        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"), reserved)
 
 
 class _RetentionMixin:
@@ -95,7 +97,9 @@ class _RetentionMixin:
     @classmethod
     async def send_bulk_async(cls, messages: List[SendMessage]) -> None:
         rt = runtime()
-        await rt.to_thread(send_bulk, rt, messages)
+        # One step ID per message, taken before the first await (step.reserve).
+        reserved = reserve(len(messages)) if isinstance(messages, (list, tuple)) else None
+        await rt.to_thread(send_bulk, rt, messages, reserved)
 
 
 class ClientRetentionMixin:

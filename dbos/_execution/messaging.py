@@ -25,7 +25,7 @@ from dbos._execution.ids import new_id
 from dbos._execution.registry import INTERNAL_WORKFLOWS, TEMP_PREFIX, WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
-from dbos._execution.step import durable_run, lookup, record, recorded_elsewhere, replay
+from dbos._execution.step import Reserved, durable_run, record, recorded_elsewhere, replay, take
 from dbos._execution.waits import Wait, run_sync
 from dbos._storage import messages
 from dbos._storage.messages import workflow_exists
@@ -56,9 +56,9 @@ def _require_workflow(what: str) -> WorkflowRun:
     return run
 
 
-def _durable_deadline(rt: Runtime, run: WorkflowRun, seconds: float) -> float:
+def _durable_deadline(rt: Runtime, run: WorkflowRun, seconds: float, reserved: Optional[Reserved] = None) -> float:
     """Record (or replay) the absolute wake-up time of a wait: epoch seconds."""
-    fid, recorded = lookup(run, "DBOS.sleep")
+    fid, recorded = take(run, "DBOS.sleep", reserved)
     if recorded is not None:
         return float(replay(recorded))
     end = time.time() + seconds
@@ -86,8 +86,10 @@ def _wait(rt: Runtime, waiter: Waiter, run: Optional[WorkflowRun], end: float) -
 
 
 def send(
-    rt: Runtime, destination_id: str, message: Any, topic: Optional[str], idempotency_key: Optional[str] = None
+    rt: Runtime, destination_id: str, message: Any, topic: Optional[str], idempotency_key: Optional[str] = None,
+    reserved: Optional[Reserved] = None,
 ) -> None:
+    """``reserved``: its step ID, taken by ``send_async`` on the calling task (``step.reserve``)."""
     checks.identifier("destination_id", destination_id)
     topic_key = _topic(topic)
     if idempotency_key is not None:
@@ -113,7 +115,7 @@ def send(
     if run is None:
         sender, message_id = None, new_id()
     else:
-        fid, recorded = lookup(run, "DBOS.send")
+        fid, recorded = take(run, "DBOS.send", reserved)
         if recorded is not None:
             return
         sender, message_id = (run.workflow_id, fid), f"{run.workflow_id}-{fid}"
@@ -164,19 +166,22 @@ def recv(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Any:
     return run_sync(recv_wait(rt, topic, timeout_seconds))
 
 
-def recv_wait(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Wait[Any]:
-    """``recv`` as a wait (``dbos/_execution/waits.py``): ``DBOS.recv_async`` holds no thread."""
+def recv_wait(
+    rt: Runtime, topic: Optional[str], timeout_seconds: float, reserved: Optional[Reserved] = None
+) -> Wait[Any]:
+    """``recv`` as a wait (``dbos/_execution/waits.py``): ``DBOS.recv_async`` holds no thread.
+    ``reserved``: its two step IDs (the recv's, its deadline's), taken on the calling task."""
     run = _require_workflow("DBOS.recv")
     topic_key = _topic(topic)
     seconds = _timeout(timeout_seconds)
-    fid, recorded = lookup(run, "DBOS.recv")
+    fid, recorded = take(run, "DBOS.recv", reserved)
     if recorded is not None:
-        _skip_deadline(run)
+        _skip_deadline(run, reserved)
         return replay(recorded)
     if rt.sys_db.dialect.is_sqlite:
-        end = _durable_deadline(rt, run, seconds)
+        end = _durable_deadline(rt, run, seconds, reserved)
     else:
-        end = _recv_deadline(rt, run, fid, topic_key, seconds)
+        end = _recv_deadline(rt, run, fid, topic_key, seconds, reserved)
     wid = run.workflow_id
     key = keys.message(wid, topic_key)
 
@@ -199,10 +204,12 @@ def recv_wait(rt: Runtime, topic: Optional[str], timeout_seconds: float) -> Wait
                 return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
 
 
-def _recv_deadline(rt: Runtime, run: WorkflowRun, recv_fid: int, topic: str, seconds: float) -> float:
+def _recv_deadline(
+    rt: Runtime, run: WorkflowRun, recv_fid: int, topic: str, seconds: float, reserved: Optional[Reserved]
+) -> float:
     """PostgreSQL: the recv's deadline (recorded or replayed, as ``_durable_deadline``),
     and its wait registered in the same statement, so senders can hand it a message."""
-    dfid, recorded = lookup(run, "DBOS.sleep")
+    dfid, recorded = take(run, "DBOS.sleep", reserved)
     if recorded is not None:
         messages.register_recv(rt.sys_db, run.workflow_id, topic, recv_fid, None, now_ms())
         return float(replay(recorded))
@@ -213,15 +220,16 @@ def _recv_deadline(rt: Runtime, run: WorkflowRun, recv_fid: int, topic: str, sec
     return float(replay(recorded_elsewhere(rt, run.workflow_id, dfid)))
 
 
-def _skip_deadline(run: WorkflowRun) -> None:
+def _skip_deadline(run: WorkflowRun, reserved: Optional[Reserved]) -> None:
     """A replayed wait still takes the function ID of its deadline step."""
-    run.next_function_id()
+    (reserved or run).next_function_id()
 
 
 # -- events -------------------------------------------------------------------
 
 
-def set_event(rt: Runtime, key: str, value: Any) -> None:
+def set_event(rt: Runtime, key: str, value: Any, reserved: Optional[Reserved] = None) -> None:
+    """``reserved``: its step ID, taken by ``set_event_async`` on the calling task."""
     ctx = context.current()
     if ctx.run is not None and ctx.in_step:
         # Inside a step (DBOS 2.x): the event is the enclosing workflow's, set at once and
@@ -238,7 +246,7 @@ def set_event(rt: Runtime, key: str, value: Any) -> None:
     checks.identifier("event key", key, allow_empty=True)
     payload = serialize(value, "the value of event %r", key)
     checks.check_size(payload, rt.settings.max_value_bytes, f"the value of event {checks.short(key)}")
-    fid, recorded = lookup(run, "DBOS.setEvent")
+    fid, recorded = take(run, "DBOS.setEvent", reserved)
     if recorded is not None:
         return
     messages.set_event_recorded(rt.sys_db, run.workflow_id, fid, key, payload, now_ms())
@@ -250,19 +258,22 @@ def get_event(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -
     return run_sync(get_event_wait(rt, workflow_id, key, timeout_seconds))
 
 
-def get_event_wait(rt: Runtime, workflow_id: str, key: str, timeout_seconds: float) -> Wait[Any]:
-    """``get_event`` as a wait: ``get_event_async`` holds no thread."""
+def get_event_wait(
+    rt: Runtime, workflow_id: str, key: str, timeout_seconds: float, reserved: Optional[Reserved] = None
+) -> Wait[Any]:
+    """``get_event`` as a wait: ``get_event_async`` holds no thread. ``reserved``: in a
+    workflow, its two step IDs (the get_event's, its deadline's), taken on the calling task."""
     checks.identifier("workflow_id", workflow_id)
     checks.identifier("event key", key, allow_empty=True)
     seconds = _timeout(timeout_seconds)
     run = durable_run(context.current())
     fid: Optional[int] = None
     if run is not None:
-        fid, recorded = lookup(run, "DBOS.getEvent")
+        fid, recorded = take(run, "DBOS.getEvent", reserved)
         if recorded is not None:
-            _skip_deadline(run)
+            _skip_deadline(run, reserved)
             return replay(recorded)
-        end = _durable_deadline(rt, run, seconds)
+        end = _durable_deadline(rt, run, seconds, reserved)
     else:
         end = time.time() + seconds
     event_key = keys.event(workflow_id, key)
@@ -291,15 +302,15 @@ def sleep(rt: Optional[Runtime], seconds: float) -> None:
     run_sync(sleep_wait(rt, seconds))
 
 
-def sleep_wait(rt: Optional[Runtime], seconds: float) -> Wait[None]:
-    """``sleep`` as a wait: ``sleep_async`` holds no thread."""
+def sleep_wait(rt: Optional[Runtime], seconds: float, reserved: Optional[Reserved] = None) -> Wait[None]:
+    """``sleep`` as a wait: ``sleep_async`` holds no thread (``reserved``: its step ID)."""
     seconds = _timeout(seconds, "seconds")
     # Outside a workflow there is nothing to make durable, and a step cannot record a
     # wake-up time of its own: both are mistakes DBOS Transact 2.x reports too.
     run = _require_workflow("DBOS.sleep")
     if rt is None:
         rt = run.runtime
-    end = _durable_deadline(rt, run, seconds)
+    end = _durable_deadline(rt, run, seconds, reserved)
     with rt.wakeups.subscribe(keys.cancelled(run.workflow_id)) as waiter:
         run.check_cancelled()
         while (yield from _wait(rt, waiter, run, end)):

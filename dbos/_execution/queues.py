@@ -9,6 +9,7 @@ from dbos._execution import context
 from dbos._execution import workflow as wf
 from dbos._execution.context import EnqueueOptions
 from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.step import Reserved
 from dbos._storage import queues
 from dbos._storage.queues import ClaimResult, QueueLimits
 from dbos._wakeups.local import queue_ready
@@ -104,16 +105,19 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
     return fields
 
 
-def enqueue(rt: Runtime, spec: QueueSpec, call: wf.Call, *, served_here: bool = True) -> str:
+def enqueue(
+    rt: Runtime, spec: QueueSpec, call: wf.Call, *, served_here: bool = True, reserved: Optional[Reserved] = None
+) -> str:
     """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID.
     ``served_here`` False: a queue this process does not declare (enqueued by name for the
-    executors that do), never re-registered here."""
+    executors that do), never re-registered here. ``reserved``: from a workflow, the step
+    ID an async caller took on its task (``step.reserve``)."""
     if rt.registry.cleared and served_here and not spec.stored:
         rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
     # A deduplication ID already queued raises DBOSQueueDeduplicatedError (recorded, in a workflow).
-    created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields)
+    created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields, reserved=reserved)
     if created.fresh:
         rt.wakeups.notify(queue_ready(spec.name))
     return created.workflow_id

@@ -54,6 +54,44 @@ def lookup(run: WorkflowRun, name: str) -> tuple[int, Optional[StepRow]]:
     return fid, recorded
 
 
+class Reserved:
+    """Step IDs an ``_async`` call took on its calling task, before its first await, for
+    the code it then runs in a pool thread (or as a wait): there ``take`` hands them out
+    where the sync form takes the run's next IDs. Concurrent calls in one workflow (an
+    ``asyncio.gather``) so number their steps in the order they were made, not in the
+    order their threads got to them, and a replay matches each recorded step to its call."""
+
+    __slots__ = ("run", "_fids")
+
+    def __init__(self, run: WorkflowRun, count: int) -> None:
+        run.check_cancelled()
+        self.run = run
+        self._fids = [run.next_function_id() for _ in range(count)]
+        self._fids.reverse()
+
+    def next_function_id(self) -> int:
+        assert self._fids, "an _async call took more step IDs than it reserved"
+        return self._fids.pop()
+
+
+def reserve(count: int = 1) -> Optional[Reserved]:
+    """Take ``count`` step IDs of the calling workflow now (None outside one, or in a step).
+    On the calling task, before any await: what the thread's code takes then is in call order."""
+    run = durable_run(context.current())
+    return Reserved(run, count) if run is not None else None
+
+
+def take(run: WorkflowRun, name: str, reserved: Optional[Reserved]) -> tuple[int, Optional[StepRow]]:
+    """``lookup``, with the next ID ``reserved`` on the calling task if there is one."""
+    if reserved is None:
+        return lookup(run, name)
+    fid = reserved.next_function_id()
+    recorded = run.recorded.get(fid)
+    if recorded is not None and recorded.function_name != name:
+        raise DBOSUnexpectedStepError(run.workflow_id, fid, name, recorded.function_name)
+    return fid, recorded
+
+
 def replay(row: StepRow) -> Any:
     if row.error is not None:
         err = deserialize_error(row.error)

@@ -38,8 +38,8 @@ from dbos._execution.serialization import (
     serialize,
     serialize_error,
 )
+from dbos._execution.step import Reserved, replay
 from dbos._execution.step import record as record_step
-from dbos._execution.step import replay
 from dbos._storage import operations, workflows
 from dbos._storage.dialect import Dialect
 from dbos._storage.operations import StepRow
@@ -159,19 +159,21 @@ def create(
     enqueue_fields: Optional[dict[str, Any]] = None,
     direct: bool = False,
     slot: Optional["ChildSlot"] = None,
+    reserved: Optional[Reserved] = None,
 ) -> Created:
     """Write (or find) the status row of a workflow about to start or be enqueued.
 
     ``direct``: the workflow is called as a function (``call_direct``, which refuses a
     caller lacking its roles first). Started or enqueued, a workflow whose caller lacks
     them is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
-    ``slot``: the parent's step IDs, taken already (``take_slot``).
+    ``slot``: the parent's step IDs, taken already (``take_slot``); or ``reserved``: the
+    step ID an async caller took on its task (``step.reserve``), for a started or enqueued child.
     """
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
     ctx = context.current()
     if slot is None:
-        slot = take_slot(call, direct=direct)
+        slot = take_slot(call, direct=direct, reserved=reserved)
     parent = slot.parent if slot is not None else None
     fid: Optional[int] = slot.fid if slot is not None else None
     if slot is not None and slot.recorded is not None:
@@ -266,7 +268,7 @@ class ChildSlot:
     result_recorded: Optional[StepRow] = None
 
 
-def take_slot(call: Call, *, direct: bool) -> Optional[ChildSlot]:
+def take_slot(call: Call, *, direct: bool, reserved: Optional[Reserved] = None) -> Optional[ChildSlot]:
     """Take the parent's step IDs for a workflow about to be created (None outside a
     workflow). In memory, on the caller's thread: an async caller takes them before its
     first await, so concurrent children number in the order they were called.
@@ -275,13 +277,20 @@ def take_slot(call: Call, *, direct: bool) -> Optional[ChildSlot]:
     step that records its outcome in the parent, as in DBOS 2.x (so later step IDs,
     child IDs and ``fork_workflow(start_step)`` match DBOS's). A replayed history
     recorded before that step existed shows another step at that ID: the execution then
-    keeps that history's numbering (``WorkflowRun.legacy_child_results``)."""
+    keeps that history's numbering (``WorkflowRun.legacy_child_results``).
+
+    ``reserved``: the ID an async caller took on its task for a child it starts or
+    enqueues (not a direct call: its second ID depends on the history)."""
     ctx = context.current()
     parent = ctx.run if ctx.run is not None and not ctx.in_step else None
     if parent is None:
         return None
-    parent.check_cancelled()
-    fid = parent.next_function_id()
+    if reserved is not None:
+        assert not direct, "a direct call takes its slot on the calling task (call_direct_async)"
+        fid = reserved.next_function_id()
+    else:
+        parent.check_cancelled()
+        fid = parent.next_function_id()
     recorded = parent.recorded.get(fid)
     if recorded is not None:
         _check_name(parent, fid, call.info.name, recorded)
