@@ -52,6 +52,10 @@ def checkout(order_id: str) -> str:
 def testing_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One database for every test of the suite (what TESTING_DATABASE_URL names)."""
     saved = REGISTRY.snapshot()  # other test modules in this process keep their registry
+    # Every test starts as after an earlier test's destroy(destroy_registry=True), whichever
+    # test of this file runs first in this process (pytest-xdist spreads them): without
+    # this, a test declaring the module's queue name conflicted only when it ran first.
+    REGISTRY.clear()
     if request.param == "postgres":
         _require_postgres()
         name, url = _create_pg_database()
