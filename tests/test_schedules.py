@@ -203,11 +203,13 @@ def test_backfill_runs_each_missing_tick_once(dbos: Harness, backend: Backend) -
     again = DBOS.backfill_schedule("bf", start, end)  # nothing new: every tick exists
     for h in again:
         h.get_result()
-    counts = Counter(_times())
+    # A live tick may fire between create_schedule and pause_schedule (the schedule is
+    # active for that moment): it is at the present time, after the window; leave it out.
+    counts = Counter(t for t in _times() if t < end)
     expected = [start + datetime.timedelta(seconds=i) for i in range(10)]
     assert sorted(counts) == expected
     assert set(counts.values()) == {1}, counts
-    assert len(DBOS.list_workflows(name="sched_test_dynamic")) == 10
+    assert 10 <= len(DBOS.list_workflows(name="sched_test_dynamic")) <= 11  # the ten, and that live tick
 
 
 def test_trigger_and_apply(dbos: Harness) -> None:
