@@ -37,7 +37,7 @@ from dbos._api.retention import _RetentionMixin
 from dbos._api.schedules import _SchedulesMixin
 from dbos._api.stored_queues import _QueuesMixin
 from dbos._config.settings import DBOSConfig, Settings, load_settings
-from dbos._execution import context, fleet, schedules, versions
+from dbos._execution import context, fleet, recovery, schedules, versions
 from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
@@ -319,7 +319,7 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
         count = 0
         for row in rows:
             try:
-                count += wf.recover(rt, row)
+                count += recovery.recover(rt, row)
             except DBOSException as e:
                 rt.logger.error("cannot recover workflow %s: %s", row.workflow_uuid, e)
         return count
@@ -473,7 +473,7 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
                 coro = wf.execute_async(rt, created, call, local, movable=True)
                 asyncio.get_running_loop().create_task(_quiet(coro))
             else:
-                wf._submit(rt, created, call, local)
+                wf.submit(rt, created, call, local)
         return WorkflowHandleAsync(rt, created.workflow_id)
 
 def wakeup_namespace(s: Settings) -> str:

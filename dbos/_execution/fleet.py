@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import sqlalchemy as sa
 
+from dbos._execution import recovery
 from dbos._execution import stored_queues as stored_rules
-from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._storage import executors, queues, stored_queues, versions, workflows
@@ -298,7 +298,7 @@ def recover_executors(rt: Runtime, executor_ids: Iterable[str]) -> list[str]:
                                                  app_version=rt.app_version))
         for row in rows:
             try:
-                if wf.recover(rt, row):
+                if recovery.recover(rt, row):
                     started.append(row.workflow_uuid)
             except DBOSException as e:
                 rt.logger.error("cannot recover workflow %s: %s", row.workflow_uuid, e)

@@ -81,10 +81,10 @@ def finish(rt: Runtime, run: WorkflowRun, local: LocalExecution, result: Any, er
         rt.stats.workflow_finished(local.name, run.queue_name, status, time.monotonic() - local.began)
     settle(rt, wid, run.queue_name, local, result, error, hint, slot_handed_on=bool(successors))
     if successors:
-        from dbos._execution import workflow as wf  # which imports this module
+        from dbos._execution import recovery  # which imports workflow, which imports this module
 
         for row, successor, fresh in successors:
-            wf.launch(rt, row, successor, fresh=fresh)
+            recovery.launch(rt, row, successor, fresh=fresh)
 
 
 def _slot_handover(rt: Runtime, queue_name: Optional[str]) -> Optional[QueueLimits]:
@@ -212,9 +212,9 @@ def defer_resume(
             settle(rt, wid, queue_name, local, None, DBOSAwaitedWorkflowCancelledError(wid))
             return
         rt.logger.info("workflow %s: resumed after the database outage", wid)
-        from dbos._execution import workflow as wf  # which imports this module
+        from dbos._execution import recovery  # which imports workflow, which imports this module
 
-        wf.launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
+        recovery.launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
 
     rt.logger.warning(
         "workflow %s: the database is unreachable (%s); it resumes here when the database is back", wid, cause

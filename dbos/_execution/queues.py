@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dbos._execution import context
+from dbos._execution import context, recovery
 from dbos._execution import workflow as wf
 from dbos._execution.context import EnqueueOptions
 from dbos._execution.runtime import Runtime, now_ms
@@ -156,7 +156,7 @@ def start_claimed(rt: Runtime, queue_name: str, result: ClaimResult) -> None:
     for row in result.rows:
         local, is_new = rt.claim_local(row.workflow_uuid, queue_name=queue_name)
         if is_new:
-            wf.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
+            recovery.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
 
 
 def promote_delayed(rt: Runtime) -> list[str]:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn, Optional
 
+from dbos._execution import auth as auth_rules
 from dbos._execution import checks, context, outcomes, results, waits
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
@@ -33,7 +34,6 @@ from dbos._execution.ids import new_id
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import LocalExecution, Runtime, creation_ms, now_ms
 from dbos._execution.serialization import (
-    deserialize,
     deserialize_error,
     serialize,
     serialize_error,
@@ -45,19 +45,17 @@ from dbos._storage.dialect import Dialect
 from dbos._storage.operations import StepRow
 from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
-from dbos._wakeups.local import workflow_created, workflow_done
+from dbos._wakeups.local import workflow_created
 from dbos.error import (
     DBOSAwaitedWorkflowCancelledError,
     DBOSConflictingWorkflowError,
     DBOSDatabaseUnavailableError,
     DBOSException,
-    DBOSMaxRecoveryAttemptsExceededError,
     DBOSNonExistentWorkflowError,
     DBOSNotAuthorizedError,
     DBOSQueueDeduplicatedError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
-    DBOSWorkflowFunctionNotFoundError,
 )
 
 
@@ -165,7 +163,7 @@ def create(
 
     ``direct``: the workflow is called as a function (``call_direct``, which refuses a
     caller lacking its roles first). Started or enqueued, a workflow whose caller lacks
-    them is recorded and its execution ends it as ERROR (``_denial``), as in DBOS.
+    them is recorded and its execution ends it as ERROR (``auth.refuse_recorded_caller``), as in DBOS.
     ``slot``: the parent's step IDs, taken already (``take_slot``); or ``reserved``: the
     step ID an async caller took on its task (``step.reserve``), for a started or enqueued child.
     """
@@ -187,12 +185,12 @@ def create(
         assert recorded.child_workflow_id is not None
         found = _existing(rt, recorded.child_workflow_id, call, slot.parent.auth, slot.parent.deadline_ms)
         return _with_result_step(found, slot)
-    auth = _caller_auth(ctx, parent)
+    auth = auth_rules.caller_auth(ctx, parent)
     if call.info.roles is not None and call.info.roles.roles:
         try:
             auth = authorize(call.info.name, call.info.roles.roles, auth)
         except DBOSNotAuthorizedError:
-            pass  # recorded with the caller's auth; its execution ends it ERROR (_denial)
+            pass  # recorded with the caller's auth; its execution ends it ERROR (auth.refuse_recorded_caller)
     workflow_id = new_workflow_id(ctx, parent, fid)
     inputs = call.stored_inputs()
     checks.check_size(inputs, rt.settings.max_value_bytes, f"the arguments of workflow {call.info.name}")
@@ -408,25 +406,11 @@ def _begin_or_defer(rt: Runtime, created: Created, call: Call, local: LocalExecu
         raise
 
 
-def _caller_auth(ctx: Ctx, parent: Optional[WorkflowRun]) -> Auth:
-    own = context.auth_of(ctx)  # a request's authentication too (DBOS(fastapi=...))
-    return parent.auth if parent is not None and own.user is None else own
-
-
-def refuse_unauthorized(call: Call) -> None:
-    """A direct call by a caller lacking the workflow's required roles raises at once,
-    before it takes a step ID or writes anything (as in DBOS)."""
-    spec = call.info.roles
-    if spec is not None and spec.roles:
-        ctx = context.current()
-        authorize(call.info.name, spec.roles, _caller_auth(ctx, ctx.run if not ctx.in_step else None))
-
-
 def call_direct(rt: Runtime, call: Call) -> Any:
     """A workflow called as a function: create (or find) it, run it here unless it is
     finished or running already (then wait for its outcome), return its result. Called
     from a workflow, the outcome is recorded as the parent's DBOS.getResult step."""
-    refuse_unauthorized(call)
+    auth_rules.refuse_unauthorized(call.info)
     created = create(rt, call, direct=True)
     if created.result_recorded is not None:
         return replay(created.result_recorded)
@@ -444,7 +428,7 @@ def call_direct(rt: Runtime, call: Call) -> Any:
 
 async def call_direct_async(rt: Runtime, call: Call) -> Any:
     rt.note_app_loop()
-    refuse_unauthorized(call)
+    auth_rules.refuse_unauthorized(call.info)
     slot = take_slot(call, direct=True)  # before the first await (see take_slot)
     created = await rt.to_thread(functools.partial(create, rt, call, direct=True, slot=slot))
     if created.result_recorded is not None:
@@ -477,19 +461,11 @@ def _record_result(rt: Runtime, created: Created, started: int, result: Any, err
     return record_step(rt, parent, fid, RESULT_STEP, result, error, started, child_workflow_id=created.workflow_id)
 
 
-def _denial(call: Call, run: WorkflowRun) -> None:
-    """Refuse to run a workflow whose recorded caller lacks its required roles: the error
-    is its outcome (a started or enqueued workflow, recorded before the check)."""
-    spec = call.info.roles
-    if spec is not None and spec.roles:
-        authorize(call.info.name, spec.roles, run.auth)
-
-
 def execute(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> Any:
     run = _begin_or_defer(rt, created, call, local)
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
-            _denial(call, run)
+            auth_rules.refuse_recorded_caller(call.info, run)
             result = call.invoke()
         except BaseException as e:
             outcomes.finish(rt, run, local, None, e)
@@ -513,7 +489,7 @@ async def execute_async(
         raise
     with _span(rt, created, call), context.using(Ctx(run=run, auth=run.auth)):
         try:
-            _denial(call, run)
+            auth_rules.refuse_recorded_caller(call.info, run)
             result = await call.invoke()
         except BaseException as e:
             if movable and isinstance(e, asyncio.CancelledError) and _move_to_pool_loop(rt, created, call, local):
@@ -579,10 +555,10 @@ def start(rt: Runtime, created: Created, call: Call) -> None:
     local = claim_for_execution(rt, created)
     if local is None:
         return
-    _submit(rt, created, call, local)
+    submit(rt, created, call, local)
 
 
-def _submit(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> None:
+def submit(rt: Runtime, created: Created, call: Call, local: LocalExecution) -> None:
     if call.info.is_async:
         # On the application's event loop if known (it enqueued the workflow, or launched
         # DBOS), so loop-bound objects work in it; else on the pool's own loop.
@@ -606,81 +582,3 @@ async def _swallow_async(coro: Any) -> None:
         await coro
     except BaseException:
         pass
-
-
-# -- recovery ----------------------------------------------------------------
-
-
-def recover(rt: Runtime, row: WorkflowRow) -> bool:
-    """Resume a PENDING workflow from its last recorded step. False if it was not started."""
-    if rt.registry.workflow(row.name) is None:
-        raise DBOSWorkflowFunctionNotFoundError(row.workflow_uuid, f"no workflow named {row.name} is registered")
-    local, is_new = rt.claim_local(row.workflow_uuid)
-    if not is_new:
-        return False
-    attempts = rt.sys_db.run(lambda c: workflows.begin_attempt(c, row.workflow_uuid, rt.executor_id, now_ms()))
-    if attempts is None:
-        rt.release_local(row.workflow_uuid)
-        return False
-    return launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
-
-
-def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool) -> bool:
-    """Run a PENDING row this executor owns (claimed from a queue, or being recovered).
-
-    ``row.recovery_attempts`` already counts this attempt. ``fresh``: the
-    workflow has no recorded steps, so it runs without reading them.
-    """
-    wid = row.workflow_uuid
-    info = rt.registry.workflow(row.name)
-    failure: Optional[BaseException] = None
-    if info is None:
-        failure = DBOSWorkflowFunctionNotFoundError(wid, f"no workflow named {row.name} is registered")
-        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(failure), now_ms(), rt.executor_id)
-    elif row.recovery_attempts > info.max_recovery_attempts + 1:
-        failure = DBOSMaxRecoveryAttemptsExceededError(wid, info.max_recovery_attempts)
-        rt.sys_db.run(lambda c: workflows.set_status(c, wid, "RETRIES_EXCEEDED", now_ms(), only_if=("PENDING",)))
-        rt.logger.warning("workflow %s exceeded %d recovery attempts: RETRIES_EXCEEDED", wid, info.max_recovery_attempts)
-    if failure is not None or info is None:
-        rt.release_local(wid)
-        local.outcome.set_exception(failure or RuntimeError(wid))
-        rt.wakeups.notify(workflow_done(wid))
-        return False
-    try:
-        call = call_from_row(rt, info, row)
-    except Exception as e:
-        workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms(), rt.executor_id)
-        rt.release_local(wid)
-        local.outcome.set_exception(e)
-        rt.wakeups.notify(workflow_done(wid))
-        return False
-    auth = Auth(
-        row.authenticated_user,
-        tuple(json.loads(row.authenticated_roles)) if row.authenticated_roles else None,
-        row.assumed_role,
-    )
-    created = Created(wid, fresh, row, auth, row.deadline_ms, row.queue_name, tracing.extract(row.trace_context))
-    _submit(rt, created, call, local)
-    return True
-
-
-def call_from_row(rt: Runtime, info: WorkflowInfo, row: WorkflowRow) -> Call:
-    args, kwargs = deserialize(row.inputs, f"the inputs of workflow {row.workflow_uuid}")
-    if info.takes_self:
-        if row.config_name is not None:
-            instance = rt.registry.instance(row.class_name or "", row.config_name)
-            if instance is None:
-                raise DBOSWorkflowFunctionNotFoundError(
-                    row.workflow_uuid,
-                    f"no instance of {row.class_name} configured as {row.config_name!r}",
-                )
-            return Call(info, instance, tuple(args), dict(kwargs))
-        owner = args[0]
-        if isinstance(owner, ClassRef):
-            owner = rt.registry.classes.get(owner.name)
-            if owner is None:
-                raise DBOSWorkflowFunctionNotFoundError(
-                    row.workflow_uuid, f"no class registered as {args[0].name!r} (@DBOS.dbos_class())"
-                )
-        return Call(info, owner, tuple(args[1:]), dict(kwargs))
-    return Call(info, None, tuple(args), dict(kwargs))
