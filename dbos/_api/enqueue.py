@@ -167,15 +167,16 @@ def _latest_version(rt: Runtime) -> Optional[str]:
     return found[1].get()
 
 
-def _queue_spec(rt: Runtime, queue_name: str) -> tuple[q.QueueSpec, bool]:
-    """The queue declared under this name here (True); else one this process does not run
-    (False: its executors declare it), taking what any queue takes, as a client enqueue does."""
+def _queue_spec(rt: Runtime, queue_name: str) -> q.QueueSpec:
+    """The queue declared under this name here; else one this process does not run (its
+    executors declare it), taking what any queue takes, as a client enqueue does. Never
+    registered here: only a ``Queue`` object re-registers its queue after a registry clear."""
     checks.identifier("queue_name", queue_name)
     spec = rt.queue_spec(queue_name)  # declared in code here, or stored (as last read)
     if spec is not None:
-        return spec, True
+        return spec  # type: ignore[no-any-return]
     partitioned = (context.current().enqueue or _NO_OPTIONS).queue_partition_key is not None
-    return q.QueueSpec(queue_name, None, None, None, None, True, partitioned, 1.0), False
+    return q.QueueSpec(queue_name, None, None, None, None, True, partitioned, 1.0)
 
 
 _NO_OPTIONS = context.EnqueueOptions()
@@ -192,8 +193,7 @@ class _EnqueueMixin:
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        spec, served_here = _queue_spec(rt, queue_name)
-        return WorkflowHandle(rt, q.enqueue(rt, spec, call, served_here=served_here))
+        return WorkflowHandle(rt, q.enqueue(rt, _queue_spec(rt, queue_name), call))
 
     @classmethod
     async def enqueue_workflow_async(
@@ -203,10 +203,10 @@ class _EnqueueMixin:
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         info, instance = info_of(func)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        spec, served_here = _queue_spec(rt, queue_name)
+        spec = _queue_spec(rt, queue_name)
         reserved = reserve()  # its step ID in the calling workflow: taken before the first await
         workflow_id = await rt.to_thread(
-            functools.partial(q.enqueue, rt, spec, call, served_here=served_here, reserved=reserved)
+            functools.partial(q.enqueue, rt, spec, call, reserved=reserved)
         )
         return WorkflowHandleAsync(rt, workflow_id)
 

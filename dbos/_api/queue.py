@@ -214,6 +214,8 @@ class Queue:
             raise DBOSException(
                 f"Cannot enqueue on queue {self.name} from a Queue of a DBOSClient; use DBOSClient.enqueue"
             )
+        if REGISTRY.cleared and not self.spec.stored:
+            REGISTRY.ensure_queue(self.spec)  # a module-level Queue used after destroy(destroy_registry=True)
         return self.spec
 
     def enqueue(self, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:

@@ -106,14 +106,11 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
 
 
 def enqueue(
-    rt: Runtime, spec: QueueSpec, call: wf.Call, *, served_here: bool = True, reserved: Optional[Reserved] = None
+    rt: Runtime, spec: QueueSpec, call: wf.Call, *, reserved: Optional[Reserved] = None
 ) -> str:
     """Write the ENQUEUED row (or find it, for a replayed enqueue); return the workflow ID.
-    ``served_here`` False: a queue this process does not declare (enqueued by name for the
-    executors that do), never re-registered here. ``reserved``: from a workflow, the step
-    ID an async caller took on its task (``step.reserve``)."""
-    if rt.registry.cleared and served_here and not spec.stored:
-        rt.registry.ensure_queue(spec)  # a module-level Queue used after destroy(destroy_registry=True)
+    ``reserved``: from a workflow, the step ID an async caller took on its task
+    (``step.reserve``)."""
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
     # A deduplication ID already queued raises DBOSQueueDeduplicatedError (recorded, in a workflow).
