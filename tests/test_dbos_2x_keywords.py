@@ -95,8 +95,13 @@ def test_database_url_and_a_system_database_beside_the_application_one() -> None
 
 
 def test_launch_with_only_an_application_database_uses_one_beside_it(harness: Harness, backend: Backend) -> None:
-    if backend.is_sqlite:
-        pytest.skip("PostgreSQL: the <database>_dbos_sys database of the same server")
+    if backend.is_sqlite:  # SQLite: the system tables live in the application's own file
+        harness.launch(system_database_url=None, application_database_url=backend.url)
+        with SetWorkflowID("kw-beside-1"):
+            assert kw_echo(5) == 5
+        DBOS.destroy()
+        assert backend.status("kw-beside-1") == "SUCCESS"
+        return
     app = backend.other_database()
     app_db = sa.make_url(app.url).database
     try:
