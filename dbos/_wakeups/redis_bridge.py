@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import redis
 
@@ -171,7 +171,8 @@ class RedisBridge(Service):
     # -- subscribing (the Service loop) --------------------------------------
     def run_once(self) -> None:
         client = redis.Redis.from_url(self.url, socket_timeout=None, socket_connect_timeout=2)
-        pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        # Any: redis-py's PubSub is typed differently across its 5.x..8.x releases.
+        pubsub: Any = cast(Any, client).pubsub()
         prefix = len(self.namespace)
         try:
             pubsub.psubscribe(*[self._pattern(k) for k in ALWAYS])  # connects
