@@ -181,9 +181,13 @@ def test_dynamic_schedule_lifecycle(dbos: Harness) -> None:
 def test_paused_schedule_runs_nothing(dbos: Harness) -> None:
     DBOS.create_schedule(schedule_name="quiet", workflow_fn=dynamic_job, schedule="* * * * * *")
     DBOS.pause_schedule("quiet")
+    # A live tick may fire between create_schedule and pause_schedule (on a loaded machine
+    # that moment can span a second): such a tick is for a time before the pause returned.
+    paused_at = datetime.datetime.now(UTC)
     time.sleep(3)
-    assert _times() == []
-    assert DBOS.list_workflows(name="sched_test_dynamic") == []
+    ticks = [w.workflow_id for w in DBOS.list_workflows(name="sched_test_dynamic")]
+    assert len(ticks) <= 2, ticks
+    assert all(t <= paused_at for t in _times()), (_times(), paused_at)
 
 
 def test_backfill_runs_each_missing_tick_once(dbos: Harness, backend: Backend) -> None:
@@ -256,13 +260,14 @@ def test_client_schedules(dbos: Harness, backend: Backend) -> None:
 def test_only_the_latest_missed_tick_runs(dbos: Harness, backend: Backend) -> None:
     rt = runtime()
     DBOS.create_schedule(schedule_name="gap", workflow_fn=dynamic_job, schedule="* * * * * *")
-    # The schedule last fired at 00:00:00; no executor ran until 00:00:30.
+    DBOS.pause_schedule("gap")  # the service of this process stays out of the way
+    # The schedule last fired at 00:00:00; no executor ran until 00:00:30. (Written after
+    # the pause: a live tick fired before it would have moved last_fired_at to now.)
     t0 = _at(0)
     backend.execute(
         f"UPDATE {backend.table('schedules')} SET last_fired_at = :t, created_at = :t",
         t=int(t0.timestamp() * 1000),
     )
-    DBOS.pause_schedule("gap")  # the service of this process stays out of the way
     backend.execute(f"UPDATE {backend.table('schedules')} SET status = 'ACTIVE'")
     scheduler = Scheduler(rt, rt.logger)
     fired = scheduler.fire_due(now=_at(30) + datetime.timedelta(milliseconds=400))
