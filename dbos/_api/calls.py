@@ -28,7 +28,7 @@ from dbos._api.instance import maybe_runtime, runtime
 from dbos._execution import checks, context, management, messaging, queues, results
 from dbos._execution import step as steps
 from dbos._execution.registry import StepOptions as _StepConfig
-from dbos._execution.runtime import now_ms
+from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.status import WorkflowStatus
 from dbos._execution.waits import run_async
 from dbos._storage.database import Database
@@ -93,6 +93,12 @@ def _distinct_ids(handles: List[Any]) -> List[str]:
     if len(set(ids)) != len(ids):
         raise ValueError("wait_first: the handles name the same workflow more than once")
     return ids
+
+
+def cancel_each(rt: Runtime, workflow_ids: List[str]) -> None:
+    """The body of a ``DBOS.cancelWorkflow`` step (unknown IDs are skipped)."""
+    for workflow_id in workflow_ids:
+        management.cancel(rt, workflow_id)
 
 
 class _CallsMixin:
@@ -249,41 +255,48 @@ class _CallsMixin:
         cls, workflow_id: str, *, delay_seconds: Optional[float] = None, delay_until_epoch_ms: Optional[int] = None
     ) -> None:
         """Change when a DELAYED workflow becomes claimable (from now, or at an epoch time)."""
-        queues.set_delay(runtime(), workflow_id, delay_seconds, delay_until_epoch_ms)
+        rt = runtime()
+        _as_step(rt, "DBOS.setWorkflowDelay", None,
+                 lambda: queues.set_delay(rt, workflow_id, delay_seconds, delay_until_epoch_ms))
 
     @classmethod
     async def set_workflow_delay_async(
         cls, workflow_id: str, *, delay_seconds: Optional[float] = None, delay_until_epoch_ms: Optional[int] = None
     ) -> None:
         rt = runtime()
-        await rt.to_thread(queues.set_delay, rt, workflow_id, delay_seconds, delay_until_epoch_ms)
+        await as_step_async(rt, "DBOS.setWorkflowDelay", None,
+                            lambda: queues.set_delay(rt, workflow_id, delay_seconds, delay_until_epoch_ms))
 
     @classmethod
     def cancel_workflows(cls, workflow_ids: List[str]) -> None:
-        """``cancel_workflow`` of each (unknown IDs are skipped)."""
+        """``cancel_workflow`` of each (unknown IDs are skipped); in a workflow one
+        ``DBOS.cancelWorkflow`` step for them all, as DBOS 2.x."""
         rt = runtime()
-        for workflow_id in workflow_ids:
-            management.cancel(rt, workflow_id)
+        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids))
 
     @classmethod
     async def cancel_workflows_async(cls, workflow_ids: List[str]) -> None:
         rt = runtime()
-        await rt.to_thread(lambda: [management.cancel(rt, w) for w in workflow_ids])
+        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids))
 
     @classmethod
     def resume_workflows(
         cls, workflow_ids: List[str], *, queue_name: Optional[str] = None
     ) -> List[WorkflowHandle[Any]]:
-        """``resume_workflow`` of each; their handles, in order."""
+        """``resume_workflow`` of each; their handles, in order (in a workflow one
+        ``DBOS.resumeWorkflow`` step for them all, as DBOS 2.x)."""
         rt = runtime()
-        return [WorkflowHandle(rt, management.resume(rt, w, queue_name)) for w in workflow_ids]
+        ids = _as_step(rt, "DBOS.resumeWorkflow", None,
+                       lambda: [management.resume(rt, w, queue_name) for w in workflow_ids])
+        return [WorkflowHandle(rt, w) for w in ids]
 
     @classmethod
     async def resume_workflows_async(
         cls, workflow_ids: List[str], *, queue_name: Optional[str] = None
     ) -> List[WorkflowHandleAsync[Any]]:
         rt = runtime()
-        ids = await rt.to_thread(lambda: [management.resume(rt, w, queue_name) for w in workflow_ids])
+        ids = await as_step_async(rt, "DBOS.resumeWorkflow", None,
+                                  lambda: [management.resume(rt, w, queue_name) for w in workflow_ids])
         return [WorkflowHandleAsync(rt, w) for w in ids]
 
     @classmethod

@@ -1,22 +1,36 @@
 """DBOS's workflow management: listing, cancel, resume, fork, steps, retrieving handles,
 configured instances and application versions, with their ``_async`` forms (``DBOS``
-inherits them); thin shells over ``_execution/management.py`` and ``versions.py``."""
+inherits them); thin shells over ``_execution/management.py`` and ``versions.py``.
+
+Called from a workflow, the calls DBOS Transact 2.31 records are recorded steps under
+its names (``DBOS.listWorkflows``, ``DBOS.cancelWorkflow``, ``DBOS.forkWorkflow`` then
+``DBOS.getStatus``, ...): a replay returns (or raises) what the first execution saw and
+does not act again, and later step IDs match DBOS's. In a step they are plain calls."""
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, TypeVar, Union
 
 from dbos._api import classes
-from dbos._api.calls import check_not_async
-from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
+from dbos._api.calls import cancel_each, check_not_async
+from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _as_step, as_step_async, get_status
 from dbos._api.instance import runtime
-from dbos._execution import management, versions
+from dbos._execution import context, management, versions
+from dbos._execution import step as steps
 from dbos._execution.checks import identifier
 from dbos._execution.runtime import Runtime
 from dbos._execution.status import StepInfo, WorkflowStatus
 from dbos._storage import workflows
 from dbos.error import DBOSNonExistentWorkflowError
+
+T = TypeVar("T")
+
+
+def plain(fn: Callable[[], T]) -> T:
+    """``fn()`` taking no step of its own: the body of a step its caller records (an
+    ``_async`` form running the sync one in the pool)."""
+    with context.updated(in_step=True):
+        return fn()
 
 
 class _ManagementMixin:
@@ -59,11 +73,14 @@ class _ManagementMixin:
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
             dequeued_before=dequeued_before, queued_only=bool(queues_only),
         )
-        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
+        rt = runtime()
+        return _as_step(rt, "DBOS.listWorkflows", None,  # type: ignore[no-any-return]
+                        lambda: management.list_workflows(rt, f, load_input=load_input, load_output=load_output))
 
     @classmethod
     async def list_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
-        return await runtime().to_thread(lambda: cls.list_workflows(**kwargs))
+        return await as_step_async(  # type: ignore[no-any-return]
+            runtime(), "DBOS.listWorkflows", None, lambda: plain(lambda: cls.list_workflows(**kwargs)))
 
     @classmethod
     def list_queued_workflows(
@@ -100,32 +117,39 @@ class _ManagementMixin:
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
         )
-        return management.list_workflows(runtime(), f, load_input=load_input, load_output=load_output)
+        rt = runtime()
+        return _as_step(rt, "DBOS.listQueuedWorkflows", None,  # type: ignore[no-any-return]
+                        lambda: management.list_workflows(rt, f, load_input=load_input, load_output=load_output))
 
     @classmethod
     async def list_queued_workflows_async(cls, **kwargs: Any) -> List[WorkflowStatus]:
-        return await runtime().to_thread(lambda: cls.list_queued_workflows(**kwargs))
+        return await as_step_async(  # type: ignore[no-any-return]
+            runtime(), "DBOS.listQueuedWorkflows", None, lambda: plain(lambda: cls.list_queued_workflows(**kwargs)))
 
     @classmethod
     def cancel_workflow(cls, workflow_id: str) -> None:
-        management.cancel(runtime(), workflow_id)
+        rt = runtime()
+        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id]))
 
     @classmethod
     async def cancel_workflow_async(cls, workflow_id: str) -> None:
         rt = runtime()
-        await rt.to_thread(management.cancel, rt, workflow_id)
+        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id]))
 
     @classmethod
     def resume_workflow(cls, workflow_id: str, *, queue_name: Optional[str] = None) -> WorkflowHandle[Any]:
         rt = runtime()
-        return WorkflowHandle(rt, management.resume(rt, workflow_id, queue_name))
+        return WorkflowHandle(rt, _as_step(rt, "DBOS.resumeWorkflow", None,
+                                           lambda: management.resume(rt, workflow_id, queue_name)))
 
     @classmethod
     async def resume_workflow_async(
         cls, workflow_id: str, *, queue_name: Optional[str] = None
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        return WorkflowHandleAsync(rt, await rt.to_thread(management.resume, rt, workflow_id, queue_name))
+        resumed = await as_step_async(rt, "DBOS.resumeWorkflow", None,
+                                      lambda: management.resume(rt, workflow_id, queue_name))
+        return WorkflowHandleAsync(rt, resumed)
 
     @classmethod
     def fork_workflow(
@@ -134,8 +158,8 @@ class _ManagementMixin:
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
         rt = runtime()
-        return WorkflowHandle(rt, management.fork(rt, workflow_id, start_step, application_version, timeout_seconds,
-                                                  queue_name, queue_partition_key))
+        return WorkflowHandle(rt, _fork(rt, lambda: management.fork(
+            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key)))
 
     @classmethod
     async def fork_workflow_async(
@@ -144,25 +168,29 @@ class _ManagementMixin:
         timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
-        new_id = await rt.to_thread(management.fork, rt, workflow_id, start_step, application_version, timeout_seconds,
-                                    queue_name, queue_partition_key)
+        reserved = steps.reserve(2)  # the fork's step and its status step, in call order
+        new_id = await rt.to_thread(_fork, rt, lambda: management.fork(
+            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key),
+            reserved)
         return WorkflowHandleAsync(rt, new_id)
 
     @classmethod
     def list_workflow_steps(
         cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
     ) -> List[StepInfo]:
-        return management.list_steps(runtime(), workflow_id, load_output=load_output, limit=limit, offset=offset)
+        rt = runtime()
+        return _as_step(rt, "DBOS.listWorkflowSteps", None,  # type: ignore[no-any-return]
+                        lambda: management.list_steps(rt, workflow_id, load_output=load_output, limit=limit,
+                                                      offset=offset))
 
     @classmethod
     async def list_workflow_steps_async(
         cls, workflow_id: str, *, load_output: bool = True, limit: Optional[int] = None, offset: Optional[int] = None
     ) -> List[StepInfo]:
         rt = runtime()
-        return await rt.to_thread(
-            functools.partial(management.list_steps, rt, workflow_id, load_output=load_output, limit=limit,
-                              offset=offset)
-        )
+        return await as_step_async(  # type: ignore[no-any-return]
+            rt, "DBOS.listWorkflowSteps", None,
+            lambda: management.list_steps(rt, workflow_id, load_output=load_output, limit=limit, offset=offset))
 
     @classmethod
     def retrieve_workflow(cls, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
@@ -180,7 +208,7 @@ class _ManagementMixin:
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
         if existing_workflow:
-            await rt.to_thread(_check_exists, rt, workflow_id)
+            await rt.to_thread(_check_exists, rt, workflow_id, steps.reserve())
         return WorkflowHandleAsync(rt, workflow_id, await_creation=not existing_workflow)
 
     @classmethod
@@ -221,7 +249,24 @@ class _ManagementMixin:
         await rt.to_thread(versions.set_latest, rt.sys_db, version_name)
 
 
-def _check_exists(rt: Runtime, workflow_id: str) -> None:
+def _check_exists(rt: Runtime, workflow_id: str, reserved: Optional[steps.Reserved] = None) -> None:
+    """Raise unless the workflow exists. In a workflow, as DBOS 2.x, by a ``DBOS.getStatus``
+    step (``reserved``: its ID, taken by an ``_async`` caller); else by a light lookup."""
+    if reserved is not None or steps.durable_run(context.current()) is not None:
+        status = _as_step(rt, "DBOS.getStatus", workflow_id, lambda: get_status(rt, workflow_id), reserved)
+        if status is None:
+            raise DBOSNonExistentWorkflowError(workflow_id)
+        return
     identifier("workflow_id", workflow_id)  # NUL or an over-long ID: a clear error, not the driver's
     if rt.sys_db.query(lambda c: workflows.get_outcome(c, workflow_id)) is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
+
+
+def _fork(rt: Runtime, fork: Callable[[], str], reserved: Optional[steps.Reserved] = None) -> str:
+    """``fork()`` as a ``DBOS.forkWorkflow`` step recording the new ID, then, as DBOS 2.x's
+    retrieve of the fork, a ``DBOS.getStatus`` step (``reserved``: both IDs, taken by an
+    ``_async`` caller). Outside a workflow: the fork alone."""
+    new_id: str = _as_step(rt, "DBOS.forkWorkflow", None, fork, reserved)
+    if reserved is not None or steps.durable_run(context.current()) is not None:
+        _check_exists(rt, new_id, reserved)
+    return new_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, TypedDict
 
 from dbos._api.calls import check_not_async
+from dbos._api.handles import _as_step, as_step_async
 from dbos._api.instance import runtime
 from dbos._execution import messaging, retention
 from dbos._execution.runtime import Runtime
@@ -60,25 +61,33 @@ def send_bulk(rt: Runtime, messages: List[SendMessage], reserved: Optional[Reser
         messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"), reserved)
 
 
+_DELETE = "DBOS.deleteWorkflow"
+
+
+def _delete(rt: Runtime, workflow_ids: List[str], delete_children: bool) -> None:
+    retention.delete_workflows(rt, workflow_ids, delete_children=delete_children)
+
+
 class _RetentionMixin:
     @classmethod
     def delete_workflow(cls, workflow_id: str, delete_children: bool = False) -> None:
-        """Delete a finished workflow and all it recorded (a live or unknown one: nothing)."""
-        retention.delete_workflows(runtime(), [workflow_id], delete_children=delete_children)
+        """Delete a finished workflow and all it recorded (a live or unknown one: nothing).
+        In a workflow a ``DBOS.deleteWorkflow`` step (one for ``delete_workflows``), as DBOS 2.x."""
+        cls.delete_workflows([workflow_id], delete_children=delete_children)
 
     @classmethod
     async def delete_workflow_async(cls, workflow_id: str, delete_children: bool = False) -> None:
-        rt = runtime()
-        await rt.to_thread(lambda: retention.delete_workflows(rt, [workflow_id], delete_children=delete_children))
+        await cls.delete_workflows_async([workflow_id], delete_children=delete_children)
 
     @classmethod
     def delete_workflows(cls, workflow_ids: List[str], delete_children: bool = False) -> None:
-        retention.delete_workflows(runtime(), workflow_ids, delete_children=delete_children)
+        rt = runtime()
+        _as_step(rt, _DELETE, None, lambda: _delete(rt, workflow_ids, delete_children))
 
     @classmethod
     async def delete_workflows_async(cls, workflow_ids: List[str], delete_children: bool = False) -> None:
         rt = runtime()
-        await rt.to_thread(lambda: retention.delete_workflows(rt, workflow_ids, delete_children=delete_children))
+        await as_step_async(rt, _DELETE, None, lambda: _delete(rt, workflow_ids, delete_children))
 
     @classmethod
     def garbage_collect(

@@ -2,7 +2,9 @@
 
 Thin shells over ``_execution/schedules.py``; ``_SchedulesMixin`` is a base of
 ``DBOS`` (class methods on this process's runtime), ``ClientSchedulesMixin`` of
-``DBOSClient`` (the same methods on the client's runtime).
+``DBOSClient`` (the same methods on the client's runtime). Called from a workflow,
+create/list/get/pause/resume/delete are recorded steps (``DBOS.createSchedule``, ...),
+as in DBOS Transact 2.x.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import datetime
 from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
 
 from dbos._api.decorators import info_of
-from dbos._api.handles import WorkflowHandle
+from dbos._api.handles import WorkflowHandle, _as_step, as_step_async
 from dbos._api.instance import runtime
+from dbos._api.management import plain
 from dbos._execution import cron
 from dbos._execution import schedules as rules
 from dbos._execution.runtime import Runtime
@@ -68,11 +71,13 @@ class _SchedulesMixin:
         runs as ``workflow_fn(scheduled_time, context)``. Fails if the name is taken."""
         spec = ScheduleInput(schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule,
                              context=context, queue_name=queue_name)
-        rules.create(runtime(), _row(spec))
+        rt = runtime()
+        _as_step(rt, "DBOS.createSchedule", None, lambda: rules.create(rt, _row(spec)))
 
     @classmethod
     async def create_schedule_async(cls, **kwargs: Any) -> None:
-        await runtime().to_thread(lambda: cls.create_schedule(**kwargs))
+        await as_step_async(runtime(), "DBOS.createSchedule", None,
+                            lambda: plain(lambda: cls.create_schedule(**kwargs)))
 
     @classmethod
     def apply_schedules(cls, schedules: List[ScheduleInput]) -> None:
@@ -88,37 +93,47 @@ class _SchedulesMixin:
         cls, *, status: Union[str, List[str], None] = None, workflow_name: Union[str, List[str], None] = None,
         schedule_name_prefix: Optional[str] = None,
     ) -> List[WorkflowSchedule]:
-        return rules.list_schedules(runtime(), status=status, workflow_name=workflow_name,
-                                    schedule_name_prefix=schedule_name_prefix)
+        rt = runtime()
+        return _as_step(rt, "DBOS.listSchedules", None, lambda: rules.list_schedules(  # type: ignore[no-any-return]
+            rt, status=status, workflow_name=workflow_name, schedule_name_prefix=schedule_name_prefix))
 
     @classmethod
     async def list_schedules_async(cls, **kwargs: Any) -> List[WorkflowSchedule]:
-        return await runtime().to_thread(lambda: cls.list_schedules(**kwargs))
+        return await as_step_async(  # type: ignore[no-any-return]
+            runtime(), "DBOS.listSchedules", None, lambda: plain(lambda: cls.list_schedules(**kwargs)))
 
     @classmethod
     def get_schedule(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
-        return rules.get(runtime(), schedule_name)
+        rt = runtime()
+        return _as_step(rt, "DBOS.getSchedule", None,  # type: ignore[no-any-return]
+                        lambda: rules.get(rt, schedule_name))
 
     @classmethod
     async def get_schedule_async(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
-        return await runtime().to_thread(lambda: cls.get_schedule(schedule_name))
+        rt = runtime()
+        return await as_step_async(rt, "DBOS.getSchedule", None,  # type: ignore[no-any-return]
+                                   lambda: rules.get(rt, schedule_name))
 
     @classmethod
     def pause_schedule(cls, schedule_name: str) -> None:
-        rules.set_status(runtime(), schedule_name, rules.PAUSED)
+        rt = runtime()
+        _as_step(rt, "DBOS.pauseSchedule", None, lambda: rules.set_status(rt, schedule_name, rules.PAUSED))
 
     @classmethod
     def resume_schedule(cls, schedule_name: str) -> None:
         """Active again from the next tick (ticks of the pause run only if backfilled)."""
-        rules.set_status(runtime(), schedule_name, rules.ACTIVE)
+        rt = runtime()
+        _as_step(rt, "DBOS.resumeSchedule", None, lambda: rules.set_status(rt, schedule_name, rules.ACTIVE))
 
     @classmethod
     def delete_schedule(cls, schedule_name: str) -> None:
-        rules.delete(runtime(), schedule_name)
+        rt = runtime()
+        _as_step(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, schedule_name))
 
     @classmethod
     async def delete_schedule_async(cls, schedule_name: str) -> None:
-        await runtime().to_thread(lambda: cls.delete_schedule(schedule_name))
+        rt = runtime()
+        await as_step_async(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, schedule_name))
 
     @classmethod
     def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[Any]:
