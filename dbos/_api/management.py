@@ -62,6 +62,7 @@ class _ManagementMixin:
         queues_only: bool = False,
         has_parent: Optional[bool] = None,
         attributes: Optional[Dict[str, Any]] = None,
+        schedule_name: Optional[Union[str, List[str]]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows matching every filter given; a list filter matches any of its values.
         ``queues_only``: as ``list_queued_workflows``."""
@@ -71,7 +72,7 @@ class _ManagementMixin:
             workflow_id_prefix=workflow_id_prefix, queue_name=queue_name, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
-            dequeued_before=dequeued_before, queued_only=bool(queues_only),
+            dequeued_before=dequeued_before, queued_only=bool(queues_only), schedule_name=schedule_name,
         )
         rt = runtime()
         return _as_step(rt, "DBOS.listWorkflows", None,  # type: ignore[no-any-return]
@@ -107,6 +108,7 @@ class _ManagementMixin:
         executor_id: Optional[Union[str, List[str]]] = None,
         has_parent: Optional[bool] = None,
         attributes: Optional[Dict[str, Any]] = None,
+        schedule_name: Optional[Union[str, List[str]]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
         filters of ``list_workflows``."""
@@ -115,7 +117,7 @@ class _ManagementMixin:
             end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
             sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
-            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True,
+            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True, schedule_name=schedule_name,
         )
         rt = runtime()
         return _as_step(rt, "DBOS.listQueuedWorkflows", None,  # type: ignore[no-any-return]

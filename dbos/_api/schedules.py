@@ -10,13 +10,13 @@ as in DBOS Transact 2.x.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable, List, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, List, Mapping, Optional, Sequence, TypeVar, Union
 
 from dbos._api.decorators import info_of
 from dbos._api.handles import WorkflowHandle, _as_step, as_step_async
 from dbos._api.instance import runtime
 from dbos._api.management import plain
-from dbos._execution import cron
+from dbos._execution import cron as crontabs
 from dbos._execution import schedules as rules
 from dbos._execution.runtime import Runtime
 from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
@@ -26,11 +26,11 @@ from dbos.error import DBOSException
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def scheduled(crontab: str) -> Callable[[F], F]:
-    """``@DBOS.scheduled(crontab)`` above ``@DBOS.workflow()``: run the workflow at every
+def scheduled(cron: str) -> Callable[[F], F]:
+    """``@DBOS.scheduled(cron)`` above ``@DBOS.workflow()``: run the workflow at every
     tick, as ``fn(scheduled_time, actual_time)`` (UTC), once per tick fleet-wide, on the
     executors of the version that declares it. A bad crontab raises here."""
-    parsed = cron.parse(crontab)
+    parsed = crontabs.parse(cron)
 
     def decorate(func: F) -> F:
         info, _ = info_of(func)  # @DBOS.workflow() must be applied first (below this one)
@@ -41,18 +41,30 @@ def scheduled(crontab: str) -> Callable[[F], F]:
     return decorate
 
 
-def _row(spec: ScheduleInput, kind: str = rules.DYNAMIC) -> ScheduleRow:
+def _options(spec: Mapping[str, Any], class_name: Optional[str]) -> rules.Options:
+    return rules.Options(
+        context=spec.get("context"), queue_name=spec.get("queue_name"),
+        automatic_backfill=spec.get("automatic_backfill", False), cron_timezone=spec.get("cron_timezone"),
+        class_name=class_name,
+    )
+
+
+def _row(spec: ScheduleInput) -> ScheduleRow:
     for key in ("schedule_name", "workflow_fn", "schedule"):
         if key not in spec:
             raise DBOSException(f"a schedule needs {key!r}, got {sorted(spec)}")
     info, _ = info_of(spec["workflow_fn"])
     rules.check_schedulable(info, f"schedule {spec['schedule_name']!r}")
-    return rules.new_row(spec["schedule_name"], info.name, spec["schedule"], spec.get("context"),
-                         kind, spec.get("queue_name"), info.class_name)
+    return rules.new_row(spec["schedule_name"], info.name, spec["schedule"], rules.DYNAMIC,
+                         _options(spec, info.class_name))
 
 
-def _by_name_row(name: str, workflow_name: str, schedule: str, ctx: Any, queue_name: Optional[str]) -> ScheduleRow:
-    return rules.new_row(name, workflow_name, schedule, ctx, rules.DYNAMIC, queue_name)
+def _client_row(spec: ClientScheduleInput) -> ScheduleRow:
+    """A client names the workflow (it has no code), and its class for a class's method."""
+    if not {"schedule_name", "workflow_name", "schedule"} <= set(spec):
+        raise DBOSException(f"a schedule needs schedule_name, workflow_name and schedule, got {sorted(spec)}")
+    return rules.new_row(spec["schedule_name"], spec["workflow_name"], spec["schedule"], rules.DYNAMIC,
+                         _options(spec, spec.get("workflow_class_name")))
 
 
 def _utc(t: datetime.datetime) -> datetime.datetime:
@@ -60,24 +72,35 @@ def _utc(t: datetime.datetime) -> datetime.datetime:
 
 
 class _SchedulesMixin:
+    """The names and keywords of DBOS 2.31: ``get``/``pause``/``resume``/``delete_schedule``
+    take ``name``; ``trigger``/``backfill_schedule`` take ``schedule_name``."""
+
     scheduled = staticmethod(scheduled)
 
     @classmethod
     def create_schedule(
         cls, *, schedule_name: str, workflow_fn: Callable[..., Any], schedule: str, context: Any = None,
-        queue_name: Optional[str] = None,
+        automatic_backfill: bool = False, cron_timezone: Optional[str] = None, queue_name: Optional[str] = None,
     ) -> None:
         """A schedule stored in the system database (every executor sees it); the workflow
-        runs as ``workflow_fn(scheduled_time, context)``. Fails if the name is taken."""
+        runs as ``workflow_fn(scheduled_time, context)``. ``cron_timezone``: the IANA zone
+        whose wall clock the crontab reads (None: UTC); ``automatic_backfill``: when firing
+        starts, every tick missed since the last one fired runs (else only the latest).
+        Fails if the name is taken."""
         spec = ScheduleInput(schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule,
-                             context=context, queue_name=queue_name)
+                             context=context, automatic_backfill=automatic_backfill,
+                             cron_timezone=cron_timezone, queue_name=queue_name)
         rt = runtime()
         _as_step(rt, "DBOS.createSchedule", None, lambda: rules.create(rt, _row(spec)))
 
     @classmethod
-    async def create_schedule_async(cls, **kwargs: Any) -> None:
-        await as_step_async(runtime(), "DBOS.createSchedule", None,
-                            lambda: plain(lambda: cls.create_schedule(**kwargs)))
+    async def create_schedule_async(
+        cls, *, schedule_name: str, workflow_fn: Callable[..., Any], schedule: str, context: Any = None,
+        automatic_backfill: bool = False, cron_timezone: Optional[str] = None, queue_name: Optional[str] = None,
+    ) -> None:
+        await as_step_async(runtime(), "DBOS.createSchedule", None, lambda: plain(lambda: cls.create_schedule(
+            schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule, context=context,
+            automatic_backfill=automatic_backfill, cron_timezone=cron_timezone, queue_name=queue_name)))
 
     @classmethod
     def apply_schedules(cls, schedules: List[ScheduleInput]) -> None:
@@ -91,7 +114,7 @@ class _SchedulesMixin:
     @classmethod
     def list_schedules(
         cls, *, status: Union[str, List[str], None] = None, workflow_name: Union[str, List[str], None] = None,
-        schedule_name_prefix: Optional[str] = None,
+        schedule_name_prefix: Union[str, List[str], None] = None,
     ) -> List[WorkflowSchedule]:
         rt = runtime()
         return _as_step(rt, "DBOS.listSchedules", None, lambda: rules.list_schedules(  # type: ignore[no-any-return]
@@ -103,37 +126,36 @@ class _SchedulesMixin:
             runtime(), "DBOS.listSchedules", None, lambda: plain(lambda: cls.list_schedules(**kwargs)))
 
     @classmethod
-    def get_schedule(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
+    def get_schedule(cls, name: str) -> Optional[WorkflowSchedule]:
         rt = runtime()
-        return _as_step(rt, "DBOS.getSchedule", None,  # type: ignore[no-any-return]
-                        lambda: rules.get(rt, schedule_name))
+        return _as_step(rt, "DBOS.getSchedule", None, lambda: rules.get(rt, name))  # type: ignore[no-any-return]
 
     @classmethod
-    async def get_schedule_async(cls, schedule_name: str) -> Optional[WorkflowSchedule]:
+    async def get_schedule_async(cls, name: str) -> Optional[WorkflowSchedule]:
         rt = runtime()
         return await as_step_async(rt, "DBOS.getSchedule", None,  # type: ignore[no-any-return]
-                                   lambda: rules.get(rt, schedule_name))
+                                   lambda: rules.get(rt, name))
 
     @classmethod
-    def pause_schedule(cls, schedule_name: str) -> None:
+    def pause_schedule(cls, name: str) -> None:
         rt = runtime()
-        _as_step(rt, "DBOS.pauseSchedule", None, lambda: rules.set_status(rt, schedule_name, rules.PAUSED))
+        _as_step(rt, "DBOS.pauseSchedule", None, lambda: rules.set_status(rt, name, rules.PAUSED))
 
     @classmethod
-    def resume_schedule(cls, schedule_name: str) -> None:
+    def resume_schedule(cls, name: str) -> None:
         """Active again from the next tick (ticks of the pause run only if backfilled)."""
         rt = runtime()
-        _as_step(rt, "DBOS.resumeSchedule", None, lambda: rules.set_status(rt, schedule_name, rules.ACTIVE))
+        _as_step(rt, "DBOS.resumeSchedule", None, lambda: rules.set_status(rt, name, rules.ACTIVE))
 
     @classmethod
-    def delete_schedule(cls, schedule_name: str) -> None:
+    def delete_schedule(cls, name: str) -> None:
         rt = runtime()
-        _as_step(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, schedule_name))
+        _as_step(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, name))
 
     @classmethod
-    async def delete_schedule_async(cls, schedule_name: str) -> None:
+    async def delete_schedule_async(cls, name: str) -> None:
         rt = runtime()
-        await as_step_async(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, schedule_name))
+        await as_step_async(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, name))
 
     @classmethod
     def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[Any]:
@@ -157,38 +179,38 @@ class ClientSchedulesMixin:
 
     def create_schedule(
         self, *, schedule_name: str, workflow_name: str, schedule: str, context: Any = None,
-        queue_name: Optional[str] = None,
+        workflow_class_name: Optional[str] = None, automatic_backfill: bool = False,
+        cron_timezone: Optional[str] = None, queue_name: Optional[str] = None,
     ) -> None:
-        rules.create(self._rt, _by_name_row(schedule_name, workflow_name, schedule, context, queue_name))
+        spec = ClientScheduleInput(
+            schedule_name=schedule_name, workflow_name=workflow_name, workflow_class_name=workflow_class_name,
+            schedule=schedule, context=context, automatic_backfill=automatic_backfill,
+            cron_timezone=cron_timezone, queue_name=queue_name)
+        rules.create(self._rt, _client_row(spec))
 
     def apply_schedules(self, schedules: Sequence[ClientScheduleInput]) -> None:
-        """Each a dict of schedule_name, workflow_name, schedule, and optional context, queue_name."""
-        rows = []
-        for s in schedules:
-            if not {"schedule_name", "workflow_name", "schedule"} <= set(s):
-                raise DBOSException(f"a schedule needs schedule_name, workflow_name and schedule, got {sorted(s)}")
-            rows.append(_by_name_row(s["schedule_name"], s["workflow_name"], s["schedule"], s.get("context"),
-                                     s.get("queue_name")))
-        rules.apply(self._rt, rows)
+        """Each a dict of schedule_name, workflow_name, schedule, and optional context,
+        workflow_class_name, automatic_backfill, cron_timezone, queue_name."""
+        rules.apply(self._rt, [_client_row(s) for s in schedules])
 
     def list_schedules(
         self, *, status: Union[str, List[str], None] = None, workflow_name: Union[str, List[str], None] = None,
-        schedule_name_prefix: Optional[str] = None,
+        schedule_name_prefix: Union[str, List[str], None] = None,
     ) -> List[WorkflowSchedule]:
         return rules.list_schedules(self._rt, status=status, workflow_name=workflow_name,
                                     schedule_name_prefix=schedule_name_prefix)
 
-    def get_schedule(self, schedule_name: str) -> Optional[WorkflowSchedule]:
-        return rules.get(self._rt, schedule_name)
+    def get_schedule(self, name: str) -> Optional[WorkflowSchedule]:
+        return rules.get(self._rt, name)
 
-    def pause_schedule(self, schedule_name: str) -> None:
-        rules.set_status(self._rt, schedule_name, rules.PAUSED)
+    def pause_schedule(self, name: str) -> None:
+        rules.set_status(self._rt, name, rules.PAUSED)
 
-    def resume_schedule(self, schedule_name: str) -> None:
-        rules.set_status(self._rt, schedule_name, rules.ACTIVE)
+    def resume_schedule(self, name: str) -> None:
+        rules.set_status(self._rt, name, rules.ACTIVE)
 
-    def delete_schedule(self, schedule_name: str) -> None:
-        rules.delete(self._rt, schedule_name)
+    def delete_schedule(self, name: str) -> None:
+        rules.delete(self._rt, name)
 
     def trigger_schedule(self, schedule_name: str) -> WorkflowHandle[Any]:
         return WorkflowHandle(self._rt, rules.trigger(self._rt, schedule_name))
@@ -198,8 +220,15 @@ class ClientSchedulesMixin:
     ) -> List[WorkflowHandle[Any]]:
         return [WorkflowHandle(self._rt, w) for w in rules.backfill(self._rt, schedule_name, _utc(start), _utc(end))]
 
-    async def create_schedule_async(self, **kwargs: Any) -> None:
-        await self._rt.to_thread(lambda: self.create_schedule(**kwargs))
+    async def create_schedule_async(
+        self, *, schedule_name: str, workflow_name: str, schedule: str, context: Any = None,
+        workflow_class_name: Optional[str] = None, automatic_backfill: bool = False,
+        cron_timezone: Optional[str] = None, queue_name: Optional[str] = None,
+    ) -> None:
+        await self._rt.to_thread(lambda: self.create_schedule(
+            schedule_name=schedule_name, workflow_name=workflow_name, schedule=schedule, context=context,
+            workflow_class_name=workflow_class_name, automatic_backfill=automatic_backfill,
+            cron_timezone=cron_timezone, queue_name=queue_name))
 
     async def apply_schedules_async(self, schedules: Sequence[ClientScheduleInput]) -> None:
         await self._rt.to_thread(lambda: self.apply_schedules(schedules))
@@ -207,8 +236,8 @@ class ClientSchedulesMixin:
     async def list_schedules_async(self, **kwargs: Any) -> List[WorkflowSchedule]:
         return await self._rt.to_thread(lambda: self.list_schedules(**kwargs))
 
-    async def get_schedule_async(self, schedule_name: str) -> Optional[WorkflowSchedule]:
-        return await self._rt.to_thread(lambda: self.get_schedule(schedule_name))
+    async def get_schedule_async(self, name: str) -> Optional[WorkflowSchedule]:
+        return await self._rt.to_thread(lambda: self.get_schedule(name))
 
-    async def delete_schedule_async(self, schedule_name: str) -> None:
-        await self._rt.to_thread(lambda: self.delete_schedule(schedule_name))
+    async def delete_schedule_async(self, name: str) -> None:
+        await self._rt.to_thread(lambda: self.delete_schedule(name))

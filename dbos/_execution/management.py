@@ -88,6 +88,7 @@ def workflow_filter(
     dequeued_after: Optional[str] = None,
     dequeued_before: Optional[str] = None,
     attributes: Optional[dict[str, Any]] = None,
+    schedule_name: Union[str, Sequence[str], None] = None,
 ) -> listing.WorkflowFilter:
     if workflow_ids is not None and (isinstance(workflow_ids, str) or not all(isinstance(w, str) for w in workflow_ids)):
         raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
@@ -118,6 +119,7 @@ def workflow_filter(
         dequeued_after_ms=parse_time(dequeued_after, "dequeued_after"),
         dequeued_before_ms=parse_time(dequeued_before, "dequeued_before"),
         attributes=_attributes_filter(attributes),
+        schedule_name=_values("schedule_name", schedule_name),
     )
 
 
@@ -252,6 +254,7 @@ def fork(
             deadline_ms=None,
             parent_workflow_id=None,
             forked_from=workflow_id,
+            schedule_name=None,  # a fork is not a tick of the source's schedule (as in DBOS)
         )
         if not workflows.insert(conn, rt.sys_db.dialect, row):
             raise DBOSException(f"cannot fork into workflow ID {fork_id}: a workflow with that ID exists")

@@ -9,7 +9,13 @@ an ordinary queued (or PENDING, handed over) workflow.
 
 Missed ticks: when an executor starts firing a schedule it runs only the
 latest tick it missed (one newer than the schedule's ``last_fired_at`` and its
-creation), never the whole gap; ``backfill`` runs the rest, each once.
+creation), never the whole gap; ``backfill`` runs the rest, each once. A
+schedule with ``automatic_backfill`` runs every tick of the gap instead.
+
+A schedule's ``cron_timezone`` (an IANA zone) is the wall clock its crontab
+reads (``cron.py``); its ticks, their workflow IDs and ``scheduled_time`` carry
+that zone's offset, as in DBOS. Each tick's workflow records the schedule's
+name (``list_workflows(schedule_name=...)``).
 
 Decorated schedules (``@DBOS.scheduled``) run only where their decorator ran
 (the executors of the version that declares them) and get ``(scheduled_time,
@@ -27,6 +33,7 @@ from typing import Any, List, Optional, Sequence, TypedDict, Union
 from dbos._execution import checks, context, cron, versions
 from dbos._execution import workflow as wf
 from dbos._execution.context import IdBox
+from dbos._execution.ids import new_id
 from dbos._execution.queues import INTERNAL_QUEUE, QueueSpec, enqueue_fields
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
@@ -43,16 +50,20 @@ UTC = datetime.timezone.utc
 
 
 class WorkflowSchedule(TypedDict):
-    """A schedule as ``list_schedules`` / ``get_schedule`` return it (DBOS 2.x)."""
+    """A schedule as ``list_schedules`` / ``get_schedule`` return it (DBOS 2.x's fields,
+    then ``created_at`` and ``kind``)."""
 
+    schedule_id: str
     schedule_name: str
     workflow_name: str
     workflow_class_name: Optional[str]
     schedule: str
     status: str  # ACTIVE | PAUSED
     context: Any
+    last_fired_at: Optional[str]  # the newest tick fired, ISO 8601 in the schedule's zone (as DBOS)
+    automatic_backfill: bool
+    cron_timezone: Optional[str]  # IANA zone name; None: UTC
     queue_name: Optional[str]
-    last_fired_at: Optional[datetime.datetime]
     created_at: datetime.datetime
     kind: str  # decorator | dynamic
 
@@ -64,6 +75,8 @@ class ScheduleInput(TypedDict, total=False):
     workflow_fn: Any  # required: a @DBOS.workflow function
     schedule: str  # required: a crontab
     context: Any
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
     queue_name: Optional[str]
 
 
@@ -72,8 +85,11 @@ class ClientScheduleInput(TypedDict, total=False):
 
     schedule_name: str  # required
     workflow_name: str  # required
+    workflow_class_name: Optional[str]
     schedule: str  # required
     context: Any
+    automatic_backfill: bool
+    cron_timezone: Optional[str]
     queue_name: Optional[str]
 
 
@@ -103,8 +119,10 @@ def check_schedulable(info: WorkflowInfo, what: str) -> None:
         raise DBOSException(f"{what}: {info.name} takes self or cls; a scheduled workflow must be a plain function")
 
 
-def tick_workflow_id(schedule_name: str, tick: datetime.datetime) -> str:
-    return f"sched-{schedule_name}-{tick.astimezone(UTC).isoformat()}"
+def tick_workflow_id(schedule_name: str, tick: datetime.datetime, zone: Optional[str] = None) -> str:
+    """``sched-<name>-<tick, ISO 8601 in the schedule's zone>``: the same instant always
+    gives the same ID, whichever executor (or backfill) enqueues it."""
+    return f"sched-{schedule_name}-{tick.astimezone(cron.zone(zone) or UTC).isoformat()}"
 
 
 def _ms(t: datetime.datetime) -> int:
@@ -115,24 +133,56 @@ def _dt(ms: Optional[int]) -> Optional[datetime.datetime]:
     return datetime.datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
 
 
+def _fired_at(row: ScheduleRow) -> Optional[str]:
+    fired = _dt(row.last_fired_at)
+    if fired is None:
+        return None
+    try:
+        zone = cron.zone(row.cron_timezone)
+    except DBOSException:  # a zone this machine's time zone database lacks: shown in UTC
+        zone = None
+    return fired.astimezone(zone or UTC).isoformat()
+
+
 def to_public(row: ScheduleRow) -> WorkflowSchedule:
     return WorkflowSchedule(
-        schedule_name=row.schedule_name, workflow_name=row.workflow_name,
+        schedule_id=row.schedule_id or "", schedule_name=row.schedule_name, workflow_name=row.workflow_name,
         workflow_class_name=row.workflow_class_name, schedule=row.schedule, status=row.status,
         context=deserialize(row.context, f"the context of schedule {row.schedule_name}"),
-        queue_name=row.queue_name, last_fired_at=_dt(row.last_fired_at),
+        last_fired_at=_fired_at(row), automatic_backfill=row.automatic_backfill,
+        cron_timezone=row.cron_timezone, queue_name=row.queue_name,
         created_at=_dt(row.created_at) or datetime.datetime.now(UTC), kind=row.kind,
     )
 
 
-def new_row(name: str, workflow_name: str, crontab: str, ctx: Any, kind: str,
-            queue_name: Optional[str], class_name: Optional[str] = None) -> ScheduleRow:
+@dataclass(frozen=True)
+class Options:
+    """What a schedule may set beyond its crontab (DBOS 2.x's keywords)."""
+
+    context: Any = None
+    queue_name: Optional[str] = None
+    automatic_backfill: bool = False
+    cron_timezone: Optional[str] = None
+    class_name: Optional[str] = None
+
+
+def new_row(name: str, workflow_name: str, crontab: str, kind: str, options: Optional[Options] = None) -> ScheduleRow:
+    options = options or Options()
     checks.identifier("schedule_name", name)
-    checks.optional_identifier("queue_name", queue_name)
-    cron.parse(crontab)  # a clear error naming the string
+    checks.optional_identifier("queue_name", options.queue_name)
+    if not isinstance(options.automatic_backfill, bool):
+        raise DBOSException(f"automatic_backfill must be True or False, got {options.automatic_backfill!r}")
+    cron.parse(crontab, options.cron_timezone)  # a clear error naming the string, or the zone
     now = now_ms()
-    return ScheduleRow(name, workflow_name, class_name, crontab, serialize(ctx, "the schedule's context"),
-                       ACTIVE, kind, queue_name, None, now, now)
+    return ScheduleRow(
+        name, workflow_name, options.class_name, crontab, serialize(options.context, "the schedule's context"),
+        ACTIVE, kind, options.queue_name, None, now, now, schedule_id=new_id(),
+        automatic_backfill=options.automatic_backfill, cron_timezone=options.cron_timezone,
+    )
+
+
+def crontab_of(row: ScheduleRow) -> cron.Crontab:
+    return cron.parse(row.schedule, row.cron_timezone)
 
 
 # -- management (DBOS and DBOSClient) -------------------------------------------------
@@ -161,10 +211,7 @@ def apply(rt: Runtime, rows: Sequence[ScheduleRow]) -> None:
 def register_decorated(rt: Runtime) -> list[str]:
     """At launch: this process's ``@DBOS.scheduled`` declarations, as rows every executor
     and client can list (a PAUSED one stays paused)."""
-    rows = [
-        new_row(name, name, c.text, None, DECORATOR, None)
-        for name, c in DECORATED.items() if rt.registry.workflow(name) is not None
-    ]
+    rows = [new_row(name, name, c.text, DECORATOR) for name, c in DECORATED.items() if rt.registry.workflow(name) is not None]
     if rows:
         apply(rt, rows)
     return [r.schedule_name for r in rows]
@@ -181,14 +228,16 @@ def _list_arg(value: Union[str, Sequence[str], None]) -> Optional[List[str]]:
 
 def list_schedules(
     rt: Runtime, *, status: Union[str, Sequence[str], None] = None,
-    workflow_name: Union[str, Sequence[str], None] = None, schedule_name_prefix: Optional[str] = None,
+    workflow_name: Union[str, Sequence[str], None] = None,
+    schedule_name_prefix: Union[str, Sequence[str], None] = None,
 ) -> List[WorkflowSchedule]:
+    """Schedules matching every filter given; a list matches any of its values (DBOS 2.x)."""
     statuses = _list_arg(status)
     for s in statuses or []:
         if s not in (ACTIVE, PAUSED):
             raise DBOSException(f"schedule status must be ACTIVE or PAUSED, got {s!r}")
     rows = rt.sys_db.query(lambda c: store.list_all(
-        c, statuses=statuses, workflow_names=_list_arg(workflow_name), name_prefix=schedule_name_prefix))
+        c, statuses=statuses, workflow_names=_list_arg(workflow_name), name_prefixes=_list_arg(schedule_name_prefix)))
     return [to_public(r) for r in rows]
 
 
@@ -230,7 +279,7 @@ def trigger(rt: Runtime, name: str) -> str:
 def backfill(rt: Runtime, name: str, start: datetime.datetime, end: datetime.datetime) -> list[str]:
     """Run every tick in ``[start, end)`` that has not run (a tick that ran is not run again)."""
     row = _require(rt, name)
-    c = cron.parse(row.schedule)
+    c = crontab_of(row)
     first = start.astimezone(UTC) if start.tzinfo else start.replace(tzinfo=UTC)
     ticks = [t for t in c.ticks(first - datetime.timedelta(seconds=1), end) if t < end]
     return [enqueue_tick(rt, row, t, record=False) for t in ticks]
@@ -245,12 +294,13 @@ def enqueue_tick(rt: Runtime, row: ScheduleRow, tick: datetime.datetime, *, reco
     if info is None:  # a client: enqueue by name, as DBOSClient.enqueue does
         info = WorkflowInfo(row.workflow_name, lambda: None, False, 100, False, row.workflow_class_name)
     second: Any = datetime.datetime.now(UTC) if row.kind == DECORATOR else deserialize(row.context)
+    tick = tick.astimezone(cron.zone(row.cron_timezone) or UTC)  # the workflow gets its scheduled time on the schedule's clock
     call = wf.Call(info, None, (tick, second), {})
     queue = row.queue_name or INTERNAL_QUEUE.name
     spec = rt.registry.queues.get(queue) or QueueSpec(queue, None, None, None, None, False, False, 1.0)
     version = rt.app_version or _latest_version(rt)  # a client: the latest, as DBOSClient.enqueue
-    fields = enqueue_fields(spec, None, version)
-    workflow_id = tick_workflow_id(row.schedule_name, tick)
+    fields = {**enqueue_fields(spec, None, version), "schedule_name": row.schedule_name}
+    workflow_id = tick_workflow_id(row.schedule_name, tick, row.cron_timezone)
     with context.updated(run=None, in_step=False, id_box=IdBox(workflow_id)):
         created = wf.create(rt, call, queue_name=queue, enqueue_fields=fields)
     if created.fresh:
@@ -277,9 +327,12 @@ def fires_here(rt: Runtime, row: ScheduleRow) -> bool:
     return True
 
 
-def missed_tick(row: ScheduleRow, c: cron.Crontab, now: datetime.datetime) -> Optional[datetime.datetime]:
-    """The one missed tick that runs when firing starts: the latest at or before now, if
-    it is newer than both the last fired tick and the schedule's creation."""
-    latest = c.latest_at_or_before(now)
+def missed_ticks(row: ScheduleRow, c: cron.Crontab, now: datetime.datetime) -> list[datetime.datetime]:
+    """The missed ticks that run when firing starts, those newer than both the last fired
+    tick and the schedule's creation: with ``automatic_backfill`` every one up to now
+    (oldest first), otherwise only the latest at or before now."""
     floor = max(row.last_fired_at or 0, row.created_at)
-    return latest if _ms(latest) > floor else None
+    if row.automatic_backfill:
+        return list(c.ticks(_dt(floor) or now, now))
+    latest = c.latest_at_or_before(now)
+    return [latest] if _ms(latest) > floor else []

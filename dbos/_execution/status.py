@@ -64,6 +64,7 @@ class WorkflowStatus:
     dequeued_at: Optional[int] = None
     completed_at: Optional[int] = None
     attributes: Optional[dict[str, Any]] = None  # DBOS 2.x: SetWorkflowAttributes / update_workflow_attributes
+    schedule_name: Optional[str] = None  # DBOS 2.x: the schedule that enqueued this workflow (a tick)
 
     @classmethod
     def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
@@ -108,6 +109,7 @@ class WorkflowStatus:
             forked_from=row.forked_from,
             delay_until_epoch_ms=row.delay_until_epoch_ms,
             attributes=json.loads(row.attributes) if row.attributes else None,
+            schedule_name=row.schedule_name,
             # A queued row's started_at is set by the claim (the dequeue); a finished
             # row's updated_at by the statement that finished it, and nothing writes
             # a finished row after that (docs/decisions.md, issue 18).

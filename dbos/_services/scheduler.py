@@ -20,6 +20,7 @@ from dbos._execution import schedules as rules
 from dbos._execution.runtime import Runtime
 from dbos._services.base import Service
 from dbos._storage import schedules as store
+from dbos.error import DBOSException
 
 UTC = datetime.timezone.utc
 _MAX_CATCH_UP = 60  # ticks due at once within a run (a long pause): more, and only the latest runs
@@ -32,14 +33,15 @@ class Scheduler(Service):
         super().__init__(refresh_sec, logger, jitter=0.0)
         self.idle_sec = idle_sec
         self.rt = rt
-        self._next: dict[str, tuple[str, datetime.datetime]] = {}  # name -> (crontab, next tick)
-        self._parsed: dict[str, cron.Crontab] = {}
+        # name -> (crontab, zone, next tick): a changed crontab or zone starts afresh
+        self._next: dict[str, tuple[str, Optional[str], datetime.datetime]] = {}
+        self._parsed: dict[tuple[str, Optional[str]], cron.Crontab] = {}
         self._soonest: Optional[datetime.datetime] = None
 
-    def _crontab(self, text: str) -> cron.Crontab:
-        c = self._parsed.get(text)
+    def _crontab(self, text: str, zone: Optional[str]) -> cron.Crontab:
+        c = self._parsed.get((text, zone))
         if c is None:
-            c = self._parsed[text] = cron.parse(text)
+            c = self._parsed[(text, zone)] = cron.parse(text, zone)
         return c
 
     def run_once(self) -> None:
@@ -55,29 +57,28 @@ class Scheduler(Service):
         for row in rows:
             seen.add(row.schedule_name)
             try:
-                c = self._crontab(row.schedule)
-            except cron.CrontabError as e:
+                c = self._crontab(row.schedule, row.cron_timezone)
+            except DBOSException as e:  # a bad crontab, or a zone this machine does not know
                 self.logger.error("schedule %s: %s", row.schedule_name, e)
                 continue
             state = self._next.get(row.schedule_name)
-            if state is None or state[0] != row.schedule:
-                missed = rules.missed_tick(row, c, now)
-                if missed is not None:
+            if state is None or state[:2] != (row.schedule, row.cron_timezone):
+                for missed in rules.missed_ticks(row, c, now):
                     fired.append(rules.enqueue_tick(rt, row, missed))
-                self._next[row.schedule_name] = (row.schedule, c.next_after(now))
+                self._next[row.schedule_name] = (row.schedule, row.cron_timezone, c.next_after(now))
                 continue
             due = []
-            tick = state[1]
+            tick = state[2]
             while tick <= now:
                 due.append(tick)
                 tick = c.next_after(tick)
-            for t in due[-_MAX_CATCH_UP:]:
+            for t in due if row.automatic_backfill else due[-_MAX_CATCH_UP:]:
                 fired.append(rules.enqueue_tick(rt, row, t))
-            self._next[row.schedule_name] = (row.schedule, tick)
+            self._next[row.schedule_name] = (row.schedule, row.cron_timezone, tick)
         for name in list(self._next):
             if name not in seen:  # paused, deleted: starts afresh (missed-tick rule) when back
                 del self._next[name]
-        self._soonest = min((t for _, t in self._next.values()), default=None)
+        self._soonest = min((state[2] for state in self._next.values()), default=None)
         return fired
 
     def next_delay(self) -> float:

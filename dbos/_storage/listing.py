@@ -46,6 +46,7 @@ class WorkflowFilter:
     dequeued_after_ms: Optional[int] = None
     dequeued_before_ms: Optional[int] = None
     attributes: Optional[dict[str, Any]] = None  # rows whose attributes hold all these pairs
+    schedule_name: Optional[Sequence[str]] = None  # ticks of these schedules
 
 
 def _escape_like(text: str) -> str:
@@ -115,6 +116,7 @@ def list_rows(
         (ws.c.executor_id, f.executor_id),
         (ws.c.forked_from, f.forked_from),
         (ws.c.parent_workflow_id, f.parent_workflow_id),
+        (ws.c.schedule_name, f.schedule_name),
     ):
         if values is not None:
             stmt = stmt.where(_any_of(column, values) if values else sa.false())

@@ -10,6 +10,7 @@ serializes writers. Never edit a released migration; append a new one.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Callable
 
 import sqlalchemy as sa
@@ -212,12 +213,28 @@ def _v10_system(conn: sa.Connection, dialect: Dialect) -> None:
     _add_columns(conn, "workflow_status", [("attributes", "TEXT")])
 
 
+def _v11_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """DBOS 2.x's schedule options (automatic_backfill, cron_timezone) and schedule_id;
+    a tick's workflow records its schedule's name (``list_workflows(schedule_name=)``)."""
+    _add_columns(conn, "schedules", [
+        ("schedule_id", "TEXT"), ("automatic_backfill", "BOOLEAN NOT NULL DEFAULT FALSE"), ("cron_timezone", "TEXT"),
+    ])
+    t = s.schedules
+    for name in conn.execute(sa.select(t.c.schedule_name).where(t.c.schedule_id.is_(None))).scalars().all():
+        conn.execute(t.update().where(t.c.schedule_name == name).values(schedule_id=str(uuid.uuid4())))
+    _add_columns(conn, "workflow_status", [("schedule_name", "TEXT")])
+    ws = s.workflow_status
+    index = sa.Index("ws_schedule_created", ws.c.schedule_name, ws.c.created_at, **_not_null("schedule_name"))
+    index.create(conn, checkfirst=True)
+    index.table.indexes.discard(index)  # type: ignore[union-attr]
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
 SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system,
-                                     _v9_system, _v10_system]
+                                     _v9_system, _v10_system, _v11_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

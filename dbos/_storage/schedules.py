@@ -24,11 +24,16 @@ class ScheduleRow:
     last_fired_at: Optional[int]
     created_at: int
     updated_at: int
+    schedule_id: Optional[str] = None  # a UUID (NULL only before migration v11 filled it)
+    automatic_backfill: bool = False  # on start, every missed tick runs (else only the latest)
+    cron_timezone: Optional[str] = None  # IANA zone of the crontab; None: UTC
 
 
 def _row(r: Any) -> ScheduleRow:
     m = r._mapping
-    return ScheduleRow(**{c.name: m[c.name] for c in t.columns})
+    values = {c.name: m[c.name] for c in t.columns}
+    values["automatic_backfill"] = bool(values["automatic_backfill"])
+    return ScheduleRow(**values)
 
 
 def insert(conn: sa.Connection, dialect: Dialect, row: ScheduleRow) -> bool:
@@ -39,11 +44,13 @@ def insert(conn: sa.Connection, dialect: Dialect, row: ScheduleRow) -> bool:
 
 def upsert(conn: sa.Connection, dialect: Dialect, row: ScheduleRow, *, keep_status: bool) -> None:
     """Create or redefine a schedule (``apply_schedules``, and each launch for the decorated
-    ones). ``keep_status``: a PAUSED schedule stays paused. Its last fired tick is kept."""
+    ones). ``keep_status``: a PAUSED schedule stays paused. Its last fired tick and its
+    schedule_id are kept."""
     changes = {
         "workflow_name": row.workflow_name, "workflow_class_name": row.workflow_class_name,
         "schedule": row.schedule, "context": row.context, "kind": row.kind,
         "queue_name": row.queue_name, "updated_at": row.updated_at,
+        "automatic_backfill": row.automatic_backfill, "cron_timezone": row.cron_timezone,
     }
     if not keep_status:
         changes["status"] = row.status
@@ -61,15 +68,15 @@ def list_all(
     *,
     statuses: Optional[Sequence[str]] = None,
     workflow_names: Optional[Sequence[str]] = None,
-    name_prefix: Optional[str] = None,
+    name_prefixes: Optional[Sequence[str]] = None,
 ) -> list[ScheduleRow]:
     q = sa.select(t).order_by(t.c.schedule_name)
     if statuses is not None:
         q = q.where(t.c.status.in_(list(statuses)))
     if workflow_names is not None:
         q = q.where(t.c.workflow_name.in_(list(workflow_names)))
-    if name_prefix is not None:
-        q = q.where(t.c.schedule_name.startswith(name_prefix, autoescape=True))
+    if name_prefixes is not None:
+        q = q.where(sa.or_(sa.false(), *[t.c.schedule_name.startswith(p, autoescape=True) for p in name_prefixes]))
     return [_row(r) for r in conn.execute(q)]
 
 

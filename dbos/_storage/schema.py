@@ -75,6 +75,7 @@ workflow_status = sa.Table(
     sa.Column("trace_context", sa.Text),
     sa.Column("delay_until_epoch_ms", sa.BigInteger),  # DELAYED until then (migration v6)
     sa.Column("attributes", sa.Text),  # a JSON object: DBOS 2.x's workflow attributes (migration v10)
+    sa.Column("schedule_name", sa.Text),  # the schedule whose tick this is (migration v11)
 )
 
 operation_outputs = sa.Table(
@@ -196,6 +197,7 @@ schedules = sa.Table(
     "schedules",
     system,
     sa.Column("schedule_name", sa.Text, primary_key=True),
+    sa.Column("schedule_id", sa.Text),  # a UUID, new when the name is created again (migration v11)
     sa.Column("workflow_name", sa.Text, nullable=False),
     sa.Column("workflow_class_name", sa.Text),
     sa.Column("schedule", sa.Text, nullable=False),  # the crontab
@@ -206,6 +208,10 @@ schedules = sa.Table(
     sa.Column("last_fired_at", sa.BigInteger),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # DBOS 2.x (migration v11): on start, run every tick missed since the last one fired;
+    # the IANA zone whose wall clock the crontab reads (NULL: UTC).
+    sa.Column("automatic_backfill", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("cron_timezone", sa.Text),
 )
 
 # Queues stored in the database (``DBOS.register_queue``): one row a queue, its limits

@@ -46,6 +46,7 @@ class WorkflowRow:
     trace_context: Optional[str] = None
     delay_until_epoch_ms: Optional[int] = None  # DELAYED until then
     attributes: Optional[str] = None  # JSON object
+    schedule_name: Optional[str] = None  # the schedule whose tick this workflow is
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> "WorkflowRow":
