@@ -259,16 +259,17 @@ def test_client_schedules(dbos: Harness, backend: Backend) -> None:
 
 def test_only_the_latest_missed_tick_runs(dbos: Harness, backend: Backend) -> None:
     rt = runtime()
+    assert dbos.dbos is not None
+    for service in dbos.dbos._services:  # the service of this process stays out of the way
+        if isinstance(service, Scheduler):
+            service.stop()  # pausing, then flipping ACTIVE in SQL, raced: the pause wakes it
     DBOS.create_schedule(schedule_name="gap", workflow_fn=dynamic_job, schedule="* * * * * *")
-    DBOS.pause_schedule("gap")  # the service of this process stays out of the way
-    # The schedule last fired at 00:00:00; no executor ran until 00:00:30. (Written after
-    # the pause: a live tick fired before it would have moved last_fired_at to now.)
+    # The schedule last fired at 00:00:00; no executor ran until 00:00:30.
     t0 = _at(0)
     backend.execute(
         f"UPDATE {backend.table('schedules')} SET last_fired_at = :t, created_at = :t",
         t=int(t0.timestamp() * 1000),
     )
-    backend.execute(f"UPDATE {backend.table('schedules')} SET status = 'ACTIVE'")
     scheduler = Scheduler(rt, rt.logger)
     fired = scheduler.fire_due(now=_at(30) + datetime.timedelta(milliseconds=400))
     assert fired == [rules.tick_workflow_id("gap", _at(30))]  # only the latest, not 30 of them
