@@ -25,7 +25,9 @@ from dbos._api.migrate import run_dbos_database_migrations
 from dbos._api.queue import Queue
 from dbos._api.retention import SendMessage
 from dbos._config.settings import DBOSConfig
+from dbos._execution.context import DuplicationPolicy
 from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
+from dbos._execution.serialization import WorkflowSerializationFormat
 from dbos._execution.status import StepInfo, StepStatus, WorkflowStatus, WorkflowStatusString
 from dbos._execution.versions import VersionInfo
 from dbos.error import (
@@ -51,6 +53,7 @@ __all__ = [
     "EnqueueOptions",
     "DBOSContextEnsure",
     "DBOSContextSetAuth",
+    "DuplicationPolicy",
     "Queue",
     "PropagateOtelContext",
     "SetWorkflowAttributes",
@@ -67,6 +70,7 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowHandleAsync",
     "WorkflowSchedule",
+    "WorkflowSerializationFormat",
     "WorkflowStatus",
     "WorkflowStatusString",
     "error",

@@ -19,7 +19,6 @@ from conftest import PG_BASE_URL, Backend, Harness, _drop_pg_database, _require_
 
 import dbos
 from dbos import DBOS, DBOSClient, DBOSConfiguredInstance, DBOSException, Queue, SetWorkflowID
-from dbos._api.missing import DBOSNotImplementedError
 from dbos._config import settings as settings_module
 from dbos._config.settings import load_settings
 from dbos.error import DBOSConfigError
@@ -231,8 +230,11 @@ def test_enqueue_options_dbos_keys(dbos: Harness, backend: Backend) -> None:
                                "authenticated_user": "ann", "authenticated_roles": ["admin"]}).get_result() == "ok"
         with pytest.raises(DBOSException, match="EnqueueOptions has no key 'class_nme' .did you mean 'class_name'"):
             client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue", "class_nme": "x"}, 1)  # type: ignore[typeddict-unknown-key]
-        with pytest.raises(DBOSNotImplementedError, match="duplication_policy"):
+        with pytest.raises(DBOSException, match="Invalid duplication_policy 'return-all'"):
             client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue", "deduplication_id": "d",
+                            "duplication_policy": "return-all"}, 1)  # type: ignore[typeddict-item]
+        with pytest.raises(DBOSException, match="'return-existing' requires a deduplication_id"):
+            client.enqueue({"workflow_name": "kw_echo", "queue_name": "kw2x_queue",
                             "duplication_policy": "return-existing"}, 1)
         for blank in ("", "   "):
             with pytest.raises(DBOSException, match="workflow_id'. must (not be blank|be a non-empty string)"):

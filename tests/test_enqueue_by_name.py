@@ -92,10 +92,9 @@ def test_enqueue_workflow_with_options_builds_the_clients_row(dbos: Harness, bac
     with pytest.raises(DBOSException, match="EnqueueOptions has no key 'priorty' .did you mean 'priority'"):
         DBOS.enqueue_workflow_with_options(
             {"workflow_name": "byname_double", "queue_name": "byname_queue", "priorty": 1}, 1)  # type: ignore[typeddict-unknown-key]
-    with pytest.raises(DBOSNotImplementedError, match="duplication_policy"):
+    with pytest.raises(DBOSNotImplementedError, match="PORTABLE"):
         DBOS.enqueue_workflow_with_options(
-            {"workflow_name": "byname_double", "queue_name": "byname_queue", "duplication_policy": "return-existing",
-             "deduplication_id": "dd-2"}, 1)
+            {"workflow_name": "byname_double", "queue_name": "byname_queue", "serialization_type": "portable"}, 1)
 
 
 def test_enqueue_with_options_from_a_workflow_is_a_recorded_child(dbos: Harness, backend: Backend) -> None:

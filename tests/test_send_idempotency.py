@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import Backend, Harness
 
-from dbos import DBOS, DBOSClient, DBOSException, SendMessage, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSException, SendMessage, SetWorkflowID, WorkflowSerializationFormat
 from dbos._api.missing import DBOSNotImplementedError
 
 
@@ -80,8 +80,8 @@ def test_keyed_send_async_and_bad_keywords(dbos: Harness) -> None:
     assert inbox.get_result() == ["q", None]
     with pytest.raises(DBOSException, match="idempotency_key must be a non-empty string"):
         DBOS.send("idem-inbox-5", "m", idempotency_key="")
-    with pytest.raises(DBOSNotImplementedError, match="send_to_forks"):
-        DBOS.send("idem-inbox-5", "m", send_to_forks=True)
+    with pytest.raises(DBOSNotImplementedError, match="PORTABLE"):
+        DBOS.send("idem-inbox-5", "m", serialization_type=WorkflowSerializationFormat.PORTABLE)
     with pytest.raises(TypeError, match="unexpected keyword argument 'idempotencykey'"):
         DBOS.send("idem-inbox-5", "m", idempotencykey="x")
 

@@ -26,19 +26,25 @@ from typing import (
     Union,
 )
 
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
 from dbos._api.attributes import ClientAttributesMixin
 from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _poll_interval
-from dbos._api.retention import ClientRetentionMixin, check_send_options
+from dbos._api.missing import check_serialization_type
+from dbos._api.retention import ClientRetentionMixin, SendMessage, check_messages
 from dbos._api.schedules import ClientSchedulesMixin
 from dbos._api.stored_queues import ClientQueuesMixin
 from dbos._config.settings import load_settings
-from dbos._execution import context, management, messaging, results, versions
+from dbos._execution import context, management, messaging, outbox, results, versions
 from dbos._execution.registry import Registry
 from dbos._execution.runtime import Runtime
+from dbos._execution.serialization import WorkflowSerializationFormat
 from dbos._execution.status import StepInfo, WorkflowStatus
 from dbos._execution.waits import run_async
 from dbos._services.pool import WorkflowPool
+from dbos._storage import caller_tx
 from dbos._storage.database import Database
 from dbos._storage.migrations import migrate_system
 from dbos._wakeups.hub import Hub
@@ -162,6 +168,44 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
         handle = await self._rt.to_thread(lambda: self.enqueue(options, *args, **kwargs))
         return WorkflowHandleAsync(self._rt, handle.workflow_id)
 
+    # -- in the caller's transaction (a transactional outbox) ----------------------------
+    # ``conn_or_session``: a synchronous SQLAlchemy Connection or ORM Session on this system
+    # database, whose transaction the caller commits or rolls back (nothing is written until
+    # it commits). No wakeup follows the commit: executors and receivers find the rows when
+    # they next poll (docs/decisions.md). From async code: ``await conn.run_sync(...)``.
+    def enqueue_in_transaction(
+        self, conn_or_session: Union[sa.Connection, Session], options: EnqueueOptions, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """As ``enqueue``, in the caller's transaction; the handle is valid once it commits."""
+        with caller_tx.bound(self._db, conn_or_session) as conn:
+            workflow_id = enqueue_with_options(self._rt, options, args, kwargs, self._latest_version.get(),
+                                               "DBOSClient.enqueue_in_transaction", conn=conn)
+        return WorkflowHandle(self._rt, workflow_id)
+
+    def send_in_transaction(
+        self, conn_or_session: Union[sa.Connection, Session], destination_id: str, message: Any,
+        topic: Optional[str] = None, idempotency_key: Optional[str] = None, *,
+        serialization_type: Optional[WorkflowSerializationFormat] = WorkflowSerializationFormat.DEFAULT,
+        send_to_forks: bool = False,
+    ) -> None:
+        """As ``send``, in the caller's transaction."""
+        check_serialization_type(serialization_type, "DBOSClient.send_in_transaction")
+        with caller_tx.bound(self._db, conn_or_session) as conn:
+            outbox.send(self._rt, conn, destination_id, message, topic, idempotency_key, bool(send_to_forks))
+
+    def send_bulk_in_transaction(
+        self, conn_or_session: Union[sa.Connection, Session], messages: List[SendMessage], *,
+        serialization_type: Optional[WorkflowSerializationFormat] = WorkflowSerializationFormat.DEFAULT,
+        send_to_forks: bool = False,
+    ) -> None:
+        """As ``send_bulk``, in the caller's transaction (all checked before any is written)."""
+        check_serialization_type(serialization_type, "DBOSClient.send_bulk_in_transaction")
+        checked = check_messages(messages)
+        with caller_tx.bound(self._db, conn_or_session) as conn:
+            for m in checked:
+                outbox.send(self._rt, conn, m["destination_id"], m["message"], m.get("topic"),
+                            m.get("idempotency_key"), bool(send_to_forks))
+
     # -- handles, messages, events ------------------------------------------------
     def retrieve_workflow(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:
         """As ``DBOS.retrieve_workflow``: ``existing_workflow=False`` returns at once."""
@@ -198,10 +242,13 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
         return handles[ids.index(first)]
 
     def send(self, /, destination_id: str, message: Any, topic: Optional[str] = None,
-             idempotency_key: Optional[str] = None, **dbos_only: Any) -> None:
-        check_send_options(dbos_only)
+             idempotency_key: Optional[str] = None, *,
+             serialization_type: Optional[WorkflowSerializationFormat] = WorkflowSerializationFormat.DEFAULT,
+             send_to_forks: bool = False) -> None:
+        """``send_to_forks``: also to every workflow forked (transitively) from the destination."""
+        check_serialization_type(serialization_type, "DBOSClient.send")
         with context.updated(run=None):
-            messaging.send(self._rt, destination_id, message, topic, idempotency_key)
+            messaging.send(self._rt, destination_id, message, topic, idempotency_key, to_forks=bool(send_to_forks))
 
     def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         with context.updated(run=None):

@@ -91,8 +91,13 @@ class SetEnqueueOptions(_Block):
         app_version: Optional[str] = None,
         queue_partition_key: Optional[str] = None,
         delay_seconds: Optional[float] = None,
+        duplication_policy: Optional[context.DuplicationPolicy] = None,
     ) -> None:
         super().__init__()
+        if duplication_policy not in (None, "reject", "return-existing"):
+            raise DBOSException(
+                f"Invalid duplication_policy {duplication_policy!r}: must be 'reject' or 'return-existing'"
+            )
         if delay_seconds is not None:
             delay_seconds = _delay(delay_seconds)
         if priority is not None:
@@ -102,7 +107,9 @@ class SetEnqueueOptions(_Block):
                            ("queue_partition_key", queue_partition_key)):
             if value is not None:
                 checks.identifier(key, value)
-        self.options = EnqueueOptions(deduplication_id, priority, app_version, queue_partition_key, delay_seconds)
+        self.options = EnqueueOptions(
+            deduplication_id, priority, app_version, queue_partition_key, delay_seconds, duplication_policy
+        )
 
     def _changes(self, ctx: context.Ctx) -> dict[str, Any]:
         return {"enqueue": self.options}
@@ -117,6 +124,7 @@ def reject_enqueue_options() -> None:
     set_options = [name for name, value in (
         ("deduplication_id", options.deduplication_id), ("priority", options.priority),
         ("queue_partition_key", options.queue_partition_key), ("delay_seconds", options.delay_seconds),
+        ("duplication_policy", None if options.duplication_policy == "reject" else options.duplication_policy),
     ) if value is not None]
     if set_options:
         raise DBOSException(

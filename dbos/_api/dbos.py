@@ -33,6 +33,7 @@ from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
 from dbos._api.management import _ManagementMixin
 from dbos._api.messages import _MessagesMixin
+from dbos._api.missing import check_serialization_type
 from dbos._api.retention import _RetentionMixin
 from dbos._api.schedules import _SchedulesMixin
 from dbos._api.stored_queues import _QueuesMixin
@@ -42,6 +43,7 @@ from dbos._execution import workflow as wf
 from dbos._execution.queues import INTERNAL_QUEUE
 from dbos._execution.registry import REGISTRY
 from dbos._execution.runtime import Runtime, now_ms
+from dbos._execution.serialization import WorkflowSerializationFormat
 from dbos._execution.status import StepStatus
 from dbos._execution.step import reserve
 from dbos._services.base import Service
@@ -399,7 +401,12 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
 
     # -- decorators -----------------------------------------------------------
     @staticmethod
-    def workflow(*, name: Optional[str] = None, max_recovery_attempts: Optional[int] = None) -> Callable[[F], F]:
+    def workflow(
+        *, name: Optional[str] = None, max_recovery_attempts: Optional[int] = None,
+        serialization_type: Optional[WorkflowSerializationFormat] = None,
+    ) -> Callable[[F], F]:
+        """``serialization_type``: NATIVE or None (every value is pickled); PORTABLE is refused."""
+        check_serialization_type(serialization_type, "DBOS.workflow")
         return decorators.workflow_decorator(name=name, max_recovery_attempts=max_recovery_attempts)
 
     @staticmethod

@@ -12,14 +12,17 @@ import difflib
 import functools
 from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar
 
+import sqlalchemy as sa
+
 from dbos._api.context_managers import SetEnqueueOptions
 from dbos._api.decorators import info_of
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import runtime
+from dbos._api.missing import check_serialization_type
 from dbos._execution import checks, context, versions
 from dbos._execution import queues as q
 from dbos._execution import workflow as wf
-from dbos._execution.context import Auth, IdBox
+from dbos._execution.context import Auth, DuplicationPolicy, IdBox
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Runtime
 from dbos._execution.step import Reserved, reserve
@@ -47,21 +50,17 @@ class EnqueueOptions(TypedDict, total=False):
     authenticated_user: str  # the workflow runs as this user, with these roles
     authenticated_roles: List[str]
     max_recovery_attempts: int
-    duplication_policy: str  # "reject" (the default); DBOS's "return-existing" is not implemented
-    serialization_type: Any  # DBOS's default (pickle) only
+    duplication_policy: DuplicationPolicy  # "reject" (the default) or "return-existing" (the holder)
+    serialization_type: Any  # WorkflowSerializationFormat.NATIVE or None: every value is pickled
     application_name: Optional[str]  # accepted; no effect (one application per system database here)
     otel_context: Any  # an OpenTelemetry Context the workflow's trace continues
     attributes: Dict[str, Any]  # DBOS 2.x's workflow attributes (see SetWorkflowAttributes)
 
 
-# DBOS 2.x keys accepted only with the value that means "as before" here.
-_ONLY_DEFAULT = {"duplication_policy": (None, "reject")}
 _KEYS = frozenset(EnqueueOptions.__annotations__)
 
 
 def _check_keys(options: Any, caller: str) -> None:
-    from dbos._api.missing import DBOSNotImplementedError
-
     if not isinstance(options, dict):
         raise DBOSException(f"{caller} takes an EnqueueOptions dict, got {options!r}")
     for key in options:
@@ -69,15 +68,7 @@ def _check_keys(options: Any, caller: str) -> None:
             close = difflib.get_close_matches(str(key), sorted(_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise DBOSException(f"EnqueueOptions has no key {key!r}{hint}; known keys: {', '.join(sorted(_KEYS))}")
-    for key, allowed in _ONLY_DEFAULT.items():
-        if options.get(key) not in allowed:
-            raise DBOSNotImplementedError(
-                f"EnqueueOptions[{key!r}] = {options[key]!r} is part of DBOS Transact 2.x but not of dbos-fleet "
-                "(docs/decisions.md, 'Names, keywords and config keys')"
-            )
-    ser = options.get("serialization_type")
-    if ser is not None and str(getattr(ser, "value", ser)).lower() not in ("default", "pickle", "py_pickle"):
-        raise DBOSNotImplementedError(f"EnqueueOptions['serialization_type'] = {ser!r}: every value is pickled here")
+    check_serialization_type(options.get("serialization_type"), caller)
 
 
 def _noop() -> None:
@@ -87,10 +78,14 @@ def _noop() -> None:
 def enqueue_with_options(
     rt: Runtime, options: EnqueueOptions, args: tuple[Any, ...], kwargs: dict[str, Any],
     latest_version: Optional[str], caller: str, *, as_child: bool = False, reserved: Optional[Reserved] = None,
+    conn: Optional[sa.Connection] = None,
 ) -> str:
-    """Write the ENQUEUED row ``options`` describe; return its workflow ID. ``as_child``:
-    called from a workflow, the enqueue is that workflow's recorded child (a replay finds
-    it; ``reserved``: its step ID, taken by an async caller on its task); a client's never is."""
+    """Write the ENQUEUED row ``options`` describe; return its workflow ID (under
+    ``duplication_policy="return-existing"``, that of the workflow holding its deduplication
+    ID, if one does). ``as_child``: called from a workflow, the enqueue is that workflow's
+    recorded child (a replay finds it; ``reserved``: its step ID, taken by an async caller
+    on its task); a client's never is. ``conn``: written in the caller's transaction, which
+    no wakeup follows (executors find the row when they next poll the queue)."""
     _check_keys(options, caller)
     workflow_name, queue_name = options.get("workflow_name"), options.get("queue_name")
     if not isinstance(workflow_name, str) or not workflow_name.strip():
@@ -109,7 +104,14 @@ def enqueue_with_options(
         app_version=options.get("app_version"),
         queue_partition_key=options.get("queue_partition_key"),
         delay_seconds=options.get("delay_seconds"),
+        duplication_policy=options.get("duplication_policy"),
     ).options
+    if conn is not None and opts.duplication_policy == "return-existing":
+        # Finding the holder means trying the insert again, which a transaction the caller
+        # owns cannot do: on PostgreSQL the collision aborts it (DBOS 2.x refuses it too).
+        raise DBOSException(
+            f"duplication_policy 'return-existing' is not supported by {caller}: use DBOSClient.enqueue"
+        )
     spec = q.QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
     # Work that names no version goes to the latest registered one (DBOS 2.x); with
     # none registered yet it is unpinned (any version may run it).
@@ -145,13 +147,15 @@ def enqueue_with_options(
     try:
         with context.updated(**changes):
             # A deduplication ID already queued: wf.create raises DBOSQueueDeduplicatedError.
-            created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields, reserved=reserved)
+            created = wf.create(rt, call, queue_name=queue_name, enqueue_fields=fields, reserved=reserved,
+                                return_existing=opts.duplication_policy == "return-existing", conn=conn)
     finally:
         if token is not None:
             from opentelemetry import context as otel_context
 
             otel_context.detach(token)
-    rt.wakeups.notify(queue_ready(queue_name))
+    if conn is None and created.fresh:
+        rt.wakeups.notify(queue_ready(queue_name))
     return created.workflow_id
 
 

@@ -10,12 +10,11 @@ docs/decisions.md ("Left out of the DBOS 2.x API") lists the same names.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from dbos.error import DBOSException
 
 _STREAMS = "workflow streams"
-_TX_CLIENT = "client writes inside the caller's own database transaction"
 _SERIALIZERS = "pluggable and portable (JSON) serialization: every value is pickled"
 _DATASOURCES = "transactions on extra data sources (@DBOS.transaction runs on application_database_url)"
 _PATCH = "workflow patching (run old workflows on their own app version, or fork_workflow them onto a new one)"
@@ -33,9 +32,6 @@ DBOS_METHODS: dict[str, str] = {
 
 CLIENT_METHODS: dict[str, str] = {
     **{n: r for n, r in DBOS_METHODS.items() if r in (_STREAMS,)},
-    "enqueue_in_transaction": _TX_CLIENT,
-    "send_in_transaction": _TX_CLIENT,
-    "send_bulk_in_transaction": _TX_CLIENT,
     "rename_application": "renaming an application",
     "rename_application_async": "renaming an application",
 }
@@ -44,11 +40,8 @@ CLIENT_METHODS: dict[str, str] = {
 QUEUE_METHODS: dict[str, str] = {}
 
 MODULE_NAMES: dict[str, str] = {
-    **{n: _SERIALIZERS for n in (
-        "Serializer", "DBOSPortableJSONSerializer", "WorkflowSerializationFormat", "PortableWorkflowError",
-    )},
+    **{n: _SERIALIZERS for n in ("Serializer", "DBOSPortableJSONSerializer", "PortableWorkflowError")},
     **{n: _DATASOURCES for n in ("SQLAlchemyDatasource", "AsyncSQLAlchemyDatasource")},
-    "DuplicationPolicy": "a duplication policy for workflow IDs (a second call with an ID returns its recorded result)",
     "KafkaMessage": "Kafka consumers",
     "Debouncer": "debouncing workflows",
     "DebouncerClient": "debouncing workflows",
@@ -75,4 +68,30 @@ def raise_missing(owner: str, name: str, table: dict[str, str]) -> NoReturn:
     raise DBOSNotImplementedError(
         f"{owner}.{name} is part of DBOS Transact 2.x but not of dbos-fleet: {reason} is not implemented "
         "(docs/decisions.md, 'Left out of the DBOS 2.x API')"
+    )
+
+
+_NATIVE_NAMES = frozenset({"native", "none", "default", "pickle", "py_pickle"})
+
+
+def check_serialization_type(serialization_type: Any, where: str) -> None:
+    """DBOS 2.x's ``serialization_type=``: None, NATIVE and DEFAULT mean pickling, what
+    every value gets here; PORTABLE (JSON) is refused as not implemented, anything else
+    as not a format. ``where`` names the call in the error."""
+    from dbos._execution.serialization import WorkflowSerializationFormat
+
+    if serialization_type is None or serialization_type is WorkflowSerializationFormat.DEFAULT:
+        return
+    name = str(getattr(serialization_type, "value", serialization_type)).lower()
+    if name in _NATIVE_NAMES:
+        return
+    if name == "portable":
+        raise DBOSNotImplementedError(
+            f"{where}(serialization_type=WorkflowSerializationFormat.PORTABLE): portable (JSON) serialization is "
+            "part of DBOS Transact 2.x but not of dbos-fleet, where every value is pickled; use "
+            "WorkflowSerializationFormat.NATIVE or None (docs/decisions.md, 'Left out of the DBOS 2.x API')"
+        )
+    raise DBOSException(
+        f"{where}: serialization_type must be a WorkflowSerializationFormat (NATIVE or None), "
+        f"got {serialization_type!r}"
     )

@@ -3,13 +3,16 @@ send_bulk (DBOS 2.x). Thin shells over ``_execution/retention.py`` and ``messagi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, List, Optional, TypedDict
 
 from dbos._api.calls import check_not_async
 from dbos._api.handles import _as_step, as_step_async
 from dbos._api.instance import runtime
+from dbos._api.missing import check_serialization_type
 from dbos._execution import messaging, retention
 from dbos._execution.runtime import Runtime
+from dbos._execution.serialization import WorkflowSerializationFormat
 from dbos._execution.step import Reserved, reserve
 from dbos.error import DBOSException
 
@@ -23,27 +26,8 @@ class SendMessage(TypedDict, total=False):
     idempotency_key: Optional[str]  # one delivery per key and destination
 
 
-def check_send_options(options: dict[str, Any]) -> None:
-    """DBOS 2.x's other send keywords: only their defaults are implemented here."""
-    from dbos._api.missing import DBOSNotImplementedError
-
-    for key, value in options.items():
-        if key == "send_to_forks" and value is False:
-            continue
-        if key == "serialization_type" and str(getattr(value, "value", value)).lower() in ("default", "none"):
-            continue
-        if key in ("send_to_forks", "serialization_type"):
-            raise DBOSNotImplementedError(
-                f"send({key}={value!r}) is part of DBOS Transact 2.x but not of dbos-fleet "
-                "(docs/decisions.md, 'Names, keywords and config keys')"
-            )
-        raise TypeError(f"send() got an unexpected keyword argument {key!r}")
-
-
-def send_bulk(rt: Runtime, messages: List[SendMessage], reserved: Optional[Reserved] = None) -> None:
-    """Every message, in order, as ``send`` would (inside a workflow each is a recorded
-    step, so a replay sends none twice). All are checked before any is sent.
-    ``reserved``: their step IDs, taken by ``send_bulk_async`` on the calling task."""
+def check_messages(messages: Any) -> List[SendMessage]:
+    """``send_bulk``'s messages, checked all before any is sent."""
     if isinstance(messages, dict) or not isinstance(messages, (list, tuple)):
         raise DBOSException(f"send_bulk takes a list of messages, got {messages!r}")
     for m in messages:
@@ -57,8 +41,20 @@ def send_bulk(rt: Runtime, messages: List[SendMessage], reserved: Optional[Reser
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise DBOSException(f"send_bulk received duplicate idempotency keys: {', '.join(repeated)}")
-    for m in messages:
-        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"), reserved)
+    return list(messages)
+
+
+def send_bulk(
+    rt: Runtime, messages: List[SendMessage], reserved: Optional[Reserved] = None, *,
+    serialization_type: Any = None, send_to_forks: bool = False, where: str = "send_bulk",
+) -> None:
+    """Every message, in order, as ``send`` would (inside a workflow each is a recorded
+    step, so a replay sends none twice). All are checked before any is sent.
+    ``reserved``: their step IDs, taken by ``send_bulk_async`` on the calling task."""
+    check_serialization_type(serialization_type, where)
+    for m in check_messages(messages):
+        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"), reserved,
+                       to_forks=bool(send_to_forks))
 
 
 _DELETE = "DBOS.deleteWorkflow"
@@ -99,16 +95,26 @@ class _RetentionMixin:
                                   rows_threshold=rows_threshold)
 
     @classmethod
-    def send_bulk(cls, messages: List[SendMessage]) -> None:
+    def send_bulk(
+        cls, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        send_to_forks: bool = False,
+    ) -> None:
+        """``send_to_forks``: each message also to every workflow forked from its destination."""
         check_not_async("send_bulk")
-        send_bulk(runtime(), messages)
+        send_bulk(runtime(), messages, serialization_type=serialization_type, send_to_forks=send_to_forks,
+                  where="DBOS.send_bulk")
 
     @classmethod
-    async def send_bulk_async(cls, messages: List[SendMessage]) -> None:
+    async def send_bulk_async(
+        cls, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        send_to_forks: bool = False,
+    ) -> None:
         rt = runtime()
         # One step ID per message, taken before the first await (step.reserve).
         reserved = reserve(len(messages)) if isinstance(messages, (list, tuple)) else None
-        await rt.to_thread(send_bulk, rt, messages, reserved)
+        await rt.to_thread(functools.partial(
+            send_bulk, rt, messages, reserved, serialization_type=serialization_type, send_to_forks=send_to_forks,
+            where="DBOS.send_bulk_async"))
 
 
 class ClientRetentionMixin:
@@ -126,8 +132,12 @@ class ClientRetentionMixin:
         return retention.garbage_collect(self._rt, cutoff_epoch_timestamp_ms=cutoff_epoch_timestamp_ms,
                                          rows_threshold=rows_threshold)
 
-    def send_bulk(self, messages: List[SendMessage]) -> None:
-        send_bulk(self._rt, messages)
+    def send_bulk(
+        self, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        send_to_forks: bool = False,
+    ) -> None:
+        send_bulk(self._rt, messages, serialization_type=serialization_type, send_to_forks=send_to_forks,
+                  where="DBOSClient.send_bulk")
 
     async def delete_workflow_async(self, workflow_id: str, delete_children: bool = False) -> None:
         await self._rt.to_thread(lambda: self.delete_workflow(workflow_id, delete_children))
@@ -135,5 +145,9 @@ class ClientRetentionMixin:
     async def delete_workflows_async(self, workflow_ids: List[str], delete_children: bool = False) -> None:
         await self._rt.to_thread(lambda: self.delete_workflows(workflow_ids, delete_children))
 
-    async def send_bulk_async(self, messages: List[SendMessage]) -> None:
-        await self._rt.to_thread(lambda: self.send_bulk(messages))
+    async def send_bulk_async(
+        self, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        send_to_forks: bool = False,
+    ) -> None:
+        await self._rt.to_thread(lambda: self.send_bulk(
+            messages, serialization_type=serialization_type, send_to_forks=send_to_forks))

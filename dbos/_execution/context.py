@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional
 
 from dbos._storage.operations import StepRow
 from dbos.error import DBOSWorkflowCancelledError
@@ -46,6 +46,11 @@ class IdBox:
         return self.value
 
 
+# DBOS 2.x: what an enqueue whose deduplication ID is taken on its queue does. "reject"
+# (the default) raises DBOSQueueDeduplicatedError; "return-existing" returns the holder.
+DuplicationPolicy = Literal["reject", "return-existing"]
+
+
 @dataclass(frozen=True)
 class EnqueueOptions:
     deduplication_id: Optional[str] = None
@@ -53,6 +58,7 @@ class EnqueueOptions:
     app_version: Optional[str] = None
     queue_partition_key: Optional[str] = None
     delay_seconds: Optional[float] = None  # DELAYED (not claimable) for this long after the enqueue
+    duplication_policy: Optional[DuplicationPolicy] = None
 
 
 @dataclass(frozen=True)

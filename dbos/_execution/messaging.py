@@ -87,9 +87,11 @@ def _wait(rt: Runtime, waiter: Waiter, run: Optional[WorkflowRun], end: float) -
 
 def send(
     rt: Runtime, destination_id: str, message: Any, topic: Optional[str], idempotency_key: Optional[str] = None,
-    reserved: Optional[Reserved] = None,
+    reserved: Optional[Reserved] = None, to_forks: bool = False,
 ) -> None:
-    """``reserved``: its step ID, taken by ``send_async`` on the calling task (``step.reserve``)."""
+    """``reserved``: its step ID, taken by ``send_async`` on the calling task (``step.reserve``).
+    ``to_forks`` (DBOS 2.x ``send_to_forks``): also to every workflow forked from the
+    destination, transitively, as found when the send runs; one step, one transaction."""
     checks.identifier("destination_id", destination_id)
     topic_key = _topic(topic)
     if idempotency_key is not None:
@@ -106,7 +108,8 @@ def send(
         # failed for good (a retry once it exists delivers).
         if not rt.sys_db.query(lambda c: workflow_exists(c, destination_id)):
             raise DBOSNonExistentWorkflowError(destination_id)
-        call = wf.Call(SEND_WORKFLOW, None, (destination_id, message, topic, idempotency_key), {})
+        args = (destination_id, message, topic, idempotency_key) + ((True,) if to_forks else ())
+        call = wf.Call(SEND_WORKFLOW, None, args, {})
         with context.updated(id_box=IdBox(keyed_send_id(destination_id, idempotency_key))):
             wf.call_direct(rt, call)
         return
@@ -119,6 +122,15 @@ def send(
         if recorded is not None:
             return
         sender, message_id = (run.workflow_id, fid), f"{run.workflow_id}-{fid}"
+    if to_forks:
+        dialect = rt.sys_db.dialect
+        targets = rt.sys_db.run(lambda c: messages.send_recorded(
+            c, dialect, sender, message_id, destination_id, topic_key, payload, now_ms(), forks=True), tx=True)
+        if targets is None:
+            raise DBOSNonExistentWorkflowError(destination_id)
+        for target in targets:
+            rt.wakeups.notify(keys.message(target, topic_key))
+        return
     sent = messages.send_message(rt.sys_db, sender, message_id, destination_id, topic_key, payload, now_ms())
     if not sent.exists:
         raise DBOSNonExistentWorkflowError(destination_id)
@@ -130,11 +142,13 @@ def keyed_send_id(destination_id: str, idempotency_key: str) -> str:
     return f"dbos-send::{idempotency_key}::{destination_id}"
 
 
-def _keyed_send(destination_id: str, message: Any, topic: Optional[str], idempotency_key: str) -> None:
-    """The body of <temp>.DBOS.send: the send, its one step."""
+def _keyed_send(
+    destination_id: str, message: Any, topic: Optional[str], idempotency_key: str, to_forks: bool = False
+) -> None:
+    """The body of <temp>.DBOS.send: the send, its one step (function ID 1)."""
     run = context.current().run
     assert run is not None, "<temp>.DBOS.send runs as a workflow"
-    send(run.runtime, destination_id, message, topic, idempotency_key)
+    send(run.runtime, destination_id, message, topic, idempotency_key, to_forks=to_forks)
 
 
 SEND_WORKFLOW = WorkflowInfo(TEMP_PREFIX + "DBOS.send", _keyed_send, False, 100, False, temp_kind="send")

@@ -92,6 +92,8 @@ def enqueue_fields(spec: QueueSpec, options: Optional[EnqueueOptions], app_versi
         raise DBOSException(
             f"queue {spec.name!r} is partitioned: enqueue needs SetEnqueueOptions(queue_partition_key=...)"
         )
+    if opts.duplication_policy == "return-existing" and opts.deduplication_id is None:
+        raise DBOSException("duplication_policy 'return-existing' requires a deduplication_id")
     fields: dict[str, Any] = {
         "priority": opts.priority or 0,
         "deduplication_id": opts.deduplication_id,
@@ -113,8 +115,11 @@ def enqueue(
     (``step.reserve``)."""
     options = context.current().enqueue
     fields = enqueue_fields(spec, options, rt.app_version)
-    # A deduplication ID already queued raises DBOSQueueDeduplicatedError (recorded, in a workflow).
-    created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields, reserved=reserved)
+    # A deduplication ID already queued raises DBOSQueueDeduplicatedError (recorded, in a
+    # workflow), or under "return-existing" gives the workflow holding it.
+    return_existing = options is not None and options.duplication_policy == "return-existing"
+    created = wf.create(rt, call, queue_name=spec.name, enqueue_fields=fields, reserved=reserved,
+                        return_existing=return_existing)
     if created.fresh:
         rt.wakeups.notify(queue_ready(spec.name))
     return created.workflow_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pickle
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from dbos.error import DBOSException, DBOSSerializationError
@@ -15,6 +16,16 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 class UnserializableValueError(DBOSSerializationError, TypeError):
     """A value that cannot be pickled. Also a ``TypeError``, what pickle itself raises
     for most such values (and what code written for DBOS Transact catches)."""
+
+
+class WorkflowSerializationFormat(str, Enum):
+    """DBOS 2.x's ``serialization_type`` values. Every value is pickled here (DBOS's native
+    format): NATIVE and DEFAULT mean that; PORTABLE (JSON) is refused
+    (``dbos._api.missing.check_serialization_type``; docs/decisions.md)."""
+
+    PORTABLE = "portable"
+    NATIVE = "native"
+    DEFAULT = None
 
 
 def serialize(value: Any, what: str, *what_args: Any) -> bytes:

@@ -26,8 +26,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn, Optional
 
+import sqlalchemy as sa
+
 from dbos._execution import auth as auth_rules
-from dbos._execution import checks, context, outcomes, results, waits
+from dbos._execution import checks, context, dedup, outcomes, results, waits
 from dbos._execution.auth import authorize
 from dbos._execution.context import Auth, Ctx, WorkflowRun
 from dbos._execution.ids import new_id
@@ -36,12 +38,10 @@ from dbos._execution.runtime import LocalExecution, Runtime, creation_ms, now_ms
 from dbos._execution.serialization import (
     deserialize_error,
     serialize,
-    serialize_error,
 )
 from dbos._execution.step import Reserved, replay
 from dbos._execution.step import record as record_step
 from dbos._storage import operations, workflows
-from dbos._storage.dialect import Dialect
 from dbos._storage.operations import StepRow
 from dbos._storage.workflows import WorkflowRow
 from dbos._telemetry import tracing
@@ -53,7 +53,6 @@ from dbos.error import (
     DBOSException,
     DBOSNonExistentWorkflowError,
     DBOSNotAuthorizedError,
-    DBOSQueueDeduplicatedError,
     DBOSUnexpectedStepError,
     DBOSWorkflowCancelledError,
 )
@@ -158,6 +157,8 @@ def create(
     direct: bool = False,
     slot: Optional["ChildSlot"] = None,
     reserved: Optional[Reserved] = None,
+    return_existing: bool = False,
+    conn: Optional[sa.Connection] = None,
 ) -> Created:
     """Write (or find) the status row of a workflow about to start or be enqueued.
 
@@ -166,6 +167,8 @@ def create(
     them is recorded and its execution ends it as ERROR (``auth.refuse_recorded_caller``), as in DBOS.
     ``slot``: the parent's step IDs, taken already (``take_slot``); or ``reserved``: the
     step ID an async caller took on its task (``step.reserve``), for a started or enqueued child.
+    ``return_existing``: a taken deduplication ID gives its holder (``dedup``). ``conn``: the
+    row is written in the caller's transaction (``DBOSClient.enqueue_in_transaction``).
     """
     if rt.registry.cleared:
         rt.registry.ensure_call(call.info, call.class_name, call.config_name, call.instance)
@@ -183,7 +186,8 @@ def create(
             assert error is not None
             raise error
         assert recorded.child_workflow_id is not None
-        found = _existing(rt, recorded.child_workflow_id, call, slot.parent.auth, slot.parent.deadline_ms)
+        found = _existing(rt, recorded.child_workflow_id, call, slot.parent.auth, slot.parent.deadline_ms,
+                          check_name=not return_existing)  # a recorded holder may be another workflow
         return _with_result_step(found, slot)
     auth = auth_rules.caller_auth(ctx, parent)
     if call.info.roles is not None and call.info.roles.roles:
@@ -223,28 +227,21 @@ def create(
     if enqueue_fields:
         row = replace(row, **enqueue_fields)
     dialect = rt.sys_db.dialect
-    try:
-        inserted = workflows.create(rt.sys_db, row)
-    except Exception as e:
-        if row.deduplication_id is None or not Dialect.is_unique_violation(e):
-            raise
-        refused = DBOSQueueDeduplicatedError("(not created)", queue_name or "", row.deduplication_id)
-        if parent is not None and fid is not None:
-            # Recorded as the step, carrying the error: a replay is refused the same way,
-            # whatever the queue holds by then (as in DBOS).
-            data = serialize_error(refused, rt.settings.max_value_bytes)
-            refusal = StepRow(fid, call.info.name, None, data, None, now, now_ms())
-            rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, refusal))
-        raise refused from None
+    # A taken deduplication ID: refused (recorded as the parent's step), or its holder.
+    inserted, holder = dedup.insert(rt, row, call.info.name, parent, fid, now, return_existing=return_existing,
+                                    conn=conn)
+    if holder is not None:
+        return _with_result_step(_existing(rt, holder, call, auth, deadline_ms, check_name=False), slot)
     if parent is not None and fid is not None:
         step = StepRow(fid, call.info.name, None, None, workflow_id, now, now)
         rt.sys_db.run(lambda c: operations.insert(c, dialect, parent.workflow_id, step))
     if inserted:
-        rt.wakeups.notify(workflow_created(workflow_id))
+        if conn is None:  # a caller's transaction: nothing to announce before it commits
+            rt.wakeups.notify(workflow_created(workflow_id))
         trace_parent = tracing.current_context() if tracing.enabled() else None
         fresh = Created(workflow_id, True, None, auth, deadline_ms, queue_name, trace_parent)
         return _with_result_step(fresh, slot)
-    found = _existing(rt, workflow_id, call, auth, deadline_ms)
+    found = _existing(rt, workflow_id, call, auth, deadline_ms, conn=conn)
     if found.existing is not None and found.existing.inputs != inputs:
         # Idempotency, as in DBOS: the recorded workflow stands, whatever the new arguments.
         rt.logger.debug(
@@ -327,11 +324,16 @@ def _with_result_step(created: Created, slot: Optional[ChildSlot]) -> Created:
     return created
 
 
-def _existing(rt: Runtime, workflow_id: str, call: Call, auth: Auth, deadline: Optional[int]) -> Created:
-    row = rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
+def _existing(
+    rt: Runtime, workflow_id: str, call: Call, auth: Auth, deadline: Optional[int], *,
+    check_name: bool = True, conn: Optional[sa.Connection] = None,
+) -> Created:
+    """The workflow of this ID, as found (``conn``: read in the caller's transaction).
+    ``check_name``: it must be the call's workflow (not so for a deduplication holder)."""
+    row = workflows.get(conn, workflow_id) if conn is not None else rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
     if row is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
-    if row.name != call.info.name:
+    if check_name and row.name != call.info.name:
         raise DBOSConflictingWorkflowError(
             workflow_id, f"it is a {row.name} workflow, not {call.info.name}"
         )

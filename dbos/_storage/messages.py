@@ -95,6 +95,41 @@ def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
     return conn.execute(sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == workflow_id)).first() is not None
 
 
+def fork_descendants(conn: sa.Connection, dialect: Dialect, workflow_id: str) -> list[str]:
+    """Every workflow forked from ``workflow_id``, transitively (forks of forks...), sorted:
+    one query per generation of forks. (No index serves ``forked_from``: a scan per
+    generation, paid only by sends that ask for forks.)"""
+    found: set[str] = set()
+    frontier = [workflow_id]
+    while frontier:
+        rows = conn.execute(sa.select(ws.c.workflow_uuid).where(dialect.among(ws.c.forked_from, frontier)))
+        frontier = [str(r[0]) for r in rows if r[0] not in found and r[0] != workflow_id]
+        found.update(frontier)
+    return sorted(found)
+
+
+def send_recorded(
+    conn: sa.Connection, dialect: Dialect, sender: Optional[tuple[str, int]], message_id: str,
+    destination: str, topic: str, message: bytes, now: int, *, forks: bool,
+) -> Optional[list[str]]:
+    """Store a message for ``destination`` and (``forks``) for every workflow forked from
+    it, in the caller's transaction: the copy for fork F has the ID ``<message_id>::F``. ``sender``:
+    (workflow_id, function_id) of a send from a workflow, whose step is recorded here too
+    (already recorded: nothing is sent again). None if ``destination`` does not exist;
+    else the workflows a copy went to (none for a replayed send)."""
+    if not workflow_exists(conn, destination):
+        return None
+    if sender is not None:
+        step = StepRow(sender[1], "DBOS.send", None, None, None, now, now)
+        if not operations.insert(conn, dialect, sender[0], step):
+            return []
+    targets = [destination, *(fork_descendants(conn, dialect, destination) if forks else ())]
+    for target in targets:
+        mid = message_id if target == destination else f"{message_id}::{target}"
+        send(conn, dialect, mid, target, topic, message, now)
+    return targets
+
+
 # -- a message or event and the step that records it, written together ------------
 #
 # On PostgreSQL one autocommit statement: a data-modifying CTE runs exactly once

@@ -474,3 +474,13 @@ def active_by_version_queue(conn: sa.Connection) -> dict[tuple[str, str], int]:
         .group_by(ws.c.application_version, ws.c.queue_name)
     )
     return {(str(r[0]), str(r[1] or "")): int(r[2]) for r in conn.execute(stmt)}
+
+
+def deduplicated_holder(conn: sa.Connection, queue_name: str, deduplication_id: str) -> Optional[str]:
+    """The queued workflow (DELAYED, ENQUEUED or PENDING: what ``ws_queue_dedup`` covers)
+    holding this deduplication ID on this queue; None once it has left the queue."""
+    stmt = sa.select(ws.c.workflow_uuid).where(
+        ws.c.queue_name == queue_name, ws.c.deduplication_id == deduplication_id,
+        status_in("DELAYED", "ENQUEUED", "PENDING"),
+    )
+    return conn.execute(stmt).scalar()
