@@ -173,3 +173,17 @@ def test_enqueue_in_transaction_reads_its_own_rows(client: DBOSClient, backend: 
     assert a.workflow_id == b.workflow_id == wid
     assert eventually(lambda: backend.status(wid) == "SUCCESS" or None)
     assert a.get_result() == 2
+
+
+def test_the_clients_system_schema_is_used(backend: Backend) -> None:
+    """A client on another system schema writes there, on the caller's connection too."""
+    if backend.is_sqlite:
+        pytest.skip("SQLite has no schemas")
+    wid = f"ctx-{uuid.uuid4().hex[:8]}"
+    with DBOSClient(backend.url, system_database_schema="ctx_custom") as custom:
+        with backend.engine.begin() as conn:
+            custom.enqueue_in_transaction(conn, _opts(workflow_id=wid), 1, 1)
+        assert backend.scalar(f"SELECT status FROM {backend.table('workflow_status', 'ctx_custom')} "
+                              "WHERE workflow_uuid = :w", w=wid) == "ENQUEUED"
+        assert backend.status(wid) is None  # not in the default schema "dbos"
+        assert custom.retrieve_workflow(wid).get_status().queue_name == "ctx_queue"
