@@ -95,10 +95,10 @@ def _distinct_ids(handles: List[Any]) -> List[str]:
     return ids
 
 
-def cancel_each(rt: Runtime, workflow_ids: List[str]) -> None:
-    """The body of a ``DBOS.cancelWorkflow`` step (unknown IDs are skipped)."""
-    for workflow_id in workflow_ids:
-        management.cancel(rt, workflow_id)
+def cancel_each(rt: Runtime, workflow_ids: List[str], cancel_children: bool = False) -> None:
+    """The body of a ``DBOS.cancelWorkflow`` step: one transaction for them all (unknown IDs
+    are skipped); ``cancel_children``: their descendants too."""
+    management.cancel_workflows(rt, workflow_ids, cancel_children=cancel_children)
 
 
 class _CallsMixin:
@@ -268,16 +268,17 @@ class _CallsMixin:
                             lambda: queues.set_delay(rt, workflow_id, delay_seconds, delay_until_epoch_ms))
 
     @classmethod
-    def cancel_workflows(cls, workflow_ids: List[str]) -> None:
-        """``cancel_workflow`` of each (unknown IDs are skipped); in a workflow one
+    def cancel_workflows(cls, workflow_ids: List[str], *, cancel_children: bool = False) -> None:
+        """``cancel_workflow`` of each, in one transaction (unknown IDs are skipped);
+        ``cancel_children``: their descendants too, at any depth. In a workflow one
         ``DBOS.cancelWorkflow`` step for them all, as DBOS 2.x."""
         rt = runtime()
-        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids))
+        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids, cancel_children))
 
     @classmethod
-    async def cancel_workflows_async(cls, workflow_ids: List[str]) -> None:
+    async def cancel_workflows_async(cls, workflow_ids: List[str], *, cancel_children: bool = False) -> None:
         rt = runtime()
-        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids))
+        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, workflow_ids, cancel_children))
 
     @classmethod
     def resume_workflows(

@@ -289,12 +289,13 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
         queues_only: bool = False,
+        was_forked_from: Optional[bool] = None,
         has_parent: Optional[bool] = None,
         attributes: Optional[Dict[str, Any]] = None,
         schedule_name: Optional[Union[str, List[str]]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows matching every filter given; a list filter matches any of its values.
-        ``queues_only``: as ``list_queued_workflows``."""
+        ``queues_only``: as ``list_queued_workflows``; ``was_forked_from``: as on DBOS."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
@@ -302,6 +303,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
             dequeued_before=dequeued_before, queued_only=bool(queues_only), schedule_name=schedule_name,
+            was_forked_from=was_forked_from,
         )
         return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
@@ -313,6 +315,8 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
+        completed_after: Optional[str] = None,
+        completed_before: Optional[str] = None,
         dequeued_after: Optional[str] = None,
         dequeued_before: Optional[str] = None,
         name: Optional[Union[str, List[str]]] = None,
@@ -338,7 +342,8 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
             end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
             sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
-            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True, schedule_name=schedule_name,
+            completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
+            dequeued_before=dequeued_before, queued_only=True, schedule_name=schedule_name,
         )
         return management.list_workflows(self._rt, f, load_input=load_input, load_output=load_output)
 
@@ -347,12 +352,11 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
     ) -> List[StepInfo]:
         return management.list_steps(self._rt, workflow_id, load_output=load_output, limit=limit, offset=offset)
 
-    def cancel_workflow(self, workflow_id: str) -> None:
-        management.cancel(self._rt, workflow_id)  # an unknown ID: nothing to do
+    def cancel_workflow(self, workflow_id: str, *, cancel_children: bool = False) -> None:
+        management.cancel(self._rt, workflow_id, cancel_children=cancel_children)  # an unknown ID: nothing to do
 
-    def cancel_workflows(self, workflow_ids: List[str]) -> None:
-        for workflow_id in workflow_ids:
-            management.cancel(self._rt, workflow_id)
+    def cancel_workflows(self, workflow_ids: List[str], *, cancel_children: bool = False) -> None:
+        management.cancel_workflows(self._rt, workflow_ids, cancel_children=cancel_children)
 
     def resume_workflows(
         self, workflow_ids: List[str], *, queue_name: Optional[str] = None
@@ -385,20 +389,20 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
     def fork_workflow(
         self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
         queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
+        replacement_children: Optional[Dict[str, str]] = None, timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
         new_id = management.fork(self._rt, workflow_id, start_step, application_version, timeout_seconds,
-                                 queue_name, queue_partition_key)
+                                 queue_name, queue_partition_key, replacement_children)
         return WorkflowHandle(self._rt, new_id)
 
     async def fork_workflow_async(
         self, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
         queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
+        replacement_children: Optional[Dict[str, str]] = None, timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         new_id = await self._rt.to_thread(
             management.fork, self._rt, workflow_id, start_step, application_version, timeout_seconds, queue_name,
-            queue_partition_key,
+            queue_partition_key, replacement_children,
         )
         return WorkflowHandleAsync(self._rt, new_id)
 

@@ -60,12 +60,14 @@ class _ManagementMixin:
         load_output: bool = True,
         executor_id: Optional[Union[str, List[str]]] = None,
         queues_only: bool = False,
+        was_forked_from: Optional[bool] = None,
         has_parent: Optional[bool] = None,
         attributes: Optional[Dict[str, Any]] = None,
         schedule_name: Optional[Union[str, List[str]]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows matching every filter given; a list filter matches any of its values.
-        ``queues_only``: as ``list_queued_workflows``."""
+        ``queues_only``: as ``list_queued_workflows``; ``was_forked_from``: only workflows
+        some fork was made from (True) or none (False)."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, status=status, start_time=start_time, end_time=end_time, name=name,
             app_version=app_version, user=user, limit=limit, offset=offset, sort_desc=sort_desc,
@@ -73,6 +75,7 @@ class _ManagementMixin:
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
             completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
             dequeued_before=dequeued_before, queued_only=bool(queues_only), schedule_name=schedule_name,
+            was_forked_from=was_forked_from,
         )
         rt = runtime()
         return _as_step(rt, "DBOS.listWorkflows", None,  # type: ignore[no-any-return]
@@ -92,6 +95,8 @@ class _ManagementMixin:
         status: Optional[Union[str, List[str]]] = None,
         start_time: Optional[str] = None,
         end_time: Optional[str] = None,
+        completed_after: Optional[str] = None,
+        completed_before: Optional[str] = None,
         dequeued_after: Optional[str] = None,
         dequeued_before: Optional[str] = None,
         name: Optional[Union[str, List[str]]] = None,
@@ -111,13 +116,15 @@ class _ManagementMixin:
         schedule_name: Optional[Union[str, List[str]]] = None,
     ) -> List[WorkflowStatus]:
         """Workflows on a queue and not finished (DELAYED, ENQUEUED, PENDING), with the
-        filters of ``list_workflows``."""
+        filters of ``list_workflows`` (``completed_after/before`` then match none: a
+        queued workflow has not completed)."""
         f = management.workflow_filter(
             workflow_ids=workflow_ids, queue_name=queue_name, status=status, start_time=start_time,
             end_time=end_time, name=name, app_version=app_version, user=user, limit=limit, offset=offset,
             sort_desc=sort_desc, workflow_id_prefix=workflow_id_prefix, executor_id=executor_id,
             forked_from=forked_from, parent_workflow_id=parent_workflow_id, has_parent=has_parent, attributes=attributes,
-            dequeued_after=dequeued_after, dequeued_before=dequeued_before, queued_only=True, schedule_name=schedule_name,
+            completed_after=completed_after, completed_before=completed_before, dequeued_after=dequeued_after,
+            dequeued_before=dequeued_before, queued_only=True, schedule_name=schedule_name,
         )
         rt = runtime()
         return _as_step(rt, "DBOS.listQueuedWorkflows", None,  # type: ignore[no-any-return]
@@ -129,14 +136,15 @@ class _ManagementMixin:
             runtime(), "DBOS.listQueuedWorkflows", None, lambda: plain(lambda: cls.list_queued_workflows(**kwargs)))
 
     @classmethod
-    def cancel_workflow(cls, workflow_id: str) -> None:
+    def cancel_workflow(cls, workflow_id: str, *, cancel_children: bool = False) -> None:
+        """``cancel_children``: its descendants too, at any depth."""
         rt = runtime()
-        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id]))
+        _as_step(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id], cancel_children))
 
     @classmethod
-    async def cancel_workflow_async(cls, workflow_id: str) -> None:
+    async def cancel_workflow_async(cls, workflow_id: str, *, cancel_children: bool = False) -> None:
         rt = runtime()
-        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id]))
+        await as_step_async(rt, "DBOS.cancelWorkflow", None, lambda: cancel_each(rt, [workflow_id], cancel_children))
 
     @classmethod
     def resume_workflow(cls, workflow_id: str, *, queue_name: Optional[str] = None) -> WorkflowHandle[Any]:
@@ -157,23 +165,26 @@ class _ManagementMixin:
     def fork_workflow(
         cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
         queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
+        replacement_children: Optional[Dict[str, str]] = None, timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandle[Any]:
+        """``replacement_children`` {original child ID: replacement ID}: the fork uses the
+        replacement wherever its copied steps started or awaited the original child."""
         rt = runtime()
         return WorkflowHandle(rt, _fork(rt, lambda: management.fork(
-            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key)))
+            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key,
+            replacement_children)))
 
     @classmethod
     async def fork_workflow_async(
         cls, workflow_id: str, start_step: int, *, application_version: Optional[str] = None,
         queue_name: Optional[str] = None, queue_partition_key: Optional[str] = None,
-        timeout_seconds: Optional[float] = None,
+        replacement_children: Optional[Dict[str, str]] = None, timeout_seconds: Optional[float] = None,
     ) -> WorkflowHandleAsync[Any]:
         rt = runtime()
         reserved = steps.reserve(2)  # the fork's step and its status step, in call order
         new_id = await rt.to_thread(_fork, rt, lambda: management.fork(
-            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key),
-            reserved)
+            rt, workflow_id, start_step, application_version, timeout_seconds, queue_name, queue_partition_key,
+            replacement_children), reserved)
         return WorkflowHandleAsync(rt, new_id)
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import replace
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from dbos._execution import checks, context
 from dbos._execution.ids import new_id
@@ -83,6 +83,7 @@ def workflow_filter(
     forked_from: Union[str, Sequence[str], None] = None,
     parent_workflow_id: Union[str, Sequence[str], None] = None,
     has_parent: Optional[bool] = None,
+    was_forked_from: Optional[bool] = None,
     completed_after: Optional[str] = None,
     completed_before: Optional[str] = None,
     dequeued_after: Optional[str] = None,
@@ -96,6 +97,8 @@ def workflow_filter(
         checks.identifier("workflow_ids", wid)
     if has_parent is not None and not isinstance(has_parent, bool):
         raise DBOSException(f"has_parent must be True, False or None, got {has_parent!r}")
+    if was_forked_from is not None and not isinstance(was_forked_from, bool):
+        raise DBOSException(f"was_forked_from must be True, False or None, got {was_forked_from!r}")
     return listing.WorkflowFilter(
         workflow_ids=list(workflow_ids) if workflow_ids is not None else None,
         statuses=_statuses(status, ("DELAYED", "ENQUEUED", "PENDING") if queued_only else STATUSES),
@@ -114,6 +117,7 @@ def workflow_filter(
         forked_from=_values("forked_from", forked_from),
         parent_workflow_id=_values("parent_workflow_id", parent_workflow_id),
         has_parent=has_parent,
+        was_forked_from=was_forked_from,
         completed_after_ms=parse_time(completed_after, "completed_after"),
         completed_before_ms=parse_time(completed_before, "completed_before"),
         dequeued_after_ms=parse_time(dequeued_after, "dequeued_after"),
@@ -177,17 +181,33 @@ def set_attributes(rt: Runtime, workflow_id: str, attributes: Any) -> None:
 # -- cancel, resume, fork --------------------------------------------------------
 
 
-def cancel(rt: Runtime, workflow_id: str) -> bool:
-    """CANCELLED (unless finished), off its queue, and preempted wherever it runs.
-    An unknown ID changes nothing (False), as in DBOS Transact 2.x."""
-    checks.identifier("workflow_id", workflow_id)
-    status = rt.sys_db.run(lambda c: workflows.cancel(c, workflow_id, now_ms()), tx=True)
-    if status is None:
-        return False
-    rt.preempt_local(workflow_id)
-    rt.wakeups.notify(keys.cancelled(workflow_id))  # other processes
-    rt.wakeups.notify(keys.workflow_done(workflow_id))  # awaiting handles re-check
-    return True
+def cancel(rt: Runtime, workflow_id: str, *, cancel_children: bool = False) -> bool:
+    """CANCELLED (unless finished), off its queue, and preempted wherever it runs; False
+    if unknown or finished already (nothing changes), as in DBOS Transact 2.x."""
+    return bool(cancel_workflows(rt, [workflow_id], cancel_children=cancel_children))
+
+
+def cancel_workflows(rt: Runtime, workflow_ids: Sequence[str], *, cancel_children: bool = False) -> list[str]:
+    """``cancel`` of each, in one transaction; ``cancel_children``: their descendants too
+    (through ``parent_workflow_id``, at any depth, below finished ones as well), each
+    cancelled and preempted exactly as if named here. Returns the IDs now CANCELLED."""
+    if isinstance(workflow_ids, str) or not isinstance(workflow_ids, (list, tuple)):
+        raise DBOSException(f"workflow_ids must be a list of strings, got {workflow_ids!r}")
+    ids = [checks.identifier("workflow_id", w) for w in workflow_ids]
+    if not isinstance(cancel_children, bool):
+        raise DBOSException(f"cancel_children must be True or False, got {cancel_children!r}")
+    dialect = rt.sys_db.dialect
+
+    def in_tx(conn: Any) -> list[str]:
+        targets = ids + workflows.descendants(conn, dialect, ids) if cancel_children else ids
+        return workflows.cancel(conn, dialect, targets, now_ms())
+
+    cancelled = rt.sys_db.run(in_tx, tx=True) if ids else []
+    for workflow_id in cancelled:
+        rt.preempt_local(workflow_id)
+        rt.wakeups.notify(keys.cancelled(workflow_id))  # other processes
+        rt.wakeups.notify(keys.workflow_done(workflow_id))  # awaiting handles re-check
+    return cancelled
 
 
 def resume(rt: Runtime, workflow_id: str, queue_name: Optional[str] = None) -> str:
@@ -207,7 +227,7 @@ def resume(rt: Runtime, workflow_id: str, queue_name: Optional[str] = None) -> s
 def fork(
     rt: Runtime, workflow_id: str, start_step: int, application_version: Optional[str],
     timeout_seconds: Optional[float] = None, queue_name: Optional[str] = None,
-    queue_partition_key: Optional[str] = None,
+    queue_partition_key: Optional[str] = None, replacement_children: Optional[Mapping[str, str]] = None,
 ) -> str:
     """A new workflow with the same inputs whose steps before ``start_step`` are copied.
 
@@ -215,7 +235,10 @@ def fork(
     last recorded step copies them all (the fork replays to the same result).
     ``timeout_seconds``: the fork's timeout, counted from its start (else the source's).
     ``queue_name`` (and ``queue_partition_key``): the fork waits its turn on that queue
-    rather than starting at once (the internal queue)."""
+    rather than starting at once (the internal queue).
+    ``replacement_children`` {original child ID: replacement ID}: the copied steps that
+    started (or awaited) an original child name its replacement, so the fork's replay
+    waits for the replacement's outcome and never touches the original (DBOS 2.x)."""
     if isinstance(start_step, bool) or not isinstance(start_step, int):
         raise DBOSException(f"start_step must be an integer, got {start_step!r}")
     start_step = max(1, start_step)
@@ -223,6 +246,7 @@ def fork(
     checks.optional_identifier("application_version", application_version)
     queue = INTERNAL_QUEUE.name if queue_name is None else checks.identifier("queue_name", queue_name)
     checks.optional_identifier("queue_partition_key", queue_partition_key)
+    replacements = _replacements(replacement_children)
     timeout_ms: Optional[int] = None
     if timeout_seconds is not None:
         timeout_ms = max(1, int(checks.duration("timeout_seconds", timeout_seconds, positive=True) * 1000))
@@ -255,11 +279,32 @@ def fork(
             parent_workflow_id=None,
             forked_from=workflow_id,
             schedule_name=None,  # a fork is not a tick of the source's schedule (as in DBOS)
+            was_forked_from=False,
         )
         if not workflows.insert(conn, rt.sys_db.dialect, row):
             raise DBOSException(f"cannot fork into workflow ID {fork_id}: a workflow with that ID exists")
-        operations.copy_prefix(conn, workflow_id, fork_id, start_step)
+        workflows.mark_forked(conn, workflow_id)
+        operations.copy_prefix(conn, workflow_id, fork_id, start_step, replacements)
 
     rt.sys_db.run(in_tx, tx=True)
     rt.wakeups.notify(keys.queue_ready(queue))
     return fork_id
+
+
+def _replacements(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DBOSException(
+            f"replacement_children must be a dict of original child workflow ID to replacement workflow ID, "
+            f"got {checks.short(value)}"
+        )
+    for old, new in value.items():
+        if not isinstance(old, str) or not isinstance(new, str):
+            raise DBOSException(
+                f"replacement_children maps workflow IDs (strings) to workflow IDs (strings), "
+                f"got {checks.short(old)}: {checks.short(new)}"
+            )
+        checks.identifier("replacement_children (an original child ID)", old)
+        checks.identifier("replacement_children (a replacement ID)", new)
+    return dict(value)

@@ -9,14 +9,14 @@ locks for long and is safe to run while the fleet works (docs/decisions.md).
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from dbos._execution import checks
 from dbos._execution.runtime import Runtime
 from dbos._storage import retention as store
+from dbos._storage import workflows
 from dbos._storage.database import Database
 from dbos.error import DBOSException
 
@@ -66,17 +66,8 @@ def delete_workflows(rt: Runtime, workflow_ids: Sequence[str], *, delete_childre
 
 
 def _with_descendants(rt: Runtime, ids: list[str]) -> list[str]:
-    seen = dict.fromkeys(ids)
-    frontier = ids
-    while frontier:
-        children = rt.sys_db.query(functools.partial(_children, parents=frontier))
-        frontier = [w for w in children if w not in seen]
-        seen.update(dict.fromkeys(frontier))
-    return list(seen)
-
-
-def _children(conn: Any, *, parents: list[str]) -> list[str]:
-    return store.children_of(conn, parents)
+    db = rt.sys_db
+    return list(dict.fromkeys(ids)) + db.query(lambda c: workflows.descendants(c, db.dialect, ids))
 
 
 def garbage_collect(

@@ -65,6 +65,7 @@ class WorkflowStatus:
     completed_at: Optional[int] = None
     attributes: Optional[dict[str, Any]] = None  # DBOS 2.x: SetWorkflowAttributes / update_workflow_attributes
     schedule_name: Optional[str] = None  # DBOS 2.x: the schedule that enqueued this workflow (a tick)
+    was_forked_from: bool = False  # DBOS 2.x: some fork names this workflow as its source
 
     @classmethod
     def from_row(cls, row: WorkflowRow, *, load_input: bool = True, load_output: bool = True) -> "WorkflowStatus":
@@ -110,6 +111,7 @@ class WorkflowStatus:
             delay_until_epoch_ms=row.delay_until_epoch_ms,
             attributes=json.loads(row.attributes) if row.attributes else None,
             schedule_name=row.schedule_name,
+            was_forked_from=bool(row.was_forked_from),
             # A queued row's started_at is set by the claim (the dequeue); a finished
             # row's updated_at by the statement that finished it, and nothing writes
             # a finished row after that (docs/decisions.md, issue 18).

@@ -39,6 +39,7 @@ class WorkflowFilter:
     forked_from: Optional[Sequence[str]] = None
     parent_workflow_id: Optional[Sequence[str]] = None
     has_parent: Optional[bool] = None  # True: only children; False: only top-level workflows
+    was_forked_from: Optional[bool] = None  # True: only sources of forks; False: only others
     # WorkflowStatus.completed_at (updated_at of a finished row) and dequeued_at (started_at
     # of a row that went through a queue) within these bounds, epoch ms.
     completed_after_ms: Optional[int] = None
@@ -139,6 +140,8 @@ def list_rows(
     if f.has_parent is not None:
         parent = ws.c.parent_workflow_id
         stmt = stmt.where(parent.is_not(None) if f.has_parent else parent.is_(None))
+    if f.was_forked_from is not None:  # no index: narrows what the created_at order reads
+        stmt = stmt.where(ws.c.was_forked_from == f.was_forked_from)
     order = ws.c.created_at.desc() if f.sort_desc else ws.c.created_at.asc()
     stmt = stmt.order_by(order, ws.c.workflow_uuid.desc() if f.sort_desc else ws.c.workflow_uuid.asc())
     if f.limit is not None:

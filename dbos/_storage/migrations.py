@@ -229,12 +229,21 @@ def _v11_system(conn: sa.Connection, dialect: Dialect) -> None:
     index.table.indexes.discard(index)  # type: ignore[union-attr]
 
 
+def _v12_system(conn: sa.Connection, dialect: Dialect) -> None:
+    """DBOS 2.x's ``was_forked_from``: set on a fork's source (``list_workflows(was_forked_from=)``).
+    Sources of forks made before it are marked too (one pass over ``forked_from``)."""
+    _add_columns(conn, "workflow_status", [("was_forked_from", "BOOLEAN NOT NULL DEFAULT FALSE")])
+    ws = s.workflow_status
+    forks = sa.select(ws.c.forked_from).where(ws.c.forked_from.is_not(None)).scalar_subquery()
+    conn.execute(sa.update(ws).where(ws.c.workflow_uuid.in_(forks)).values(was_forked_from=True))
+
+
 def _v1_application(conn: sa.Connection, dialect: Dialect) -> None:
     s.transaction_outputs.create(conn, checkfirst=True)
 
 
 SYSTEM_MIGRATIONS: list[Migration] = [_v1_system, _v2_system, _v3_system, _v4_system, _v5_system, _v6_system, _v7_system, _v8_system,
-                                     _v9_system, _v10_system, _v11_system]
+                                     _v9_system, _v10_system, _v11_system, _v12_system]
 APPLICATION_MIGRATIONS: list[Migration] = [_v1_application]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 
@@ -140,15 +140,22 @@ def list_for(
     return [StepRow(*r) for r in conn.execute(stmt)]
 
 
-def copy_prefix(conn: sa.Connection, source_id: str, target_id: str, before_function_id: int) -> int:
-    """Copy the steps of ``source_id`` with function_id < ``before_function_id`` (fork)."""
+def copy_prefix(
+    conn: sa.Connection, source_id: str, target_id: str, before_function_id: int,
+    replacements: Optional[Mapping[str, str]] = None,
+) -> int:
+    """Copy the steps of ``source_id`` with function_id < ``before_function_id`` (fork).
+    ``replacements``: the copies name these child workflows instead of the recorded ones."""
+    child: Any = oo.c.child_workflow_id
+    if replacements:
+        child = sa.case(dict(replacements), value=oo.c.child_workflow_id, else_=oo.c.child_workflow_id)
     sel = sa.select(
         sa.literal(target_id),
         oo.c.function_id,
         oo.c.function_name,
         oo.c.output,
         oo.c.error,
-        oo.c.child_workflow_id,
+        child,
         oo.c.started_at,
         oo.c.completed_at,
         oo.c.attempts,

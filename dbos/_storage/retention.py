@@ -34,11 +34,6 @@ def finished_among(conn: sa.Connection, workflow_ids: Sequence[str]) -> list[str
     return list(conn.execute(q).scalars())
 
 
-def children_of(conn: sa.Connection, workflow_ids: Sequence[str]) -> list[str]:
-    q = sa.select(ws.c.workflow_uuid).where(ws.c.parent_workflow_id.in_(list(workflow_ids)))
-    return list(conn.execute(q).scalars())
-
-
 def delete_finished(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str]) -> list[str]:
     """Delete those of ``workflow_ids`` that are finished, with their steps, events,
     messages and recv waits; return the IDs deleted."""

@@ -76,6 +76,8 @@ workflow_status = sa.Table(
     sa.Column("delay_until_epoch_ms", sa.BigInteger),  # DELAYED until then (migration v6)
     sa.Column("attributes", sa.Text),  # a JSON object: DBOS 2.x's workflow attributes (migration v10)
     sa.Column("schedule_name", sa.Text),  # the schedule whose tick this is (migration v11)
+    # DBOS 2.x: some fork names this workflow as its source (migration v12)
+    sa.Column("was_forked_from", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 operation_outputs = sa.Table(

@@ -47,6 +47,7 @@ class WorkflowRow:
     delay_until_epoch_ms: Optional[int] = None  # DELAYED until then
     attributes: Optional[str] = None  # JSON object
     schedule_name: Optional[str] = None  # the schedule whose tick this workflow is
+    was_forked_from: bool = False  # a fork names this workflow as its source
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> "WorkflowRow":
@@ -56,6 +57,10 @@ class WorkflowRow:
 
 _FIELDS = fields(WorkflowRow)
 _COLUMNS = [ws.c[f.name] for f in _FIELDS]
+# What ``create`` writes: every field but the last, ``was_forked_from``, which only a fork
+# sets on its source (a new row takes the column's default, false; the hot path binds no bool).
+_CREATED = _FIELDS[:-1]
+assert _FIELDS[-1].name == "was_forked_from"
 
 
 @functools.cache
@@ -74,8 +79,8 @@ _OUTCOME = sa.select(ws.c.status, ws.c.output, ws.c.error).where(
 
 
 def _insert_sql(db: Database) -> str:
-    names = ", ".join(f.name for f in _FIELDS)
-    marks = ", ".join("%s" for _ in _FIELDS)
+    names = ", ".join(f.name for f in _CREATED)
+    marks = ", ".join("%s" for _ in _CREATED)
     return (
         f"INSERT INTO {db.qualify('workflow_status')} ({names}) VALUES ({marks})"
         " ON CONFLICT (workflow_uuid) DO NOTHING"
@@ -84,7 +89,7 @@ def _insert_sql(db: Database) -> str:
 
 def create(db: Database, row: WorkflowRow) -> bool:
     """Create the status row (one statement); False if a row with this ID already exists."""
-    params = tuple(row.__dict__.values())  # field order: the dataclass's, as in _insert_sql
+    params = tuple(row.__dict__.values())[:-1]  # field order: the dataclass's, as in _insert_sql
     return db.execute_count(db.sql("workflows.create", _insert_sql), params) == 1
 
 
@@ -183,15 +188,35 @@ def list_pending(conn: sa.Connection, executor_id: str, app_version: str) -> lis
     return [WorkflowRow.from_row(r) for r in conn.execute(stmt)]
 
 
-def cancel(conn: sa.Connection, workflow_id: str, now: int) -> Optional[str]:
-    """Mark a workflow CANCELLED unless it already finished; return its status after, None if unknown."""
+def cancel(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str], now: int) -> list[str]:
+    """Mark these workflows CANCELLED unless they finished already; return those of them
+    that are CANCELLED after (now or before: unknown and otherwise finished ones are not)."""
+    if not workflow_ids:
+        return []
+    among = dialect.among(ws.c.workflow_uuid, workflow_ids)
     conn.execute(
-        sa.update(ws)
-        .where(ws.c.workflow_uuid == workflow_id, status_in("PENDING", "ENQUEUED", "DELAYED"))
-        .values(status="CANCELLED", updated_at=now)
+        sa.update(ws).where(among, status_in("PENDING", "ENQUEUED", "DELAYED")).values(status="CANCELLED", updated_at=now)
     )
-    row = conn.execute(sa.select(ws.c.status).where(ws.c.workflow_uuid == workflow_id)).first()
-    return str(row[0]) if row is not None else None
+    return list(conn.execute(sa.select(ws.c.workflow_uuid).where(among, status_in("CANCELLED"))).scalars())
+
+
+def descendants(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str]) -> list[str]:
+    """Every workflow below these through ``parent_workflow_id``, at any depth (not the given
+    ones), level by level: one statement a level, served by ``ws_parent``."""
+    seen = set(workflow_ids)
+    found: list[str] = []
+    frontier = list(workflow_ids)
+    while frontier:
+        stmt = sa.select(ws.c.workflow_uuid).where(dialect.among(ws.c.parent_workflow_id, frontier))
+        frontier = [w for w in conn.execute(stmt).scalars() if w not in seen]
+        seen.update(frontier)
+        found += frontier
+    return found
+
+
+def mark_forked(conn: sa.Connection, workflow_id: str) -> None:
+    """The source of a fork: ``was_forked_from`` (DBOS 2.x)."""
+    conn.execute(sa.update(ws).where(ws.c.workflow_uuid == workflow_id).values(was_forked_from=True))
 
 
 def requeue(conn: sa.Connection, workflow_id: str, queue_name: str, now: int, *, reset_attempts: bool) -> Optional[str]:
