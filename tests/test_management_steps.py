@@ -279,3 +279,36 @@ def test_async_forms_are_steps_in_call_order(dbos: Harness, backend: Backend) ->
     assert _names("ms-async") == ASYNC_NAMES + concurrent_names
     assert sorted(_forks()) == sorted([first["fork"], first["concurrent_fork"]])
     assert backend.status("ms-wait") == "PENDING"
+
+
+def _refuse_step_records(backend: Backend, function_name: str) -> None:
+    """A fault in the database: recording a step of this name fails (a trigger)."""
+    table = backend.table("operation_outputs")
+    if backend.is_sqlite:
+        backend.execute(
+            f"CREATE TRIGGER ms_refuse BEFORE INSERT ON {table} WHEN NEW.function_name = '{function_name}' "
+            "BEGIN SELECT RAISE(ABORT, 'ms: step record refused'); END"
+        )
+    else:
+        backend.execute(
+            "CREATE FUNCTION ms_refuse() RETURNS trigger AS $$ BEGIN "
+            f"IF NEW.function_name = '{function_name}' THEN RAISE EXCEPTION 'ms: step record refused'; END IF; "
+            "RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        backend.execute(f"CREATE TRIGGER ms_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION ms_refuse()")
+
+
+def test_a_schedule_change_commits_with_its_step(dbos: Harness, backend: Backend) -> None:
+    """As DBOS's call_txn_as_step: the change and its step record are one transaction, so
+    when the record cannot be written the schedule is not created either (a replay would
+    otherwise meet the schedule it made and fail with "already exists")."""
+
+    @DBOS.workflow()
+    def creator() -> None:
+        DBOS.create_schedule(schedule_name="ms-atomic", workflow_fn=scheduled_job, schedule="0 0 1 1 *")
+
+    _refuse_step_records(backend, "DBOS.createSchedule")
+    with SetWorkflowID("ms-creator"), pytest.raises(Exception, match="step record refused"):
+        creator()
+    assert DBOS.get_schedule("ms-atomic") is None
+    assert backend.steps("ms-creator") == []

@@ -4,7 +4,7 @@ Thin shells over ``_execution/schedules.py``; ``_SchedulesMixin`` is a base of
 ``DBOS`` (class methods on this process's runtime), ``ClientSchedulesMixin`` of
 ``DBOSClient`` (the same methods on the client's runtime). Called from a workflow,
 create/list/get/pause/resume/delete are recorded steps (``DBOS.createSchedule``, ...),
-as in DBOS Transact 2.x.
+as in DBOS Transact 2.x; a change commits with its step's record (``step.tx_step``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dbos._api.instance import runtime
 from dbos._api.management import plain
 from dbos._execution import cron as crontabs
 from dbos._execution import schedules as rules
+from dbos._execution import step as steps
 from dbos._execution.runtime import Runtime
 from dbos._execution.schedules import ClientScheduleInput, ScheduleInput, WorkflowSchedule
 from dbos._storage.schedules import ScheduleRow
@@ -90,17 +91,18 @@ class _SchedulesMixin:
         spec = ScheduleInput(schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule,
                              context=context, automatic_backfill=automatic_backfill,
                              cron_timezone=cron_timezone, queue_name=queue_name)
-        rt = runtime()
-        _as_step(rt, "DBOS.createSchedule", None, lambda: rules.create(rt, _row(spec)))
+        rules.create(runtime(), _row(spec), "DBOS.createSchedule")
 
     @classmethod
     async def create_schedule_async(
         cls, *, schedule_name: str, workflow_fn: Callable[..., Any], schedule: str, context: Any = None,
         automatic_backfill: bool = False, cron_timezone: Optional[str] = None, queue_name: Optional[str] = None,
     ) -> None:
-        await as_step_async(runtime(), "DBOS.createSchedule", None, lambda: plain(lambda: cls.create_schedule(
-            schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule, context=context,
-            automatic_backfill=automatic_backfill, cron_timezone=cron_timezone, queue_name=queue_name)))
+        spec = ScheduleInput(schedule_name=schedule_name, workflow_fn=workflow_fn, schedule=schedule,
+                             context=context, automatic_backfill=automatic_backfill,
+                             cron_timezone=cron_timezone, queue_name=queue_name)
+        rt, reserved = runtime(), steps.reserve()  # the step's ID, on this task
+        await rt.to_thread(lambda: rules.create(rt, _row(spec), "DBOS.createSchedule", reserved))
 
     @classmethod
     def apply_schedules(cls, schedules: List[ScheduleInput]) -> None:
@@ -138,24 +140,21 @@ class _SchedulesMixin:
 
     @classmethod
     def pause_schedule(cls, name: str) -> None:
-        rt = runtime()
-        _as_step(rt, "DBOS.pauseSchedule", None, lambda: rules.set_status(rt, name, rules.PAUSED))
+        rules.set_status(runtime(), name, rules.PAUSED, "DBOS.pauseSchedule")
 
     @classmethod
     def resume_schedule(cls, name: str) -> None:
         """Active again from the next tick (ticks of the pause run only if backfilled)."""
-        rt = runtime()
-        _as_step(rt, "DBOS.resumeSchedule", None, lambda: rules.set_status(rt, name, rules.ACTIVE))
+        rules.set_status(runtime(), name, rules.ACTIVE, "DBOS.resumeSchedule")
 
     @classmethod
     def delete_schedule(cls, name: str) -> None:
-        rt = runtime()
-        _as_step(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, name))
+        rules.delete(runtime(), name, "DBOS.deleteSchedule")
 
     @classmethod
     async def delete_schedule_async(cls, name: str) -> None:
-        rt = runtime()
-        await as_step_async(rt, "DBOS.deleteSchedule", None, lambda: rules.delete(rt, name))
+        rt, reserved = runtime(), steps.reserve()
+        await rt.to_thread(rules.delete, rt, name, "DBOS.deleteSchedule", reserved)
 
     @classmethod
     def trigger_schedule(cls, schedule_name: str) -> WorkflowHandle[Any]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime
 import threading
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, TypedDict, Union
+from typing import Any, Callable, List, Optional, Sequence, TypedDict, Union
 
 from dbos._execution import checks, context, cron, versions
 from dbos._execution import workflow as wf
@@ -38,6 +38,7 @@ from dbos._execution.queues import INTERNAL_QUEUE, QueueSpec, enqueue_fields
 from dbos._execution.registry import WorkflowInfo
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import deserialize, serialize
+from dbos._execution.step import Reserved, tx_step
 from dbos._storage import schedules as store
 from dbos._storage.schedules import ScheduleRow
 from dbos._wakeups.local import queue_ready
@@ -188,10 +189,21 @@ def crontab_of(row: ScheduleRow) -> cron.Crontab:
 # -- management (DBOS and DBOSClient) -------------------------------------------------
 
 
-def create(rt: Runtime, row: ScheduleRow) -> None:
-    if not rt.sys_db.run(lambda c: store.insert(c, rt.sys_db.dialect, row), tx=True):
-        raise DBOSException(f"a schedule named {row.schedule_name!r} already exists")
+def _write(rt: Runtime, in_tx: Callable[[Any], None], step: Optional[str], reserved: Optional[Reserved]) -> None:
+    """One transaction; ``step``: from a workflow, that step recorded in it (DBOS 2.x)."""
+    if step is None:
+        rt.sys_db.run(in_tx, tx=True)
+    else:
+        tx_step(rt, step, in_tx, reserved)
     rt.wakeups.notify(CHANGED, remote=False)
+
+
+def create(rt: Runtime, row: ScheduleRow, step: Optional[str] = None, reserved: Optional[Reserved] = None) -> None:
+    def in_tx(conn: Any) -> None:
+        if not store.insert(conn, rt.sys_db.dialect, row):
+            raise DBOSException(f"a schedule named {row.schedule_name!r} already exists")
+
+    _write(rt, in_tx, step, reserved)
 
 
 def apply(rt: Runtime, rows: Sequence[ScheduleRow]) -> None:
@@ -241,25 +253,24 @@ def list_schedules(
     return [to_public(r) for r in rows]
 
 
-def set_status(rt: Runtime, name: str, status: str) -> None:
+def set_status(rt: Runtime, name: str, status: str, step: Optional[str] = None) -> None:
     """Pause or resume. A resume marks the ticks of the pause as handled: they never run
     unless a backfill asks for them."""
-    def in_tx(conn: Any) -> bool:
+    def in_tx(conn: Any) -> None:
         now = now_ms()
         if not store.set_status(conn, name, status, now):
-            return False
+            raise DBOSException(f"no schedule named {name!r}")
         if status == ACTIVE:
             store.mark_fired(conn, name, now)
-        return True
 
-    if not rt.sys_db.run(in_tx, tx=True):
-        raise DBOSException(f"no schedule named {name!r}")
-    rt.wakeups.notify(CHANGED, remote=False)
+    _write(rt, in_tx, step, None)
 
 
-def delete(rt: Runtime, name: str) -> None:
-    rt.sys_db.run(lambda c: store.delete(c, [name]), tx=True)
-    rt.wakeups.notify(CHANGED, remote=False)
+def delete(rt: Runtime, name: str, step: Optional[str] = None, reserved: Optional[Reserved] = None) -> None:
+    def in_tx(conn: Any) -> None:
+        store.delete(conn, [name])
+
+    _write(rt, in_tx, step, reserved)
 
 
 def _require(rt: Runtime, name: str) -> ScheduleRow:

@@ -137,6 +137,45 @@ def record(
     return result
 
 
+class _RecordedElsewhere(Exception):
+    """Rolls back a ``tx_step`` whose step another execution recorded first."""
+
+
+def tx_step(rt: Runtime, name: str, op: Callable[[Any], Any], reserved: Optional[Reserved] = None) -> Any:
+    """``op(conn)`` in one system-database transaction. From a workflow, step ``name`` is
+    recorded in that same transaction (DBOS 2.x's ``call_txn_as_step``): a crash keeps
+    both the change and its record, or neither, and a replay returns the record without
+    running ``op``. An error ``op`` raises rolls its change back and is recorded alone.
+    ``reserved``: the step's ID, taken by an ``_async`` caller."""
+    run = durable_run(context.current())
+    if run is None:
+        return rt.sys_db.run(op, tx=True)
+    fid, recorded = take(run, name, reserved)
+    if recorded is not None:
+        return replay(recorded)
+    started = now_ms()
+
+    def in_tx(conn: Any) -> Any:
+        result = op(conn)
+        output = serialize(result, "the result of step %s", name)
+        checks.check_size(output, rt.settings.max_value_bytes, f"the result of step {name}")
+        row = StepRow(fid, name, output, None, None, started, now_ms())
+        if not operations.insert(conn, rt.sys_db.dialect, run.workflow_id, row):
+            raise _RecordedElsewhere()
+        return result
+
+    try:
+        value = rt.sys_db.run(in_tx, tx=True)
+    except _RecordedElsewhere:
+        return replay(recorded_elsewhere(rt, run.workflow_id, fid))
+    except DBOSWorkflowCancelledError:
+        raise
+    except Exception as e:
+        return record(rt, run, fid, name, None, e, started)
+    rt.stats.step_done((now_ms() - started) / 1000)
+    return value
+
+
 def recorded_elsewhere(rt: Runtime, workflow_id: str, fid: int) -> StepRow:
     """The row another execution recorded for step ``fid``, whose write beat ours."""
     existing = rt.sys_db.query(lambda c: operations.get(c, workflow_id, fid))
