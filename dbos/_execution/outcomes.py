@@ -119,7 +119,7 @@ def _finish_and_hand_over(
                 rt.sys_db, wid, status, output, error, now_ms(), limits, rt.executor_id, rt.app_version
             )
             for row in claim.rows:
-                successor, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name)
+                successor, is_new = rt.claim_local(row.workflow_uuid, queue_name=limits.name, claimed=True)
                 if is_new:
                     successors.append((row, successor, row.workflow_uuid in claim.fresh))
     except BaseException:
@@ -151,7 +151,9 @@ def settle(
             else:
                 local.outcome.set_result(result)
     finally:
-        rt.release_local(wid)
+        from dbos._execution import recovery  # which imports workflow, which imports this module
+
+        recovery.release(rt, wid)
         rt.wakeups.notify(workflow_done(wid), data=hint)
         if queue_name is not None and not slot_handed_on:
             # Capacity freed: this executor's poller may claim more; other executors

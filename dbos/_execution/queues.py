@@ -156,7 +156,7 @@ def start_claimed(rt: Runtime, queue_name: str, result: ClaimResult) -> None:
     if result.rows:
         rt.stats.claimed(queue_name, len(result.rows))
     for row in result.rows:
-        local, is_new = rt.claim_local(row.workflow_uuid, queue_name=queue_name)
+        local, is_new = rt.claim_local(row.workflow_uuid, queue_name=queue_name, claimed=True)
         if is_new:
             recovery.launch(rt, row, local, fresh=row.workflow_uuid in result.fresh)
 

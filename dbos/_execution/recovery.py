@@ -30,7 +30,7 @@ def recover(rt: Runtime, row: WorkflowRow) -> bool:
         return False
     attempts = rt.sys_db.run(lambda c: workflows.begin_attempt(c, row.workflow_uuid, rt.executor_id, now_ms()))
     if attempts is None:
-        rt.release_local(row.workflow_uuid)
+        release(rt, row.workflow_uuid)
         return False
     return launch(rt, replace(row, recovery_attempts=attempts), local, fresh=False)
 
@@ -52,7 +52,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
         rt.sys_db.run(lambda c: workflows.set_status(c, wid, "RETRIES_EXCEEDED", now_ms(), only_if=("PENDING",)))
         rt.logger.warning("workflow %s exceeded %d recovery attempts: RETRIES_EXCEEDED", wid, info.max_recovery_attempts)
     if failure is not None or info is None:
-        rt.release_local(wid)
+        release(rt, wid)
         local.outcome.set_exception(failure or RuntimeError(wid))
         rt.wakeups.notify(workflow_done(wid))
         return False
@@ -60,7 +60,7 @@ def launch(rt: Runtime, row: WorkflowRow, local: LocalExecution, *, fresh: bool)
         call = call_from_row(rt, info, row)
     except Exception as e:
         workflows.finish(rt.sys_db, wid, "ERROR", None, serialize_error(e), now_ms(), rt.executor_id)
-        rt.release_local(wid)
+        release(rt, wid)
         local.outcome.set_exception(e)
         rt.wakeups.notify(workflow_done(wid))
         return False
@@ -94,3 +94,23 @@ def call_from_row(rt: Runtime, info: WorkflowInfo, row: WorkflowRow) -> Call:
                 )
         return Call(info, owner, tuple(args[1:]), dict(kwargs))
     return Call(info, None, tuple(args), dict(kwargs))
+
+
+def release(rt: Runtime, wid: str) -> None:
+    """Unregister this process's execution of ``wid``; if the workflow was claimed from a
+    queue again while that execution, preempted, was still ending (cancelled, then resumed
+    and claimed before it stopped: ``Runtime.claim_local``), run the claimed row now. It
+    would otherwise stay PENDING under this executor, run by nobody, until a restart."""
+    successor = rt.release_local(wid)
+    while successor is not None:
+        try:
+            row = rt.sys_db.query(lambda c: workflows.get(c, wid))
+        except Exception as e:
+            rt.release_local(wid)
+            rt.request_orphan_sweep()  # the poller puts it back on its queue
+            rt.logger.warning("workflow %s claimed again could not be read (%s): requeued by the sweep", wid, e)
+            return
+        if row is not None and row.status == "PENDING" and row.executor_id == rt.executor_id:
+            launch(rt, row, successor, fresh=False)
+            return
+        successor = rt.release_local(wid)  # cancelled again, or taken elsewhere, meanwhile

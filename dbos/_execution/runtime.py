@@ -117,7 +117,7 @@ class Outcome:
 class LocalExecution:
     """A workflow executing in this process: its outcome, cancel flag and deadline."""
 
-    __slots__ = ("outcome", "cancel_event", "deadline_ms", "queue_name", "began", "name")
+    __slots__ = ("outcome", "cancel_event", "deadline_ms", "queue_name", "began", "name", "claimed_again")
 
     def __init__(self, queue_name: Optional[str] = None) -> None:
         self.began = 0.0  # time.monotonic() when it started running here
@@ -126,6 +126,9 @@ class LocalExecution:
         self.cancel_event = CancelFlag()
         self.deadline_ms: Optional[int] = None
         self.queue_name = queue_name
+        # Claimed from a queue again while this execution, preempted, was still ending
+        # (cancelled, then resumed and claimed at once): run again when it ends.
+        self.claimed_again = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,11 +283,17 @@ class Runtime:
         return requested
 
     # -- workflows running in this process ---------------------------------
-    def claim_local(self, workflow_id: str, queue_name: Optional[str] = None) -> tuple[LocalExecution, bool]:
-        """Register an execution; (existing, False) if one already runs here."""
+    def claim_local(
+        self, workflow_id: str, queue_name: Optional[str] = None, *, claimed: bool = False
+    ) -> tuple[LocalExecution, bool]:
+        """Register an execution; (existing, False) if one already runs here. ``claimed``:
+        the row was just claimed from a queue; if the execution here is a preempted one
+        still ending, it is marked to run again when it ends (``release_local``)."""
         with self._lock:
             existing = self._running.get(workflow_id)
             if existing is not None:
+                if claimed and existing.cancel_event.is_set():
+                    existing.claimed_again = True
                 return existing, False
             local = LocalExecution(queue_name=queue_name)
             self._running[workflow_id] = local
@@ -295,9 +304,16 @@ class Runtime:
         with self._lock:
             return sum(1 for e in self._running.values() if e.queue_name == queue_name)
 
-    def release_local(self, workflow_id: str) -> None:
+    def release_local(self, workflow_id: str) -> Optional[LocalExecution]:
+        """Unregister the execution. If it was claimed again meanwhile (``claim_local``),
+        register and return its successor, which the caller starts (``recovery.release``)."""
         with self._lock:
-            self._running.pop(workflow_id, None)
+            ended = self._running.pop(workflow_id, None)
+            if ended is None or not ended.claimed_again:
+                return None
+            successor = LocalExecution(queue_name=ended.queue_name)
+            self._running[workflow_id] = successor
+            return successor
 
     def local(self, workflow_id: str) -> Optional[LocalExecution]:
         return self._running.get(workflow_id)
