@@ -65,13 +65,14 @@ def test_a_claim_made_while_the_cancelled_execution_ends_runs_after_it(dbos: Har
 def test_cancel_and_resume_twice_in_a_recv(dbos: Harness) -> None:
     for _ in range(3):
         handle = DBOS.start_workflow(_waiter)
-        eventually(lambda: _in_recv(handle.workflow_id), what="the waiter in its recv")
+        wid = handle.workflow_id
+        eventually(lambda wid=wid: _in_recv(wid), what="the waiter in its recv")
         for _ in range(2):
             DBOS.cancel_workflow(handle.workflow_id)
             DBOS.resume_workflow(handle.workflow_id)
         time.sleep(0.3)
         DBOS.send(handle.workflow_id, "x", "go")
-        eventually(lambda: _status(handle.workflow_id) == "SUCCESS", timeout=15, what="the waiter done")
+        eventually(lambda wid=wid: _status(wid) == "SUCCESS", timeout=15, what="the waiter done")
         assert handle.get_result() == "got x"
 
 
@@ -86,5 +87,4 @@ def _status(workflow_id: str) -> str:
 
 
 def _in_recv(workflow_id: str) -> bool:
-    return any(s["function_name"] == "DBOS.sleep" for s in DBOS.list_workflow_steps(workflow_id)) or \
-        _status(workflow_id) == "PENDING"
+    return any(s["function_name"] == "DBOS.sleep" for s in DBOS.list_workflow_steps(workflow_id))  # its deadline
