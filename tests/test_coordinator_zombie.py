@@ -48,7 +48,8 @@ def test_sigstop_past_dead_after_then_sigcont(cluster: Cluster) -> None:
         )
 
     cluster.wait(rejoined, "(Z re-registered as incarnation 2 with nothing running)", timeout=20)
-    assert "rejoined as incarnation 2" in zombie.log()
+    # Logged just after the row is written: read the log once it is there.
+    cluster.wait(lambda: "rejoined as incarnation 2" in zombie.log(), "(Z logged its rejoin)", timeout=10)
 
     # Results are B's, the outcome rows untouched by the zombie, each transaction committed once (on B).
     st = cluster.statuses(ids)
