@@ -97,8 +97,7 @@ def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
 
 def fork_descendants(conn: sa.Connection, dialect: Dialect, workflow_id: str) -> list[str]:
     """Every workflow forked from ``workflow_id``, transitively (forks of forks...), sorted:
-    one query per generation of forks. (No index serves ``forked_from``: a scan per
-    generation, paid only by sends that ask for forks.)"""
+    one query per generation of forks, each on the ``ws_forked_from`` index."""
     found: set[str] = set()
     frontier = [workflow_id]
     while frontier:
