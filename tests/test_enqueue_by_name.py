@@ -37,6 +37,12 @@ def byname_parent(x: int) -> int:
     return int(handle.get_result()) + 1
 
 
+@DBOS.step()
+def byname_step(x: int) -> int:
+    RUNS["step"] = RUNS.get("step", 0) + 1
+    return x + 1
+
+
 @pytest.fixture(autouse=True)
 def _runs() -> None:
     RUNS.clear()
@@ -69,6 +75,19 @@ def test_enqueue_workflow_by_queue_name(dbos: Harness, backend: Backend) -> None
     assert DBOS.get_workflow_status("byname-elsewhere").queue_name == "byname_not_here"  # type: ignore[union-attr]
     with pytest.raises(DBOSException, match="queue_name must be a non-empty string"):
         DBOS.enqueue_workflow("", byname_double, 1)
+
+
+def test_enqueue_workflow_takes_a_step(dbos: Harness) -> None:
+    """As Queue.enqueue does (and DBOS 2.x): a step runs as its temporary workflow, once per ID."""
+    for _ in range(2):
+        with SetWorkflowID("byname-step"):
+            assert DBOS.enqueue_workflow("byname_queue", byname_step, 1).get_result() == 2
+    assert RUNS["step"] == 1
+
+    async def main() -> Any:
+        return await (await DBOS.enqueue_workflow_async("byname_queue", byname_step, 5)).get_result()
+
+    assert asyncio.run(main()) == 6
 
 
 def test_enqueue_workflow_async(dbos: Harness) -> None:

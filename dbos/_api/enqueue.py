@@ -195,7 +195,8 @@ class _EnqueueMixin:
         options of any ``SetEnqueueOptions`` around the call."""
         rt = runtime()
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
-        info, instance = info_of(func)
+        # A step or transaction runs as its temporary workflow, as with Queue.enqueue.
+        info, instance = info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         return WorkflowHandle(rt, q.enqueue(rt, _queue_spec(rt, queue_name), call))
 
@@ -205,7 +206,7 @@ class _EnqueueMixin:
     ) -> WorkflowHandleAsync[R]:
         rt = runtime()
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
-        info, instance = info_of(func)
+        info, instance = info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         spec = _queue_spec(rt, queue_name)
         reserved = reserve()  # its step ID in the calling workflow: taken before the first await
