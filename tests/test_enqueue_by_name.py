@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from conftest import Backend, Harness, eventually
 
-from dbos import DBOS, DBOSException, Queue, SetEnqueueOptions, SetWorkflowID
+from dbos import (
+    DBOS,
+    DBOSException,
+    DBOSQueueDeduplicatedError,
+    Queue,
+    SetEnqueueOptions,
+    SetWorkflowAttributes,
+    SetWorkflowID,
+)
 from dbos._api.missing import DBOSNotImplementedError
 
 QUEUE = Queue("byname_queue", priority_enabled=True)
@@ -114,6 +122,32 @@ def test_enqueue_workflow_with_options_builds_the_clients_row(dbos: Harness, bac
     with pytest.raises(DBOSNotImplementedError, match="PORTABLE"):
         DBOS.enqueue_workflow_with_options(
             {"workflow_name": "byname_double", "queue_name": "byname_queue", "serialization_type": "portable"}, 1)
+
+
+def test_enqueue_workflow_with_options_takes_what_it_leaves_unset_from_the_context(dbos: Harness) -> None:
+    """DBOS 2.31.1: SetEnqueueOptions fills the options left unset (or None); explicit ones
+    win; attributes merge over SetWorkflowAttributes'; the caller's dict is unchanged."""
+    options: Any = {"workflow_name": "byname_double", "queue_name": "byname_queue", "deduplication_id": None}
+    with SetEnqueueOptions(deduplication_id="amb-dd", priority=5, delay_seconds=3600, app_version="amb-v"):
+        with SetWorkflowAttributes({"ambient": "a", "both": "ambient"}):
+            held = DBOS.enqueue_workflow_with_options({**options, "attributes": {"both": "explicit"}}, 1)
+        pinned = DBOS.enqueue_workflow_with_options(
+            {**options, "app_version": "own-v", "priority": 2, "deduplication_id": "own-dd"}, 1)
+    st = held.get_status()
+    assert (st.status, st.deduplication_id, st.priority, st.app_version) == ("DELAYED", "amb-dd", 5, "amb-v")
+    assert st.attributes == {"ambient": "a", "both": "explicit"}
+    st = pinned.get_status()
+    assert (st.status, st.app_version, st.priority, st.deduplication_id) == ("DELAYED", "own-v", 2, "own-dd")
+    assert options["deduplication_id"] is None and "app_version" not in options
+    with SetEnqueueOptions(deduplication_id="amb-dd"), pytest.raises(DBOSQueueDeduplicatedError):
+        DBOS.enqueue_workflow_with_options(options, 1)
+
+    async def main() -> Any:
+        with SetEnqueueOptions(deduplication_id="amb-async", priority=9, delay_seconds=3600):
+            h = await DBOS.enqueue_workflow_with_options_async(options, 1)
+        return (await h.get_status()).priority
+
+    assert asyncio.run(main()) == 9
 
 
 def test_enqueue_with_options_from_a_workflow_is_a_recorded_child(dbos: Harness, backend: Backend) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar
+import json
+from typing import Any, Callable, Coroutine, Dict, List, Optional, ParamSpec, TypedDict, TypeVar, cast
 
 import sqlalchemy as sa
 
@@ -184,6 +185,27 @@ def _queue_spec(rt: Runtime, queue_name: str) -> q.QueueSpec:
 
 
 _NO_OPTIONS = context.EnqueueOptions()
+_AMBIENT_KEYS = ("deduplication_id", "priority", "app_version", "queue_partition_key", "delay_seconds",
+                 "duplication_policy")
+
+
+def _with_ambient(options: EnqueueOptions) -> EnqueueOptions:
+    """As in DBOS 2.31.1, for ``DBOS.enqueue_workflow_with_options`` (not for a client, which
+    has no ambient context): the options win; what they leave unset (or None) comes from the
+    ``SetEnqueueOptions`` around the call, and their attributes merge over those of a
+    ``SetWorkflowAttributes`` around it. The caller's dict is not changed."""
+    if not isinstance(options, dict):
+        return options  # _check_keys names the problem
+    ctx = context.current()
+    merged: dict[str, Any] = dict(options)
+    ambient = ctx.enqueue or _NO_OPTIONS
+    for key in _AMBIENT_KEYS:
+        if merged.get(key) is None and getattr(ambient, key) is not None:
+            merged[key] = getattr(ambient, key)
+    explicit = options.get("attributes")
+    if ctx.attributes is not None and isinstance(explicit, dict):
+        merged["attributes"] = {**json.loads(ctx.attributes), **explicit}
+    return cast(EnqueueOptions, merged)
 
 
 class _EnqueueMixin:
@@ -223,7 +245,8 @@ class _EnqueueMixin:
         rt = runtime()
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         workflow_id = enqueue_with_options(
-            rt, options, args, kwargs, _latest_version(rt), "DBOS.enqueue_workflow_with_options", as_child=True
+            rt, _with_ambient(options), args, kwargs, _latest_version(rt), "DBOS.enqueue_workflow_with_options",
+            as_child=True,
         )
         return WorkflowHandle(rt, workflow_id)
 
@@ -234,6 +257,7 @@ class _EnqueueMixin:
         rt = runtime()
         rt.note_app_loop()  # called from async code: the workflow runs on its loop
         reserved = reserve()  # its step ID in the calling workflow: taken before the first await
+        options = _with_ambient(options)
 
         def run() -> str:
             return enqueue_with_options(
