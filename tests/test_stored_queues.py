@@ -203,6 +203,25 @@ def test_partition_limits(dbos: Harness) -> None:
     assert max(PEAK.values()) == 1
 
 
+def test_small_partitions_are_not_starved_by_busy_ones(dbos: Harness) -> None:
+    """Room for 2 at a time, 2 busy partitions that sort first and 4 small ones: each
+    claim visits the partitions in a random order, so the small ones are served while
+    most of the busy backlog still waits (a sorted order would drain the busy ones first)."""
+    name = _name("sq_fair")
+    busy, small = ["aaa-1", "aaa-2"], [f"zzz-{i}" for i in range(4)]
+    for key in busy + small:
+        with SetEnqueueOptions(queue_partition_key=key):
+            for _ in range(40 if key in busy else 1):
+                DBOS.enqueue_workflow(name, sq_add, 1, 1)
+    DBOS.register_queue(name, partition_concurrency=1, worker_concurrency=2, polling_interval_sec=0.05)
+
+    def left(keys: list[str]) -> int:
+        return sum(1 for w in DBOS.list_queued_workflows(queue_name=name) if w.queue_partition_key in keys)
+
+    eventually(lambda: left(small) == 0, timeout=30)
+    assert left(busy) > 40
+
+
 def test_async_variants(dbos: Harness, backend: Backend) -> None:
     name = _name("sq_async")
 

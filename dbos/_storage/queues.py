@@ -21,6 +21,7 @@ SQLite runs the same statements; BEGIN IMMEDIATE serializes claims.
 from __future__ import annotations
 
 import functools
+import random
 import zlib
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -136,6 +137,10 @@ def claim(
                 .distinct()
             ).scalars()
         )
+        # Visited in a random order, as DBOS 2.x does: when the queue-wide room is smaller
+        # than the number of partitions, a fixed order (SQLite's DISTINCT is sorted) would
+        # hand every freed slot to the first partitions and starve the rest.
+        random.shuffle(keys)
         # Queue-wide room (across partitions), then each partition's own.
         room = q.worker_concurrency - local_running
         if q.concurrency is not None and keys:
