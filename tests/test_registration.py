@@ -102,6 +102,28 @@ def test_enqueue_options_around_start_workflow_are_rejected(dbos: Harness, backe
         assert DBOS.start_workflow(started, 3).get_result() == 3  # no enqueue-only option set
 
 
+def test_app_version_around_start_workflow_pins_its_version(dbos: Harness) -> None:
+    """DBOS 2.31.1: app_version is not enqueue-only; it decides which executors may recover
+    the started workflow (which still runs here, now)."""
+    import asyncio
+
+    @DBOS.workflow(name="reg_pinned")
+    async def pinned(x: int) -> int:
+        return x
+
+    with SetEnqueueOptions(app_version="other-version"):
+        with SetWorkflowID("reg-pin-1"):
+            assert DBOS.start_workflow(pinned, 1).get_result() == 1
+
+        async def main() -> int:
+            with SetWorkflowID("reg-pin-2"):
+                return await (await DBOS.start_workflow_async(pinned, 2)).get_result()
+
+        assert asyncio.run(main()) == 2
+    for workflow_id in ("reg-pin-1", "reg-pin-2"):
+        assert DBOS.get_workflow_status(workflow_id).app_version == "other-version"  # type: ignore[union-attr]
+
+
 def test_enqueue_options_around_start_workflow_async_are_rejected(dbos: Harness) -> None:
     import asyncio
 

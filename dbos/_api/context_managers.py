@@ -115,12 +115,14 @@ class SetEnqueueOptions(_Block):
         return {"enqueue": self.options}
 
 
-def reject_enqueue_options() -> None:
-    """As in DBOS 2.x: ``SetEnqueueOptions`` around ``start_workflow`` (which does not
-    enqueue) is a mistake, not options to drop silently."""
+def start_fields() -> Optional[dict[str, Any]]:
+    """For ``start_workflow``: as in DBOS 2.x, ``SetEnqueueOptions`` around it (which does
+    not enqueue) is a mistake, not options to drop silently; except ``app_version``, which
+    pins the started workflow's version (which executors may recover it). Returns the
+    status-row fields to set, or None."""
     options = context.current().enqueue
     if options is None:
-        return
+        return None
     set_options = [name for name, value in (
         ("deduplication_id", options.deduplication_id), ("priority", options.priority),
         ("queue_partition_key", options.queue_partition_key), ("delay_seconds", options.delay_seconds),
@@ -131,6 +133,7 @@ def reject_enqueue_options() -> None:
             f"Enqueue option(s) {', '.join(set_options)} set on a workflow that is not being enqueued: "
             "these options apply only when enqueueing onto a queue (Queue.enqueue)"
         )
+    return {"application_version": options.app_version} if options.app_version is not None else None
 
 
 class SetWorkflowAttributes(_Block):

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from dbos._api import classes, decorators, missing, web
 from dbos._api.attributes import _AttributesMixin
 from dbos._api.calls import _CallsMixin, check_not_async
-from dbos._api.context_managers import reject_enqueue_options
+from dbos._api.context_managers import start_fields
 from dbos._api.enqueue import _EnqueueMixin
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync
 from dbos._api.instance import HOLDER, maybe_runtime, runtime
@@ -455,11 +455,11 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
     @classmethod
     def start_workflow(cls, func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]:
         check_not_async("start_workflow")
-        reject_enqueue_options()
+        pinned = start_fields()
         rt = runtime()
         info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
-        created = wf.create(rt, call)
+        created = wf.create(rt, call, enqueue_fields=pinned)
         wf.start(rt, created, call)
         return WorkflowHandle(rt, created.workflow_id)
 
@@ -467,13 +467,13 @@ class DBOS(_CallsMixin, _MessagesMixin, _ManagementMixin, _EnqueueMixin, _Attrib
     async def start_workflow_async(
         cls, func: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
     ) -> WorkflowHandleAsync[R]:
-        reject_enqueue_options()
+        pinned = start_fields()
         rt = runtime()
         rt.note_app_loop()
         info, instance = decorators.info_of(func, startable=True)
         call = wf.Call.of(info, (instance, *args) if instance is not None else args, kwargs)
         # Its step ID in the calling workflow taken here, before the first await (step.reserve).
-        created = await rt.to_thread(functools.partial(wf.create, rt, call, reserved=reserve()))
+        created = await rt.to_thread(functools.partial(wf.create, rt, call, enqueue_fields=pinned, reserved=reserve()))
         local = await rt.to_thread(wf.claim_for_execution, rt, created)
         if local is not None:
             if info.is_async:
