@@ -236,6 +236,11 @@ def test_async_variants(dbos: Harness, backend: Backend) -> None:
         values = (await got.get_concurrency_async(), await got.get_global_concurrency_async(),
                   await got.get_worker_concurrency_async(), await got.get_limiter_async(),
                   await got.get_polling_interval_sec_async(), await got.get_partition_limiter_async())
+        # The blocking forms refuse to block the loop, as DBOS 2.31.1's do.
+        for call in (lambda: DBOS.register_queue(name), lambda: DBOS.retrieve_queue(name),
+                     DBOS.list_queues, lambda: DBOS.delete_queue(name)):
+            with pytest.raises(RuntimeError, match="_async"):
+                call()
         await DBOS.delete_queue_async(name)
         return listed, result, values, await DBOS.retrieve_queue_async(name)
 

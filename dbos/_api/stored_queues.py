@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional
 
+from dbos._api.calls import check_not_async
 from dbos._api.instance import runtime
 from dbos._api.queue import Queue, QueueRateLimit, queue_spec
 from dbos._execution import stored_queues as rules
@@ -62,6 +63,7 @@ class _QueuesMixin:
             global_concurrency=global_concurrency, partition_concurrency=partition_concurrency,
             partition_worker_concurrency=partition_worker_concurrency, partition_limiter=partition_limiter,
         )
+        check_not_async("register_queue")
         return _register(runtime(), False, name, concurrency, limiter, on_conflict, settings)
 
     @classmethod
@@ -71,6 +73,7 @@ class _QueuesMixin:
     @classmethod
     def retrieve_queue(cls, name: str) -> Optional[Queue]:
         """The stored queue of this name, or None."""
+        check_not_async("retrieve_queue")
         return _retrieve(runtime(), False, name)
 
     @classmethod
@@ -80,6 +83,7 @@ class _QueuesMixin:
     @classmethod
     def list_queues(cls) -> List[Queue]:
         """Every stored queue, by name (queues declared in code are not stored)."""
+        check_not_async("list_queues")
         return _list(runtime(), False)
 
     @classmethod
@@ -90,6 +94,7 @@ class _QueuesMixin:
     def delete_queue(cls, name: str) -> None:
         """Delete the stored queue (nothing if there is none). Its workflows are kept: the
         running ones finish; the waiting ones wait until a queue of this name exists again."""
+        check_not_async("delete_queue")
         rules.delete(runtime(), name)
 
     @classmethod
