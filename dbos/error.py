@@ -250,7 +250,7 @@ class DBOSQueueDeduplicatedError(DBOSException):
         self.deduplication_id = deduplication_id
         super().__init__(
             f"Workflow {workflow_id} was deduplicated due to an existing workflow in queue {queue_name} "
-            f"with deduplication ID {deduplication_id} (enqueued or running)",
+            f"with deduplication ID {deduplication_id}. That workflow is enqueued or running; this one was not created",
             DBOSErrorCode.QueueDeduplicated.value,
         )
 

@@ -330,10 +330,14 @@ def test_deduplication_while_enqueued_or_pending_then_allowed_again(dbos: Harnes
     assert first.get_status().status == "ENQUEUED"
     assert first.get_status().deduplication_id == "dup-1"
     count = backend.workflow_count()
-    with pytest.raises(DBOSQueueDeduplicatedError):
-        with SetEnqueueOptions(deduplication_id="dup-1"):
+    with pytest.raises(DBOSQueueDeduplicatedError) as refused:
+        with SetEnqueueOptions(deduplication_id="dup-1"), SetWorkflowID("dup-refused"):
             SERIAL_Q.enqueue(q4_record, "second")
     assert backend.workflow_count() == count
+    # It names the workflow refused, as DBOS 2.31.1's does (with its exact key phrase).
+    assert refused.value.workflow_id == "dup-refused"
+    assert (f"Workflow dup-refused was deduplicated due to an existing workflow in queue {SERIAL_Q.name} "
+            "with deduplication ID dup-1.") in str(refused.value)
     # Another deduplication ID, or the same one on another queue, is fine.
     with SetEnqueueOptions(deduplication_id="dup-2"):
         other = SERIAL_Q.enqueue(q4_record, "other")

@@ -63,7 +63,7 @@ def insert(
 
 def _refuse(rt: Runtime, row: WorkflowRow, name: str, parent: Optional[WorkflowRun], fid: Optional[int],
             now: int) -> None:
-    refused = DBOSQueueDeduplicatedError("(not created)", row.queue_name or "", row.deduplication_id or "")
+    refused = DBOSQueueDeduplicatedError(row.workflow_uuid, row.queue_name or "", row.deduplication_id or "")
     if parent is not None and fid is not None:
         # Recorded as the step, carrying the error: a replay is refused the same way,
         # whatever the queue holds by then (as in DBOS).
