@@ -157,6 +157,22 @@ def test_configured_instance_start_enqueue_steps_transactions_async(dbos: Harnes
     assert asyncio.run(main()) == ("usd-account:3:async", "eur-account:4:async")
 
 
+def test_same_id_for_another_instance_conflicts(dbos: Harness) -> None:
+    """As in DBOS 2.31.1: an ID used by one configured instance's workflow is not another's."""
+    from dbos import DBOSConflictingWorkflowError
+
+    before = dict(CALLS)
+    with SetWorkflowID("cls-shared-id"):
+        assert USD.deposit(1) == "usd-account:1$:step1"
+    with SetWorkflowID("cls-shared-id"):
+        assert USD.deposit(2) == "usd-account:1$:step1"  # the recorded workflow
+    with SetWorkflowID("cls-shared-id"):
+        with pytest.raises(DBOSConflictingWorkflowError, match="different config name: usd-account"):
+            EUR.deposit(1)
+    assert CALLS["deposit:usd-account"] == before.get("deposit:usd-account", 0) + 1
+    assert CALLS.get("deposit:eur-account") == before.get("deposit:eur-account")
+
+
 def test_recovered_workflow_finds_its_instance_by_config_name(dbos: Harness) -> None:
     a, b, c = wid("rec-usd"), wid("rec-eur"), wid("rec-renamed")
     with SetWorkflowID(a):

@@ -290,7 +290,7 @@ def test_same_id_for_a_different_workflow_conflicts(dbos: Harness) -> None:
     with SetWorkflowID("shared-id"):
         one()
     with SetWorkflowID("shared-id"):
-        with pytest.raises(DBOSConflictingWorkflowError):
+        with pytest.raises(DBOSConflictingWorkflowError, match="Workflow already exists with a different function name"):
             two()
 
 

@@ -333,10 +333,12 @@ def _existing(
     row = workflows.get(conn, workflow_id) if conn is not None else rt.sys_db.query(lambda c: workflows.get(c, workflow_id))
     if row is None:
         raise DBOSNonExistentWorkflowError(workflow_id)
-    if check_name and row.name != call.info.name:
-        raise DBOSConflictingWorkflowError(
-            workflow_id, f"it is a {row.name} workflow, not {call.info.name}"
-        )
+    if check_name and row.name != call.info.name:  # DBOS 2.31.1's key phrases
+        raise DBOSConflictingWorkflowError(workflow_id, "Workflow already exists with a different function name: "
+                                           f"{row.name}, but the provided function name is: {call.info.name}")
+    if check_name and row.config_name != call.config_name:  # another configured instance's workflow
+        raise DBOSConflictingWorkflowError(workflow_id, "Workflow already exists with a different config name: "
+                                           f"{row.config_name}, but the provided config name is: {call.config_name}")
     return Created(workflow_id, False, row, auth, row.deadline_ms, row.queue_name)
 
 
