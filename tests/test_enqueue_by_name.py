@@ -208,6 +208,34 @@ def test_asyncio_wait_records_which_were_done(dbos: Harness, backend: Backend) -
         FAST_FIRST.update(fast=0.01, slow=1.5)
 
 
+@DBOS.workflow(name="byname_timed_out_wait")
+async def byname_timed_out_wait() -> list[str]:
+    RUNS["timed_out"] = RUNS.get("timed_out", 0) + 1
+    first_done, pending = await DBOS.asyncio_wait(
+        [byname_nap("a", 0.3), byname_nap("b", 0.3)], timeout=0.05
+    )
+    assert not first_done  # the timeout passed before either finished
+    done, _ = await DBOS.asyncio_wait(list(pending))
+    return sorted(t.result() for t in done)
+
+
+def test_asyncio_wait_replays_a_wait_that_timed_out_with_nothing_done(dbos: Harness) -> None:
+    """Replaying an asyncio_wait that recorded nothing done still lets its awaitables
+    start (and take their step IDs) before the workflow goes on, as the first run did:
+    the next asyncio_wait was handed their step IDs (DBOSUnexpectedStepError)."""
+
+    async def run() -> tuple[list[str], list[str]]:
+        with SetWorkflowID("byname-timed-out-1"):
+            first = await byname_timed_out_wait()
+        forked = await DBOS.fork_workflow_async("byname-timed-out-1", 100)  # replays every step
+        return first, await forked.get_result()
+
+    assert asyncio.run(run()) == (["a", "b"], ["a", "b"])
+    names = [s["function_name"] for s in DBOS.list_workflow_steps("byname-timed-out-1")]
+    assert names == ["DBOS.asyncio_wait", "byname_nap", "byname_nap", "DBOS.asyncio_wait"]
+    assert RUNS["timed_out"] == 2
+
+
 def test_asyncio_wait_outside_a_workflow_is_asyncio_wait(dbos: Harness) -> None:
     async def main() -> Any:
         done, pending = await DBOS.asyncio_wait([asyncio.sleep(0, "a"), asyncio.sleep(0, "b")])

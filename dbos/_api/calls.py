@@ -192,6 +192,10 @@ class _CallsMixin:
             done = {futures[i] for i in positions}
             if done:
                 await asyncio.wait(done)
+            else:
+                # Let the awaitables start (taking their step IDs) before the workflow goes
+                # on, as they did while the first run waited.
+                await asyncio.sleep(0)
             return done, {f for i, f in enumerate(futures) if i not in positions}
         rt = runtime()
         started = now_ms()
