@@ -107,6 +107,8 @@ def test_return_existing_needs_a_deduplication_id_and_a_queue(dbos: Harness) -> 
             DP_Q.enqueue(dp_held, "x")
         with pytest.raises(DBOSException, match="duplication_policy set on a workflow that is not being enqueued"):
             DBOS.start_workflow(dp_held, "x")
+        with pytest.raises(DBOSException, match="duplication_policy 'return-existing' requires a queue"):
+            DBOS.start_workflow(dp_held, "x")
     with pytest.raises(DBOSException, match="Invalid duplication_policy 'keep'"):
         SetEnqueueOptions(deduplication_id="d", duplication_policy="keep")  # type: ignore[arg-type]
 

@@ -265,7 +265,7 @@ def test_fifo_within_equal_priority_for_rapid_enqueues(dbos: Harness) -> None:
 @pytest.mark.parametrize("priority", [0, -1, 2**31, 2**40, 1.5, "1", True])
 def test_priority_out_of_range_raises(dbos: Harness, backend: Backend, priority: Any) -> None:
     before = backend.workflow_count()
-    with pytest.raises(DBOSException, match="priority"):
+    with pytest.raises(DBOSException, match="Invalid priority"):  # DBOS 2.31.1's phrase
         with SetEnqueueOptions(priority=priority):
             SERIAL_Q.enqueue(q4_add, 1, 2)
     assert backend.workflow_count() == before

@@ -142,6 +142,16 @@ def test_settings_are_checked_against_each_other(dbos: Harness) -> None:
     assert (queue.concurrency, queue.worker_concurrency, queue.partition_concurrency) == (4, 2, None)
     with pytest.raises(ValueError):
         DBOS.register_queue(_name("sq_check"), concurrency=2, worker_concurrency=3)
+    # DBOS 2.31.1's key phrases, which tests written for DBOS match on.
+    for phrase, settings in [
+        ("concurrency must be greater than or equal to worker_concurrency", {"concurrency": 2, "worker_concurrency": 3}),
+        ("partition_concurrency must be greater than or equal to partition_worker_concurrency",
+         {"partition_concurrency": 1, "partition_worker_concurrency": 2}),
+        ("partition_concurrency must be at least 1", {"partition_concurrency": 0}),
+        ("partition_limiter must specify both 'limit' and 'period'", {"partition_limiter": {"limit": 1}}),
+    ]:
+        with pytest.raises(ValueError, match=phrase):
+            DBOS.register_queue(_name("sq_check"), **settings)
     queue.set_concurrency(None)  # no fleet-wide limit any more
     queue.set_worker_concurrency(8)
     assert (queue.concurrency, queue.worker_concurrency) == (None, 8)

@@ -102,7 +102,7 @@ class SetEnqueueOptions(_Block):
             delay_seconds = _delay(delay_seconds)
         if priority is not None:
             if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= _MAX_PRIORITY:
-                raise DBOSException(f"priority must be an integer in 1..{_MAX_PRIORITY}, got {priority!r}")
+                raise DBOSException(f"Invalid priority {priority!r}: priority must be an integer in 1..{_MAX_PRIORITY}")
         for key, value in (("deduplication_id", deduplication_id), ("app_version", app_version),
                            ("queue_partition_key", queue_partition_key)):
             if value is not None:
@@ -132,6 +132,7 @@ def start_fields() -> Optional[dict[str, Any]]:
         raise DBOSException(
             f"Enqueue option(s) {', '.join(set_options)} set on a workflow that is not being enqueued: "
             "these options apply only when enqueueing onto a queue (Queue.enqueue)"
+            + ("; duplication_policy 'return-existing' requires a queue" if "duplication_policy" in set_options else "")
         )
     return {"application_version": options.app_version} if options.app_version is not None else None
 

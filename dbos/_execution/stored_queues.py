@@ -68,6 +68,8 @@ class QueueArgumentError(DBOSException, ValueError):
 
 def check_count(queue: str, name: str, value: Any, *, zero: bool = False) -> None:
     low = 0 if zero else 1
+    if not zero and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise QueueArgumentError(f"Queue {queue!r}: {name} must be at least 1 (or None), got {value}")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _MAX_INT):
         raise QueueArgumentError(
             f"Queue {queue!r}: {name} must be an integer in {low}..{_MAX_INT} or None, got {checks.short(value)}"
@@ -79,7 +81,10 @@ def check_limiter(queue: str, name: str, limiter: Any) -> tuple[Optional[int], O
     if limiter is None:
         return None, None
     if not isinstance(limiter, dict) or set(limiter) != {"limit", "period"}:
-        raise QueueArgumentError(f"Queue {queue}: {name} must be {{'limit': int, 'period': seconds}}, got {limiter!r}")
+        raise QueueArgumentError(
+            f"Queue {queue}: {name} must specify both 'limit' and 'period' ({{'limit': int, 'period': seconds}}), "
+            f"got {limiter!r}"
+        )
     check_count(queue, f"{name} limit", limiter["limit"])
     period = limiter["period"]
     try:  # NaN, infinity and periods beyond ten years would break every claim of the queue
@@ -116,7 +121,7 @@ def check_spec(spec: QueueSpec) -> None:
     ]
     for small, a, big, b in pairs:
         if a is not None and b is not None and a > b and not (small == "partition_worker_concurrency" and b == 0):
-            raise QueueArgumentError(f"Queue {name}: {small} ({a}) exceeds {big} ({b})")
+            raise QueueArgumentError(f"Queue {name}: {big} must be greater than or equal to {small} ({b} < {a})")
 
 
 # -- the table ------------------------------------------------------------------------------
