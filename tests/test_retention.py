@@ -20,7 +20,7 @@ import pytest
 from conftest import Backend, Harness, eventually
 from mgmt_helpers import wait_status
 
-from dbos import DBOS, DBOSClient, DBOSException, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSException, SendMessage, SetWorkflowID
 from dbos._api.instance import runtime
 from dbos._execution import retention
 from dbos._services.retention import Retention, RetentionConfig
@@ -202,6 +202,26 @@ def test_send_bulk(dbos: Harness) -> None:
     assert handle.get_result() == [0, 1, 2]
     with pytest.raises(DBOSException, match="destination_id"):
         DBOS.send_bulk([{"message": 1}])
+
+
+def test_send_bulk_takes_send_message_dataclasses(dbos: Harness, backend: Backend) -> None:
+    """SendMessage is a dataclass, as in DBOS 2.x: built positionally (destination_id,
+    message, topic, idempotency_key), its fields read as attributes; dicts still work."""
+    msg = SendMessage("x", 1)
+    assert (msg.destination_id, msg.message, msg.topic, msg.idempotency_key) == ("x", 1, None, None)
+    handle = DBOS.start_workflow(inbox, 3)
+    DBOS.send_bulk([SendMessage(handle.workflow_id, "a", "t0"), {"destination_id": handle.workflow_id,
+                    "message": "b", "topic": "t1"}])
+    client = DBOSClient(backend.url)
+    try:
+        client.send_bulk([SendMessage(handle.workflow_id, "c", "t2", "k1")])
+    finally:
+        client.destroy()
+    assert handle.get_result() == ["a", "b", "c"]
+    with pytest.raises(DBOSException, match="duplicate idempotency keys: k"):
+        DBOS.send_bulk([SendMessage("x", 1, None, "k"), {"destination_id": "x", "message": 2, "idempotency_key": "k"}])
+    with pytest.raises(DBOSException, match="SendMessage has no key 'body'"):
+        DBOS.send_bulk([{"destination_id": "x", "message": 1, "body": 2}])
 
 
 # -- the CLI -------------------------------------------------------------------------------

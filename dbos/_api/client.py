@@ -33,7 +33,7 @@ from dbos._api.attributes import ClientAttributesMixin
 from dbos._api.enqueue import EnqueueOptions, enqueue_with_options
 from dbos._api.handles import WorkflowHandle, WorkflowHandleAsync, _poll_interval
 from dbos._api.missing import check_serialization_type
-from dbos._api.retention import ClientRetentionMixin, SendMessage, check_messages
+from dbos._api.retention import ClientRetentionMixin, Messages, check_messages
 from dbos._api.schedules import ClientSchedulesMixin
 from dbos._api.stored_queues import ClientQueuesMixin
 from dbos._config.settings import load_settings
@@ -194,7 +194,7 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
             outbox.send(self._rt, conn, destination_id, message, topic, idempotency_key, bool(send_to_forks))
 
     def send_bulk_in_transaction(
-        self, conn_or_session: Union[sa.Connection, Session], messages: List[SendMessage], *,
+        self, conn_or_session: Union[sa.Connection, Session], messages: Messages, *,
         serialization_type: Optional[WorkflowSerializationFormat] = WorkflowSerializationFormat.DEFAULT,
         send_to_forks: bool = False,
     ) -> None:
@@ -203,8 +203,8 @@ class DBOSClient(ClientSchedulesMixin, ClientRetentionMixin, ClientQueuesMixin, 
         checked = check_messages(messages)
         with caller_tx.bound(self._db, conn_or_session) as conn:
             for m in checked:
-                outbox.send(self._rt, conn, m["destination_id"], m["message"], m.get("topic"),
-                            m.get("idempotency_key"), bool(send_to_forks))
+                outbox.send(self._rt, conn, m.destination_id, m.message, m.topic,
+                            m.idempotency_key, bool(send_to_forks))
 
     # -- handles, messages, events ------------------------------------------------
     def retrieve_workflow(self, workflow_id: str, existing_workflow: bool = True) -> WorkflowHandle[Any]:

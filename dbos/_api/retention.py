@@ -3,8 +3,9 @@ send_bulk (DBOS 2.x). Thin shells over ``_execution/retention.py`` and ``messagi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, List, Optional, TypedDict
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from dbos._api.calls import check_not_async
 from dbos._api.handles import _as_step, as_step_async
@@ -17,35 +18,46 @@ from dbos._execution.step import Reserved, reserve
 from dbos.error import DBOSException
 
 
-class SendMessage(TypedDict, total=False):
-    """One message of ``send_bulk``."""
+@dataclasses.dataclass
+class SendMessage:
+    """One message of ``send_bulk``: ``SendMessage(destination_id, message, topic=None,
+    idempotency_key=None)``, a dataclass as in DBOS 2.x. A dict with these keys is taken too."""
 
-    destination_id: str  # required
-    message: Any  # required
-    topic: Optional[str]
-    idempotency_key: Optional[str]  # one delivery per key and destination
+    destination_id: str
+    message: Any
+    topic: Optional[str] = None
+    idempotency_key: Optional[str] = None  # one delivery per key and destination
+
+
+Messages = Sequence[Union[SendMessage, Mapping[str, Any]]]
+_FIELDS = [f.name for f in dataclasses.fields(SendMessage)]
+
+
+def _message(m: Any) -> SendMessage:
+    if isinstance(m, SendMessage):
+        return m
+    if not isinstance(m, Mapping) or "destination_id" not in m or "message" not in m:
+        raise DBOSException(f"each message needs destination_id and message, got {m!r}")
+    unknown = sorted(set(m) - set(_FIELDS))
+    if unknown:
+        raise DBOSException(f"SendMessage has no key {unknown[0]!r}; known keys: {', '.join(_FIELDS)}")
+    return SendMessage(**m)
 
 
 def check_messages(messages: Any) -> List[SendMessage]:
     """``send_bulk``'s messages, checked all before any is sent."""
-    if isinstance(messages, dict) or not isinstance(messages, (list, tuple)):
+    if isinstance(messages, Mapping) or not isinstance(messages, (list, tuple)):
         raise DBOSException(f"send_bulk takes a list of messages, got {messages!r}")
-    for m in messages:
-        if not isinstance(m, dict) or "destination_id" not in m or "message" not in m:
-            raise DBOSException(f"each message needs destination_id and message, got {m!r}")
-        unknown = sorted(set(m) - set(SendMessage.__annotations__))
-        if unknown:
-            raise DBOSException(f"SendMessage has no key {unknown[0]!r}; known keys: "
-                                f"{', '.join(SendMessage.__annotations__)}")
-    keys: list[str] = [str(m["idempotency_key"]) for m in messages if m.get("idempotency_key") is not None]
+    checked = [_message(m) for m in messages]
+    keys: list[str] = [str(m.idempotency_key) for m in checked if m.idempotency_key is not None]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise DBOSException(f"send_bulk received duplicate idempotency keys: {', '.join(repeated)}")
-    return list(messages)
+    return checked
 
 
 def send_bulk(
-    rt: Runtime, messages: List[SendMessage], reserved: Optional[Reserved] = None, *,
+    rt: Runtime, messages: Messages, reserved: Optional[Reserved] = None, *,
     serialization_type: Any = None, send_to_forks: bool = False, where: str = "send_bulk",
 ) -> None:
     """Every message, in order, as ``send`` would (inside a workflow each is a recorded
@@ -53,7 +65,7 @@ def send_bulk(
     ``reserved``: their step IDs, taken by ``send_bulk_async`` on the calling task."""
     check_serialization_type(serialization_type, where)
     for m in check_messages(messages):
-        messaging.send(rt, m["destination_id"], m["message"], m.get("topic"), m.get("idempotency_key"), reserved,
+        messaging.send(rt, m.destination_id, m.message, m.topic, m.idempotency_key, reserved,
                        to_forks=bool(send_to_forks))
 
 
@@ -96,7 +108,7 @@ class _RetentionMixin:
 
     @classmethod
     def send_bulk(
-        cls, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        cls, messages: Messages, *, serialization_type: Optional[WorkflowSerializationFormat] = None,
         send_to_forks: bool = False,
     ) -> None:
         """``send_to_forks``: each message also to every workflow forked from its destination."""
@@ -106,7 +118,7 @@ class _RetentionMixin:
 
     @classmethod
     async def send_bulk_async(
-        cls, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        cls, messages: Messages, *, serialization_type: Optional[WorkflowSerializationFormat] = None,
         send_to_forks: bool = False,
     ) -> None:
         rt = runtime()
@@ -133,7 +145,7 @@ class ClientRetentionMixin:
                                          rows_threshold=rows_threshold)
 
     def send_bulk(
-        self, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        self, messages: Messages, *, serialization_type: Optional[WorkflowSerializationFormat] = None,
         send_to_forks: bool = False,
     ) -> None:
         send_bulk(self._rt, messages, serialization_type=serialization_type, send_to_forks=send_to_forks,
@@ -146,7 +158,7 @@ class ClientRetentionMixin:
         await self._rt.to_thread(lambda: self.delete_workflows(workflow_ids, delete_children))
 
     async def send_bulk_async(
-        self, messages: List[SendMessage], *, serialization_type: Optional[WorkflowSerializationFormat] = None,
+        self, messages: Messages, *, serialization_type: Optional[WorkflowSerializationFormat] = None,
         send_to_forks: bool = False,
     ) -> None:
         await self._rt.to_thread(lambda: self.send_bulk(
