@@ -111,7 +111,8 @@ def enqueue_with_options(
         # Finding the holder means trying the insert again, which a transaction the caller
         # owns cannot do: on PostgreSQL the collision aborts it (DBOS 2.x refuses it too).
         raise DBOSException(
-            f"duplication_policy 'return-existing' is not supported by {caller}: use DBOSClient.enqueue"
+            f"duplication_policy 'return-existing' is not supported by enqueue_in_transaction ({caller}): "
+            "use DBOSClient.enqueue"
         )
     spec = q.QueueSpec(queue_name, None, None, None, None, True, opts.queue_partition_key is not None, 1.0)
     # Work that names no version goes to the latest registered one (DBOS 2.x); with
