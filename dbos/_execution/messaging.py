@@ -56,13 +56,18 @@ def _require_workflow(what: str) -> WorkflowRun:
     return run
 
 
-def _durable_deadline(rt: Runtime, run: WorkflowRun, seconds: float, reserved: Optional[Reserved] = None) -> float:
-    """Record (or replay) the absolute wake-up time of a wait: epoch seconds."""
+def _durable_deadline(
+    rt: Runtime, run: WorkflowRun, seconds: float, reserved: Optional[Reserved] = None, *, project: bool = False
+) -> float:
+    """Record (or replay) the absolute wake-up time of a wait: epoch seconds. ``project``
+    (``DBOS.sleep``): the step's completion is that wake-up time, so its span is the sleep,
+    as in DBOS 2.x; a recv's or get_event's deadline, which may be abandoned early, records
+    an instant."""
     fid, recorded = take(run, "DBOS.sleep", reserved)
     if recorded is not None:
         return float(replay(recorded))
     end = time.time() + seconds
-    record(rt, run, fid, "DBOS.sleep", end, None, now_ms())
+    record(rt, run, fid, "DBOS.sleep", end, None, now_ms(), completed=int(end * 1000) if project else None)
     return end
 
 
@@ -192,6 +197,7 @@ def recv_wait(
     if recorded is not None:
         _skip_deadline(run, reserved)
         return replay(recorded)
+    started = now_ms()  # the recv step spans its wait, as in DBOS 2.x
     if rt.sys_db.dialect.is_sqlite:
         end = _durable_deadline(rt, run, seconds, reserved)
     else:
@@ -205,7 +211,7 @@ def recv_wait(
             if handed is not None:
                 return deserialize(handed, "the received message")
             try:
-                payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, now_ms())
+                payload = messages.consume_recorded(rt.sys_db, wid, fid, topic_key, started, now_ms())
             except messages.StepAlreadyRecorded as e:
                 # Another execution recorded this recv first, or a sender handed it a
                 # message: the recorded output wins.
@@ -215,7 +221,7 @@ def recv_wait(
             if payload is not None:
                 return deserialize(payload, "the received message")
             if not (yield from _wait(rt, waiter, run, end)):
-                return record(rt, run, fid, "DBOS.recv", None, None, now_ms())
+                return record(rt, run, fid, "DBOS.recv", None, None, started)
 
 
 def _recv_deadline(
@@ -282,6 +288,7 @@ def get_event_wait(
     seconds = _timeout(timeout_seconds)
     run = durable_run(context.current())
     fid: Optional[int] = None
+    started = now_ms()  # the getEvent step spans its wait, as in DBOS 2.x
     if run is not None:
         fid, recorded = take(run, "DBOS.getEvent", reserved)
         if recorded is not None:
@@ -299,7 +306,7 @@ def get_event_wait(
             payload = waiter.take(event_key) or rt.sys_db.query(lambda c: messages.get_event(c, workflow_id, key))
     value = deserialize(payload, f"the value of event {key!r}") if payload is not None else None
     if run is not None and fid is not None:
-        return record(rt, run, fid, "DBOS.getEvent", value, None, now_ms())
+        return record(rt, run, fid, "DBOS.getEvent", value, None, started)
     return value
 
 
@@ -324,7 +331,7 @@ def sleep_wait(rt: Optional[Runtime], seconds: float, reserved: Optional[Reserve
     run = _require_workflow("DBOS.sleep")
     if rt is None:
         rt = run.runtime
-    end = _durable_deadline(rt, run, seconds, reserved)
+    end = _durable_deadline(rt, run, seconds, reserved, project=True)
     with rt.wakeups.subscribe(keys.cancelled(run.workflow_id)) as waiter:
         run.check_cancelled()
         while (yield from _wait(rt, waiter, run, end)):

@@ -110,11 +110,13 @@ def record(
     started: int,
     child_workflow_id: Optional[str] = None,
     attempts: int = 1,
+    completed: Optional[int] = None,
 ) -> Any:
     """Checkpoint a step (one statement), then return its result or raise its error.
 
     If another execution of the same workflow recorded this step first, its
-    record wins and is returned instead, so every execution agrees.
+    record wins and is returned instead, so every execution agrees. ``completed``:
+    the completion time to record, if not now (a sleep records its wake-up time).
     """
     if error is None:
         try:
@@ -128,7 +130,8 @@ def record(
     done = now_ms()
     rt.stats.step_done((done - started) / 1000)
     if not operations.record(
-        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started, done, attempts
+        rt.sys_db, run.workflow_id, fid, name, output, error_data, child_workflow_id, started,
+        done if completed is None else completed, attempts,
     ):
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
     if error is not None:

@@ -256,7 +256,7 @@ def _consume_recorded_sql(db: Database) -> str:
         " WHERE destination_uuid = %(wid)s AND topic = %(topic)s ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)"
         " AND NOT EXISTS (SELECT 1 FROM r) RETURNING message),"
         f" o AS (INSERT INTO {oo_} (workflow_uuid, function_id, function_name, output, started_at, completed_at)"
-        " SELECT %(wid)s, %(fid)s, 'DBOS.recv', message, %(now)s, %(now)s FROM m),"
+        " SELECT %(wid)s, %(fid)s, 'DBOS.recv', message, %(started)s, %(now)s FROM m),"
         f" x AS (DELETE FROM {db.qualify('recv_waits')} WHERE workflow_uuid = %(wid)s AND topic = %(topic)s"
         " AND function_id = %(fid)s AND EXISTS (SELECT 1 FROM m))"
         " SELECT false, message FROM m UNION ALL SELECT true, output FROM r"
@@ -273,8 +273,11 @@ class StepAlreadyRecorded(Exception):
         self.output = output
 
 
-def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: str, now: int) -> Optional[bytes]:
-    """Delete the oldest message and record it as the recv step, together (on
+def consume_recorded(
+    db: Database, workflow_id: str, function_id: int, topic: str, started: int, now: int
+) -> Optional[bytes]:
+    """Delete the oldest message and record it as the recv step (started at ``started``,
+    the recv's call, completed ``now``), together (on
     PostgreSQL one statement, on SQLite one transaction). None if there is no
     message. If the step is already recorded (by another execution, or by a
     sender that handed it a message) nothing is consumed (the message stays)
@@ -284,13 +287,13 @@ def consume_recorded(db: Database, workflow_id: str, function_id: int, topic: st
         def in_tx(conn: sa.Connection) -> Optional[bytes]:
             payload = consume(conn, db.dialect, workflow_id, topic)
             if payload is not None:
-                step = StepRow(function_id, "DBOS.recv", payload, None, None, now, now)
+                step = StepRow(function_id, "DBOS.recv", payload, None, None, started, now)
                 if not operations.insert(conn, db.dialect, workflow_id, step):
                     raise StepAlreadyRecorded  # rolls the transaction back
             return payload
 
         return db.run(in_tx, tx=True)
-    params = {"wid": workflow_id, "fid": function_id, "topic": topic, "now": now}
+    params = {"wid": workflow_id, "fid": function_id, "topic": topic, "started": started, "now": now}
     try:
         row = db.execute_raw(db.sql("messages.consume_recorded", _consume_recorded_sql), params)
     except Exception as e:
