@@ -90,14 +90,14 @@ class DBOSConflictingWorkflowError(DBOSException):
 
 
 class DBOSNonExistentWorkflowError(DBOSException):
-    """No workflow has this ID."""
+    """No workflow has this ID. ``destination``: what the ID was for (``"`send` destination"``),
+    named in the message as DBOS 2.x does ("Non-existent `send` destination workflow ID: ...")."""
 
-    def __init__(self, workflow_id: str) -> None:
+    def __init__(self, workflow_id: str, destination: Optional[str] = None) -> None:
         self.workflow_id = workflow_id
-        super().__init__(
-            f"Workflow {workflow_id} does not exist",
-            DBOSErrorCode.NonExistentWorkflowError.value,
-        )
+        message = (f"Workflow {workflow_id} does not exist" if destination is None
+                   else f"Non-existent {destination} workflow ID: {workflow_id}")
+        super().__init__(message, DBOSErrorCode.NonExistentWorkflowError.value)
 
 
 class DBOSWorkflowFunctionNotFoundError(DBOSException):

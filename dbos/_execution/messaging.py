@@ -49,10 +49,19 @@ def _timeout(timeout_seconds: float, field: str = "timeout_seconds") -> float:
     return checks.duration(field, timeout_seconds)
 
 
+SEND_DESTINATION = "`send` destination"  # DBOS 2.x's words for a send's unknown destination
+
+
 def _require_workflow(what: str) -> WorkflowRun:
     run = durable_run(context.current())
     if run is None:
-        raise DBOSException(f"{what} can only be called from within a workflow (not outside one, nor in a step)")
+        # DBOS 2.x's phrase first ("recv() must be called from within a workflow").
+        name = what.rsplit(".", 1)[-1]
+        if name == "set_event":
+            raise DBOSException(f"{name}() must be called from within a workflow or step ({what} was called"
+                                " outside one)")
+        raise DBOSException(f"{name}() must be called from within a workflow ({what} runs only in a workflow:"
+                            " not outside one, nor in a step)")
     return run
 
 
@@ -112,7 +121,7 @@ def send(
         # Checked first: a destination not created yet must not leave the key's workflow
         # failed for good (a retry once it exists delivers).
         if not rt.sys_db.query(lambda c: workflow_exists(c, destination_id)):
-            raise DBOSNonExistentWorkflowError(destination_id)
+            raise DBOSNonExistentWorkflowError(destination_id, SEND_DESTINATION)
         args = (destination_id, message, topic, idempotency_key) + ((True,) if to_forks else ())
         call = wf.Call(SEND_WORKFLOW, None, args, {})
         with context.updated(id_box=IdBox(keyed_send_id(destination_id, idempotency_key))):
@@ -132,13 +141,13 @@ def send(
         targets = rt.sys_db.run(lambda c: messages.send_recorded(
             c, dialect, sender, message_id, destination_id, topic_key, payload, now_ms(), forks=True), tx=True)
         if targets is None:
-            raise DBOSNonExistentWorkflowError(destination_id)
+            raise DBOSNonExistentWorkflowError(destination_id, SEND_DESTINATION)
         for target in targets:
             rt.wakeups.notify(keys.message(target, topic_key))
         return
     sent = messages.send_message(rt.sys_db, sender, message_id, destination_id, topic_key, payload, now_ms())
     if not sent.exists:
-        raise DBOSNonExistentWorkflowError(destination_id)
+        raise DBOSNonExistentWorkflowError(destination_id, SEND_DESTINATION)
     data = _handoff_hint(sent.handed_to, payload) if sent.handed_to is not None else b""
     rt.wakeups.notify(keys.message(destination_id, topic_key), data=data)
 

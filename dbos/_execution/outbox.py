@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dbos._execution import checks
 from dbos._execution.ids import new_id
-from dbos._execution.messaging import SEND_WORKFLOW, _topic, keyed_send_id
+from dbos._execution.messaging import SEND_DESTINATION, SEND_WORKFLOW, _topic, keyed_send_id
 from dbos._execution.runtime import Runtime, now_ms
 from dbos._execution.serialization import serialize
 from dbos._storage import messages, workflows
@@ -41,7 +41,7 @@ def send(
     checks.check_size(payload, rt.settings.max_value_bytes, "the message")
     dialect, now = rt.sys_db.dialect, now_ms()
     if not messages.workflow_exists(conn, destination_id):
-        raise DBOSNonExistentWorkflowError(destination_id)
+        raise DBOSNonExistentWorkflowError(destination_id, SEND_DESTINATION)
     sender: Optional[tuple[str, int]] = None
     message_id = new_id()
     if idempotency_key is not None:
