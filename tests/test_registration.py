@@ -7,6 +7,7 @@ does not enqueue; ``MaxRecoveryAttemptsExceededError``,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -84,6 +85,27 @@ def test_two_dbos_decorators_on_one_function_are_rejected() -> None:
     workflow = DBOS.workflow(name="reg_wf_body")(body)
     with pytest.raises(DBOSConflictingRegistrationError, match="already a DBOS workflow"):
         DBOS.step()(workflow)
+
+
+@pytest.mark.parametrize("kind", ["step", "transaction"])
+def test_a_step_name_taken_by_another_function_is_warned_about(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    # As DBOS 2.x: not an error (the last definition runs its temporary workflow), but a
+    # warning in DBOS's words. One definition run again (a re-import) is no duplicate.
+    caplog.set_level(logging.WARNING, "dbos")
+    decorate: Any = DBOS.step if kind == "step" else DBOS.transaction
+    for _ in range(2):
+
+        @decorate(name=f"reg_dup_{kind}")
+        def first() -> str:
+            return "first"
+
+    assert "Duplicate registration" not in caplog.text
+
+    @decorate(name=f"reg_dup_{kind}")
+    def second() -> str:
+        return "second"
+
+    assert f"Duplicate registration of function 'reg_dup_{kind}'" in caplog.text
 
 
 def test_enqueue_options_around_start_workflow_are_rejected(dbos: Harness, backend: Backend) -> None:

@@ -51,6 +51,7 @@ def _temp_workflow(kind: str, name: str, func: Callable[..., Any], body: Callabl
         takes_self=takes_self(func),
         roles=roles,
         temp_kind=kind,
+        user_func=func,
     )
     REGISTRY.add_workflow(info)
     return info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -28,6 +29,7 @@ class WorkflowInfo:
     # "step" or "transaction": the one-step workflow ``<temp>.<name>`` that runs a step or
     # transaction started, enqueued or (a transaction) called outside a workflow.
     temp_kind: Optional[str] = None
+    user_func: Optional[Callable[..., Any]] = None  # that step's or transaction's own function
 
 
 TEMP_PREFIX = "<temp>."
@@ -90,7 +92,14 @@ class Registry:
             existing = self.workflows.get(info.name)
             if info.temp_kind is not None:
                 # As in DBOS 2.x: a step or transaction name used twice is not an error
-                # (steps need no unique names); the last definition runs its workflow.
+                # (steps need no unique names); the last definition runs its workflow,
+                # with a warning in DBOS's words when it is another function.
+                old_fn, new_fn = (existing.user_func or existing.func) if existing else None, info.user_func or info.func
+                if old_fn is not None and _code(old_fn) is not _code(new_fn):
+                    logging.getLogger("dbos").warning(
+                        "Duplicate registration of function '%s': %s replaces %s as the %s of that name "
+                        "(started, enqueued or recovered, it runs the last one); give one of them another "
+                        "name (name=...)", info.name[len(TEMP_PREFIX):], _where(new_fn), _where(old_fn), info.temp_kind)
                 self.workflows[info.name] = info
                 return
             if existing is not None and _code(existing.func) is not _code(info.func):
