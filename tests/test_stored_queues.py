@@ -149,6 +149,10 @@ def test_settings_are_checked_against_each_other(dbos: Harness) -> None:
          {"partition_concurrency": 1, "partition_worker_concurrency": 2}),
         ("partition_concurrency must be at least 1", {"partition_concurrency": 0}),
         ("partition_limiter must specify both 'limit' and 'period'", {"partition_limiter": {"limit": 1}}),
+        # A deprecated argument with the one replacing it (even with the same value).
+        ("set only one of them", {"concurrency": 2, "global_concurrency": 2}),
+        ("set only one of them", {"partition_queue": True, "partition_concurrency": 1}),
+        ("cannot be combined with global_concurrency", {"partition_queue": True, "global_concurrency": 2}),
     ]:
         with pytest.raises(ValueError, match=phrase):
             DBOS.register_queue(_name("sq_check"), **settings)

@@ -66,11 +66,22 @@ def queue_spec(
 ) -> q.QueueSpec:
     """The checked settings of ``Queue(...)`` and ``register_queue(...)``."""
     checks.identifier("Queue name", name)
+    # Deprecated arguments with the ones replacing them: refused, as DBOS 2.31.1 does.
+    if global_concurrency is not None and concurrency is not None:
+        raise QueueArgumentError(
+            f"Queue {name}: concurrency is deprecated in favor of global_concurrency; set only one of them"
+        )
+    if partition_queue and (partition_concurrency is not None or partition_worker_concurrency is not None
+                            or partition_limiter is not None):
+        raise QueueArgumentError(
+            f"Queue {name}: partition_queue is deprecated in favor of the partition_* limits; set only one of them"
+        )
+    if partition_queue and global_concurrency is not None:
+        raise QueueArgumentError(
+            f"Queue {name}: partition_queue applies every limit per partition, so it cannot be combined with "
+            "global_concurrency; use partition_concurrency instead"
+        )
     if global_concurrency is not None:  # DBOS 2.x's name for concurrency
-        if concurrency is not None and concurrency != global_concurrency:
-            raise QueueArgumentError(
-                f"Queue {name}: concurrency ({concurrency}) and global_concurrency ({global_concurrency}) differ"
-            )
         concurrency = global_concurrency
     limit, period = sq.check_limiter(name, "limiter", limiter)
     partition_limit, partition_period = sq.check_limiter(name, "partition_limiter", partition_limiter)
