@@ -163,3 +163,39 @@ def test_logger_is_the_standard_dbos_logger(dbos: Harness) -> None:
     finally:
         DBOS.logger.removeHandler(h)
     assert f"local|{workflow_id}|child says formatted" in handler_output
+
+
+def test_debug_lines_for_each_step_run_and_replayed(dbos: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    # As DBOS 2.x at DEBUG: "Running step, id: 1, name: ..." per step, and "Replaying ..."
+    # when the step's record answers (a second execution of the workflow).
+    @DBOS.step()
+    def log_step() -> str:
+        return "s"
+
+    @DBOS.transaction()
+    def log_tx() -> str:
+        return "t"
+
+    @DBOS.workflow()
+    def log_wf() -> str:
+        DBOS.set_event("k", 1)
+        DBOS.sleep(0)
+        return log_step() + log_tx()
+
+    caplog.set_level(logging.DEBUG, "dbos")
+    workflow_id = wid("debug-lines")
+    with SetWorkflowID(workflow_id):
+        assert log_wf() == "st"
+    for line in ("Running set_event, id: 1", "Running sleep, id: 2",
+                 f"Running step, id: 3, name: {log_step.__qualname__}",
+                 f"Running transaction, id: 4, name: {log_tx.__qualname__}"):
+        assert line in caplog.text
+    assert "Replaying" not in caplog.text
+    caplog.clear()
+    dbos.backend.force_pending(workflow_id)
+    with SetWorkflowID(workflow_id):
+        assert log_wf() == "st"
+    for line in ("Replaying set_event, id: 1", "Replaying sleep, id: 2",
+                 f"Replaying step, id: 3, name: {log_step.__qualname__}",
+                 f"Replaying transaction, id: 4, name: {log_tx.__qualname__}"):
+        assert line in caplog.text

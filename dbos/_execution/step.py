@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
@@ -44,13 +45,28 @@ def durable_run(ctx: Ctx) -> Optional[WorkflowRun]:
     return ctx.run if ctx.run is not None and not ctx.in_step else None
 
 
-def lookup(run: WorkflowRun, name: str) -> tuple[int, Optional[StepRow]]:
+_log = logging.getLogger("dbos")
+# What DBOS 2.x's debug lines call the built-in steps ("Running sleep, id: 3, ...").
+_OPERATIONS = {"DBOS.sleep": "sleep", "DBOS.send": "send", "DBOS.recv": "recv",
+               "DBOS.setEvent": "set_event", "DBOS.getEvent": "get_event"}
+
+
+def _log_step(run: WorkflowRun, fid: int, name: str, kind: str, recorded: Optional[StepRow]) -> None:
+    """A DEBUG line per step, in DBOS 2.x's form: "Running step, id: 2, name: f" (or
+    "Replaying ..." when its record answers); one level check when DEBUG is off."""
+    if _log.isEnabledFor(logging.DEBUG):
+        _log.debug("%s %s, id: %d, name: %s, workflow: %s", "Running" if recorded is None else "Replaying",
+                   _OPERATIONS.get(name, kind), fid, name, run.workflow_id)
+
+
+def lookup(run: WorkflowRun, name: str, kind: str = "step") -> tuple[int, Optional[StepRow]]:
     """Take the next step ID (preempting a cancelled workflow) and its recorded row, if any."""
     run.check_cancelled()
     fid = run.next_function_id()
     recorded = run.recorded.get(fid)
     if recorded is not None and recorded.function_name != name:
         raise DBOSUnexpectedStepError(run.workflow_id, fid, name, recorded.function_name)
+    _log_step(run, fid, name, kind, recorded)
     return fid, recorded
 
 
@@ -89,6 +105,7 @@ def take(run: WorkflowRun, name: str, reserved: Optional[Reserved]) -> tuple[int
     recorded = run.recorded.get(fid)
     if recorded is not None and recorded.function_name != name:
         raise DBOSUnexpectedStepError(run.workflow_id, fid, name, recorded.function_name)
+    _log_step(run, fid, name, "step", recorded)
     return fid, recorded
 
 
@@ -462,7 +479,7 @@ def run_transaction(
     run = durable_run(ctx)
     fid: Optional[int] = None
     if run is not None:
-        fid, recorded = lookup(run, name)
+        fid, recorded = lookup(run, name, "transaction")
         if recorded is not None:
             return replay(recorded)
     with _span(rt, run, fid, name, "transaction"):
