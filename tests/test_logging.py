@@ -192,6 +192,11 @@ def test_debug_lines_for_each_step_run_and_replayed(dbos: Harness, caplog: pytes
         assert line in caplog.text
     assert "Replaying" not in caplog.text
     caplog.clear()
+    with SetWorkflowID(workflow_id):
+        assert log_wf() == "st"
+    assert f"Workflow {workflow_id} is already completed with status SUCCESS" in caplog.text
+    assert "Running" not in caplog.text and "Replaying" not in caplog.text
+    caplog.clear()
     dbos.backend.force_pending(workflow_id)
     with SetWorkflowID(workflow_id):
         assert log_wf() == "st"

@@ -539,6 +539,8 @@ def claim_for_execution(rt: Runtime, created: Created) -> Optional[LocalExecutio
     """
     row = created.existing
     if row is not None and row.status != "PENDING":
+        if row.status in ("SUCCESS", "ERROR"):  # DBOS 2.x's debug line
+            rt.logger.debug("Workflow %s is already completed with status %s", created.workflow_id, row.status)
         return None
     local, is_new = rt.claim_local(created.workflow_id)
     if not is_new:
