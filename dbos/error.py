@@ -158,10 +158,11 @@ class DBOSMaxStepRetriesExceeded(DBOSException):
     def __init__(self, step_name: str, max_attempts: int, errors: Optional[list[Exception]] = None):
         self.step_name = step_name
         self.max_attempts = max_attempts
+        self.max_retries = max_attempts  # DBOS 2.x's name for it
         self.errors = list(errors or [])
         last = f"; last error: {self.errors[-1]!r}" if self.errors else ""
-        super().__init__(
-            f"Step {step_name} has exceeded its maximum of {max_attempts} attempts{last}",
+        super().__init__(  # DBOS 2.x's phrase ("... maximum of 3 retries"), then the last error
+            f"Step {step_name} has exceeded its maximum of {max_attempts} retries{last}",
             DBOSErrorCode.MaxStepRetriesExceeded.value,
         )
 
