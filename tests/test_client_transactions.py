@@ -179,7 +179,7 @@ def test_enqueue_in_transaction_reads_its_own_rows(client: DBOSClient, backend: 
 def test_the_clients_system_schema_is_used(backend: Backend) -> None:
     """A client on another system schema writes there, on the caller's connection too."""
     if backend.is_sqlite:
-        pytest.skip("SQLite has no schemas")
+        pytest.skip("PostgreSQL only: SQLite has no schemas, so a client there has no system schema to choose")
     wid = f"ctx-{uuid.uuid4().hex[:8]}"
     with DBOSClient(backend.url, system_database_schema="ctx_custom") as custom:
         with backend.engine.begin() as conn:

@@ -188,9 +188,7 @@ def tx_step(rt: Runtime, name: str, op: Callable[[Any], Any], reserved: Optional
         value = rt.sys_db.run(in_tx, tx=True)
     except _RecordedElsewhere:
         return replay(recorded_elsewhere(rt, run.workflow_id, fid))
-    except DBOSWorkflowCancelledError:
-        raise
-    except Exception as e:
+    except Exception as e:  # not a cancellation: DBOSWorkflowCancelledError is a BaseException
         return record(rt, run, fid, name, None, e, started)
     rt.stats.step_done((now_ms() - started) / 1000)
     return value

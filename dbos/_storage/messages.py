@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
 
-from dbos._storage import operations
+from dbos._storage import operations, workflows
 from dbos._storage.database import Database
 from dbos._storage.dialect import Dialect
 from dbos._storage.operations import StepRow
@@ -95,18 +95,6 @@ def workflow_exists(conn: sa.Connection, workflow_id: str) -> bool:
     return conn.execute(sa.select(ws.c.workflow_uuid).where(ws.c.workflow_uuid == workflow_id)).first() is not None
 
 
-def fork_descendants(conn: sa.Connection, dialect: Dialect, workflow_id: str) -> list[str]:
-    """Every workflow forked from ``workflow_id``, transitively (forks of forks...), sorted:
-    one query per generation of forks, each on the ``ws_forked_from`` index."""
-    found: set[str] = set()
-    frontier = [workflow_id]
-    while frontier:
-        rows = conn.execute(sa.select(ws.c.workflow_uuid).where(dialect.among(ws.c.forked_from, frontier)))
-        frontier = [str(r[0]) for r in rows if r[0] not in found and r[0] != workflow_id]
-        found.update(frontier)
-    return sorted(found)
-
-
 def send_recorded(
     conn: sa.Connection, dialect: Dialect, sender: Optional[tuple[str, int]], message_id: str,
     destination: str, topic: str, message: bytes, now: int, *, forks: bool,
@@ -122,7 +110,8 @@ def send_recorded(
         step = StepRow(sender[1], "DBOS.send", None, None, None, now, now)
         if not operations.insert(conn, dialect, sender[0], step):
             return []
-    targets = [destination, *(fork_descendants(conn, dialect, destination) if forks else ())]
+    forked = workflows.descendants(conn, dialect, [destination], via=ws.c.forked_from) if forks else []
+    targets = [destination, *sorted(forked)]
     for target in targets:
         mid = message_id if target == destination else f"{message_id}::{target}"
         send(conn, dialect, mid, target, topic, message, now)

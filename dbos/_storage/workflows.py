@@ -200,14 +200,17 @@ def cancel(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str], n
     return list(conn.execute(sa.select(ws.c.workflow_uuid).where(among, status_in("CANCELLED"))).scalars())
 
 
-def descendants(conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str]) -> list[str]:
-    """Every workflow below these through ``parent_workflow_id``, at any depth (not the given
-    ones), level by level: one statement a level, served by ``ws_parent``."""
+def descendants(
+    conn: sa.Connection, dialect: Dialect, workflow_ids: Sequence[str], via: Any = ws.c.parent_workflow_id
+) -> list[str]:
+    """Every workflow below these through ``via`` (``parent_workflow_id``: children; or
+    ``forked_from``: forks), at any depth, not the given ones, level by level: one
+    statement a level, served by ``ws_parent`` / ``ws_forked_from``."""
     seen = set(workflow_ids)
     found: list[str] = []
     frontier = list(workflow_ids)
     while frontier:
-        stmt = sa.select(ws.c.workflow_uuid).where(dialect.among(ws.c.parent_workflow_id, frontier))
+        stmt = sa.select(ws.c.workflow_uuid).where(dialect.among(via, frontier))
         frontier = [w for w in conn.execute(stmt).scalars() if w not in seen]
         seen.update(frontier)
         found += frontier
